@@ -1,0 +1,30 @@
+# The two commands that matter: `make run` (the whole product on this machine)
+# and `make test` (the whole suite). Both depend on `make setup`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+
+.PHONY: setup run test lint typecheck
+
+setup: $(STAMP)
+
+# Installs the pinned dependencies only (the project runs from this folder); the
+# stamp carries pyproject's hash, so a second run with nothing changed is instant.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))" > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy .
+
+test: lint typecheck
+	$(PY) -m pytest

@@ -1,0 +1,1 @@
+"""Subjects, consent records, retention schedules, revocation and erasure."""

@@ -1,0 +1,1 @@
+"""The studio: generation and edit jobs, outputs, approval queue, provenance, exports."""

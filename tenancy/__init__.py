@@ -1,0 +1,1 @@
+"""Tenants (brands), memberships and roles, tenant-scoped querysets and permissions."""

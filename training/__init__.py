@@ -1,0 +1,1 @@
+"""Reference photo sets, captions, training jobs, the model registry and progress."""
