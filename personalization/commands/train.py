@@ -58,7 +58,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--identity-embedder",
         type=Path,
-        help="TorchScript face-recognition network for the identity loss (default: none, loss off)",
+        help="torch.export (.pt2) face-recognition network for the identity loss (default: none, loss off)",
     )
     add("--init-word", help="multiconcept: word the identity token starts from (default: the class word)")
     add("--gradient-checkpointing", action="store_true", help="trade compute for memory")
@@ -135,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         result = train(config, report)
-    except (TrainingError, FileNotFoundError) as error:
+    except (TrainingError, FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from error
     if result.status == "stopped":
         print(f"stopped at step {result.steps}; resume with --resume (checkpoint {result.checkpoint})")

@@ -123,7 +123,7 @@ def test_token_rows_train_only_the_new_rows() -> None:
     out.sum().backward()
     assert rows.rows.grad is not None and torch.count_nonzero(rows.rows.grad) == 8
     with torch.no_grad():
-        rows.rows += 1.0
+        rows.rows.add_(1.0)
     merged = rows.merged()
     assert torch.equal(merged.weight[:8], original[:8])
     assert torch.equal(merged.weight[8:], original[8:] + 1.0)
