@@ -11,16 +11,19 @@ encodes the prompt every step (SDXL precomputes it), LoRA rank 4 on to_q/k/v/out
 clipping 1.0, bf16 autocast on GPU. Both methods run through personalization.training.Trainer.
 
 Every measurement runs in its own process, so peak memory (CUDA: max allocated; CPU: peak RSS)
-belongs to that measurement alone. The first --warmup steps of each phase are not timed.
+belongs to that measurement alone. The first --warmup steps of each phase are not timed; the rate
+is 1 / the median step time, which other jobs on a shared machine disturb least.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -161,10 +164,11 @@ def _peak_memory_mib(device: Any) -> float:
 
 
 def _rate(times: list[float], warmup: int) -> float:
+    """Steps per second from the median step time: robust to other jobs' bursts on a shared machine."""
     timed = times[warmup:]
     if len(timed) < 2:
         raise ValueError("too few steps to time: raise --steps")
-    return (len(timed) - 1) / (timed[-1] - timed[0])
+    return 1.0 / statistics.median(later - earlier for earlier, later in itertools.pairwise(timed))
 
 
 def plain_loop(spec: dict[str, Any]) -> dict[str, Any]:
