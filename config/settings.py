@@ -179,6 +179,15 @@ LIKENESS_SAME_PERSON_THRESHOLD = float(os.environ.get("LIKENESS_SAME_PERSON_THRE
 LIKENESS_CONSENT_LINK_HOURS = int(os.environ.get("LIKENESS_CONSENT_LINK_HOURS", "168"))
 # How often the retention/expiry sweep runs (Celery beat), in minutes.
 LIKENESS_RETENTION_SWEEP_MINUTES = int(os.environ.get("LIKENESS_RETENTION_SWEEP_MINUTES", "15"))
+# Read lazily by config.celery (namespace CELERY): an expired consent is erased
+# within one sweep interval, without undue delay.
+CELERY_BEAT_SCHEDULE = {
+    "consent-enforce-retention": {
+        "task": "consent.enforce_retention",
+        "schedule": LIKENESS_RETENTION_SWEEP_MINUTES * 60.0,
+        "options": {"queue": "default"},
+    }
+}
 # Base diffusion model: a hub id or a local folder. The default is the tiny
 # random-init model that `make setup` builds, so the product runs offline.
 LIKENESS_BASE_MODEL = os.environ.get("LIKENESS_BASE_MODEL", str(VAR_DIR / "models" / "tiny-sd"))

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import PurePath
-from typing import IO
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -114,7 +114,11 @@ _MARKUP = re.compile(
 )
 
 
-def read_capped(stream: IO[bytes], max_bytes: int) -> bytes:
+class Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+def read_capped(stream: Readable, max_bytes: int) -> bytes:
     """Read at most max_bytes + 1 bytes: enough to know a file is too large without holding it whole."""
     chunks: list[bytes] = []
     remaining = max_bytes + 1
