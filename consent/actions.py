@@ -33,7 +33,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -60,6 +60,7 @@ from consent.models import (
 )
 from consent.storage import private_storage, subject_prefix, walk
 from consent.tokens import (
+    InvalidLinkTokenError,
     consent_text_sha256,
     make_link_token,
     read_link_token,
@@ -262,14 +263,19 @@ def schedule_in_force(tenant: Tenant, at: datetime | None = None) -> RetentionSc
     )
 
 
+def _next_version(tenant: Tenant, versions: QuerySet[Any]) -> int:
+    """The next version number of a versioned document, under the tenant row lock (no two writers collide)."""
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).get()
+    return int(versions.aggregate(latest=Max("version"))["latest"] or 0) + 1
+
+
 def _publish_schedule(
     *, tenant: Tenant, actor: Actor, title: str, years: int, days_after_purpose: int, at: datetime
 ) -> RetentionSchedule:
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).get()
-    latest = RetentionSchedule.objects.for_tenant(tenant).aggregate(latest=Max("version"))["latest"] or 0
+    version = _next_version(tenant, RetentionSchedule.objects.for_tenant(tenant))
     statement = retention_statement(tenant.name, years, days_after_purpose)
     schedule = RetentionSchedule.objects.for_tenant(tenant).create(
-        version=latest + 1,
+        version=version,
         title=title,
         years_after_last_interaction=years,
         days_after_purpose_satisfied=days_after_purpose,
@@ -435,16 +441,10 @@ def publish_consent_template(*, actor: Actor, tenant: Tenant, name: str, body: s
     if not title or not text:
         raise ConsentActionError("A consent template needs a name and its text.")
     with transaction.atomic():
-        Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).get()
-        latest = (
-            ConsentTemplate.objects.for_tenant(tenant)
-            .filter(name=title)
-            .aggregate(latest=Max("version"))["latest"]
-            or 0
-        )
+        version = _next_version(tenant, ConsentTemplate.objects.for_tenant(tenant).filter(name=title))
         template = ConsentTemplate.objects.for_tenant(tenant).create(
             name=title,
-            version=latest + 1,
+            version=version,
             body=text,
             sha256=consent_text_sha256(text),
             created_at=timezone.now(),
@@ -547,7 +547,7 @@ def resolve_link(token: str) -> ConsentLink:
     """
     try:
         public_id = read_link_token(token)
-    except Exception as exc:
+    except InvalidLinkTokenError as exc:
         raise InvalidLinkError("This consent link is not valid. Ask the sender for a new one.") from exc
     link = (
         ConsentLink.dangerously_unscoped.select_related("tenant", "subject", "template")

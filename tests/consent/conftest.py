@@ -101,7 +101,15 @@ def issue_link(staff: Any, template: Any) -> Callable[..., actions.IssuedLink]:
 
 
 @pytest.fixture
-def sign(issue_link: Callable[..., actions.IssuedLink]) -> Callable[..., ConsentRecord]:
+def link_tokens() -> dict[int, str]:
+    """Consent record id -> the token of the link it was signed with (what the subject keeps)."""
+    return {}
+
+
+@pytest.fixture
+def sign(
+    issue_link: Callable[..., actions.IssuedLink], link_tokens: dict[int, str]
+) -> Callable[..., ConsentRecord]:
     """`sign(subject, purposes, ...)`: staff send a link, the subject signs it on the link page."""
 
     def signed(
@@ -113,7 +121,7 @@ def sign(issue_link: Callable[..., actions.IssuedLink]) -> Callable[..., Consent
     ) -> ConsentRecord:
         wanted = ALL_PURPOSES if purposes is None else purposes
         issued = issue_link(subject, wanted, valid_from=valid_from, expires_at=expires_at)
-        return actions.sign_consent(
+        record = actions.sign_consent(
             token=issued.token,
             purposes=wanted,
             full_name=subject.display_name,
@@ -121,6 +129,8 @@ def sign(issue_link: Callable[..., actions.IssuedLink]) -> Callable[..., Consent
             ip="203.0.113.7",
             user_agent="pytest-browser/1.0",
         )
+        link_tokens[record.pk] = issued.token
+        return record
 
     return signed
 

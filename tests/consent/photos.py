@@ -54,7 +54,7 @@ def decompression_bomb_png(side: int = 10_000) -> bytes:
 
 def png_html_polyglot() -> bytes:
     """A valid PNG of a real face whose text chunk is an HTML page with a script."""
-    image = Image.open(io.BytesIO(photo_bytes("obama2.jpg")))
+    image = Image.open(io.BytesIO(photo_bytes("obama2.jpg", 400)))
     info = PngInfo()
     info.add_text(
         "Comment", "<html><body><script>fetch('/api/v1/subjects/').then(alert)</script></body></html>"
