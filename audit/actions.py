@@ -85,3 +85,18 @@ def record(
             last_seq=entry.seq, last_hash=digest
         )
     return entry
+
+
+def record_export(
+    *, actor: AbstractBaseUser | AnonymousUser, tenant: Tenant, file_format: str, filters: dict[str, str]
+) -> AuditEntry:
+    """Exports of the log are themselves facts a reviewer may need: who took which part, when."""
+    from tenancy.permissions import require_perm
+
+    require_perm(actor, tenant, "audit.export_auditentry")
+    return record(
+        tenant=tenant,
+        action="audit.exported",
+        actor=actor,
+        payload={"format": file_format, "filters": {key: value for key, value in filters.items() if value}},
+    )

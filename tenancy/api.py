@@ -91,6 +91,29 @@ class TenantPermission(permissions.BasePermission):
         return perm is not None and has_perm(request.user, request.tenant, perm, obj)  # type: ignore[attr-defined]
 
 
+class TenantMethodPermission(permissions.BasePermission):
+    """For non-model endpoints: `view.method_permissions` maps an HTTP method to the permission it needs."""
+
+    message = TenantPermission.message
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if not request.user.is_authenticated or getattr(request, "tenant", None) is None:
+            return False
+        perm = getattr(view, "method_permissions", {}).get(request.method)
+        return perm is not None and has_perm(request.user, request.tenant, perm)  # type: ignore[attr-defined]
+
+
+class TenantAPIView(APIView):
+    """An API endpoint about the active tenant itself (not a model collection)."""
+
+    method_permissions: ClassVar[dict[str, str]] = {}
+    permission_classes = [TenantMethodPermission]
+
+    def perform_authentication(self, request: Request) -> None:
+        super().perform_authentication(request)
+        set_request_tenant(request)
+
+
 class TenantScopedViewSet(viewsets.ModelViewSet):
     """Base of every API viewset over tenant data: set `queryset_model` and `serializer_class`."""
 

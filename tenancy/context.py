@@ -11,6 +11,13 @@ from tenancy.models import Membership, Tenant
 SESSION_KEY = "likeness_active_tenant_id"
 
 
+class TenantRequest(HttpRequest):
+    """An HttpRequest after ActiveTenantMiddleware: for type-checking views."""
+
+    tenant: Tenant | None
+    membership: Membership | None
+
+
 def memberships_of(user: Any) -> list[Membership]:
     if user is None or not user.is_authenticated or not user.is_active:
         return []
@@ -61,5 +68,9 @@ def apply_to_request(request: Any) -> None:
     request.tenant = membership.tenant if membership is not None else None
 
 
-def tenant_of(request: Any) -> Tenant | None:
-    return getattr(request, "tenant", None)
+def require_tenant(request: Any) -> Tenant:
+    """The active tenant of a request that a member-only guard already let through."""
+    tenant = getattr(request, "tenant", None)
+    if tenant is None:
+        raise Http404("Not found.")
+    return tenant

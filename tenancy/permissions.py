@@ -161,3 +161,13 @@ def restrict_to_perm(
     for grants, column in _grants(user, perm, queryset.model):
         granted.update(str(pk) for pk in grants.values_list(column, flat=True))
     return queryset.filter(pk__in=sorted(granted)) if granted else queryset.none()
+
+
+def require_perm(actor: UserLike | None, tenant: Tenant, perm: str, obj: models.Model | None = None) -> None:
+    """Raise PermissionDenied unless `actor` may `perm`; actor None is the system (commands, tasks)."""
+    from django.core.exceptions import PermissionDenied
+
+    if actor is None:
+        return
+    if not has_perm(actor, tenant, perm, obj):
+        raise PermissionDenied(f"{perm} is not granted to this user in tenant {tenant.slug}.")

@@ -30,6 +30,12 @@ import pytest
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
+
+# Password hashing at production strength costs ~0.3 s per user on these cores;
+# tests create hundreds of users and do not test the hasher.
+settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 _counter = itertools.count(1)
 
 TEST_PASSWORD = "correct-horse-battery-staple"
