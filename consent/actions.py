@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.validators import validate_email
 from django.db import transaction
@@ -68,7 +68,7 @@ from consent.tokens import (
     token_fingerprint,
 )
 from tenancy.models import Tenant
-from tenancy.permissions import has_perm
+from tenancy.permissions import require_perm
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +120,6 @@ class InvalidLinkError(ConsentActionError):
 
 
 # --- small helpers ----------------------------------------------------------------------------------
-def _check(actor: Actor, tenant: Tenant, perm: str, obj: Any = None) -> None:
-    if not has_perm(actor, tenant, perm, obj):
-        raise PermissionDenied(f"Missing permission {perm} in this tenant.")
-
-
 def _user(actor: Actor) -> Any:
     """The user to store in a `*_by` column: None for the system and for anonymous visitors (the subject)."""
     return actor if actor is not None and actor.is_authenticated else None
@@ -303,7 +298,7 @@ def publish_retention_schedule(
     days_after_purpose_satisfied: int,
 ) -> RetentionSchedule:
     """A new schedule version (e.g. Texas CUBI); each subject keeps the version it was collected under."""
-    _check(actor, tenant, "consent.add_retentionschedule")
+    require_perm(actor, tenant, "consent.add_retentionschedule")
     if not title.strip():
         raise ConsentActionError("Give the schedule a title (for example the jurisdiction it follows).")
     if not 1 <= years_after_last_interaction <= MAX_YEARS_AFTER_LAST_INTERACTION:
@@ -375,7 +370,7 @@ def touch_subject(subject: Subject, at: datetime | None = None) -> None:
 
 def mark_purpose_satisfied(*, actor: Actor, subject: Subject, at: datetime | None = None) -> Subject:
     """The campaign is over: the 'purpose satisfied' clock starts (BIPA: erase now; Texas: within a year)."""
-    _check(actor, subject.tenant, "consent.close_purpose_subject", subject)
+    require_perm(actor, subject.tenant, "consent.close_purpose_subject", subject)
     moment = at or timezone.now()
     with transaction.atomic():
         locked = _locked_subject(subject)
@@ -395,7 +390,7 @@ def create_subject(
     *, actor: Actor, tenant: Tenant, display_name: str, contact_email: str = "", internal_reference: str = ""
 ) -> Subject:
     """A new subject, linked to the retention schedule in force (the BIPA default is published if none is)."""
-    _check(actor, tenant, "consent.add_subject")
+    require_perm(actor, tenant, "consent.add_subject")
     name = display_name.strip()
     if not name:
         raise ConsentActionError("Give the subject's name.")
@@ -436,7 +431,7 @@ def create_subject(
 
 def publish_consent_template(*, actor: Actor, tenant: Tenant, name: str, body: str) -> ConsentTemplate:
     """A new immutable version of a consent text, fingerprinted with SHA-256."""
-    _check(actor, tenant, "consent.add_consenttemplate")
+    require_perm(actor, tenant, "consent.add_consenttemplate")
     title, text = name.strip(), body.strip()
     if not title or not text:
         raise ConsentActionError("A consent template needs a name and its text.")
@@ -483,8 +478,8 @@ def send_consent_link(
 ) -> IssuedLink:
     """Ask the subject to consent: terms fixed now, signature only by the subject through the link."""
     tenant = subject.tenant
-    _check(actor, tenant, "consent.add_consentlink")
-    _check(actor, tenant, "consent.view_subject", subject)
+    require_perm(actor, tenant, "consent.add_consentlink")
+    require_perm(actor, tenant, "consent.view_subject", subject)
     if template.tenant_id != tenant.pk:
         raise ConsentActionError("That consent template belongs to another tenant.")
     try:
@@ -713,7 +708,7 @@ def record_revocation(
     *, actor: Actor, record: ConsentRecord, reason: str, received_via: str, at: datetime | None = None
 ) -> ConsentRevocation:
     """Staff record a withdrawal the subject made by other means (letter, email, phone), with a reason."""
-    _check(actor, record.tenant, "consent.add_consentrevocation")
+    require_perm(actor, record.tenant, "consent.add_consentrevocation")
     if not reason.strip() or not received_via.strip():
         raise ConsentActionError("Say how the withdrawal was received and give its reason or wording.")
     return _revoke(
@@ -858,7 +853,7 @@ def _store_photo(
 
 def set_enrollment_photo(*, actor: Actor, subject: Subject, upload: UploadedPhoto) -> Asset:
     """The photo every reference photo is compared with. Set once; erasure clears it."""
-    _check(actor, subject.tenant, "consent.upload_photos_subject", subject)
+    require_perm(actor, subject.tenant, "consent.upload_photos_subject", subject)
     if subject.enrollment_photo_id is not None:
         raise ConsentActionError("This subject already has an enrollment photo.")
     _require_any(subject, timezone.now())
@@ -904,7 +899,7 @@ def upload_reference_photos(
     *, actor: Actor, subject: Subject, uploads: Sequence[UploadedPhoto]
 ) -> IntakeReport:
     """Check each file on its own: every rejection gets its reason, every accepted file is kept."""
-    _check(actor, subject.tenant, "consent.upload_photos_subject", subject)
+    require_perm(actor, subject.tenant, "consent.upload_photos_subject", subject)
     _require_any(subject, timezone.now())
     reference = enrollment_embedding(subject)
     limits = intake_limits()
@@ -1001,7 +996,7 @@ def _begin_erasure(
 
 def erase_subject(*, actor: Actor, subject: Subject, reason: str) -> DeletionCertificate | None:
     """Erasure on request (GDPR Art. 17) by a tenant admin; consent records stay as the history."""
-    _check(actor, subject.tenant, "consent.erase_subject", subject)
+    require_perm(actor, subject.tenant, "consent.erase_subject", subject)
     if not reason.strip():
         raise ConsentActionError("Give the reason for the erasure (for example the request it answers).")
     with transaction.atomic():
