@@ -140,6 +140,55 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Private storage for reference photos, masks, adapters and outputs: never served
 # from a public URL. Filesystem by default; S3 (django-storages) in production.
 LIKENESS_STORAGE_ROOT = Path(os.environ.get("LIKENESS_STORAGE_ROOT", str(VAR_DIR / "storage")))
+# Subjects' files are stored only as ciphertext (consent.crypto) in this backend and
+# served only by views that check tenant and permission; it never has a public URL.
+LIKENESS_STORAGE_BACKEND = os.environ.get("LIKENESS_STORAGE_BACKEND", "filesystem")
+if LIKENESS_STORAGE_BACKEND == "s3":
+    _PRIVATE_STORAGE: dict[str, object] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ.get("LIKENESS_S3_BUCKET", ""),
+            "location": os.environ.get("LIKENESS_S3_PREFIX", "likeness"),
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+elif LIKENESS_STORAGE_BACKEND == "filesystem":
+    _PRIVATE_STORAGE = {
+        "BACKEND": "consent.storage.PrivateFileSystemStorage",
+        "OPTIONS": {"location": str(LIKENESS_STORAGE_ROOT), "directory_permissions_mode": 0o700},
+    }
+else:
+    raise ImproperlyConfigured("LIKENESS_STORAGE_BACKEND must be 'filesystem' or 's3'.")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "likeness_private": _PRIVATE_STORAGE,
+}
+# Deployment secret from which each tenant's key-encryption key is derived (HKDF);
+# the per-subject data keys are stored only wrapped by those. Required unless DEBUG.
+LIKENESS_MASTER_KEY = os.environ.get("LIKENESS_MASTER_KEY", "")
+if not LIKENESS_MASTER_KEY and DEBUG:
+    LIKENESS_MASTER_KEY = "likeness-insecure-development-master-key-never-in-production"
+# Reference photo intake limits (consent.intake) and the identity-consistency threshold.
+LIKENESS_MAX_UPLOAD_BYTES = int(os.environ.get("LIKENESS_MAX_UPLOAD_BYTES", str(20 * 1024 * 1024)))
+LIKENESS_MAX_IMAGE_PIXELS = int(os.environ.get("LIKENESS_MAX_IMAGE_PIXELS", "40000000"))
+LIKENESS_MIN_FACE_PX = int(os.environ.get("LIKENESS_MIN_FACE_PX", "100"))
+LIKENESS_SAME_PERSON_THRESHOLD = float(os.environ.get("LIKENESS_SAME_PERSON_THRESHOLD", "0.6"))
+# How long a consent link may be used to sign (revoking through it stays possible).
+LIKENESS_CONSENT_LINK_HOURS = int(os.environ.get("LIKENESS_CONSENT_LINK_HOURS", "168"))
+# How often the retention/expiry sweep runs (Celery beat), in minutes.
+LIKENESS_RETENTION_SWEEP_MINUTES = int(os.environ.get("LIKENESS_RETENTION_SWEEP_MINUTES", "15"))
+# Read lazily by config.celery (namespace CELERY): an expired consent is erased
+# within one sweep interval, without undue delay.
+CELERY_BEAT_SCHEDULE = {
+    "consent-enforce-retention": {
+        "task": "consent.enforce_retention",
+        "schedule": LIKENESS_RETENTION_SWEEP_MINUTES * 60.0,
+        "options": {"queue": "default"},
+    }
+}
 # Base diffusion model: a hub id or a local folder. The default is the tiny
 # random-init model that `make setup` builds, so the product runs offline.
 LIKENESS_BASE_MODEL = os.environ.get("LIKENESS_BASE_MODEL", str(VAR_DIR / "models" / "tiny-sd"))

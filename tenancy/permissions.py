@@ -36,14 +36,51 @@ _TENANCY_ADMIN = frozenset(
     }
 )
 _AUDIT_READ = frozenset({"audit.view_auditentry", "audit.export_auditentry"})
+# Consent (issue 3). Legal reviewers read consent evidence and certificates but never
+# the photos themselves; only admins erase on request, publish schedules and templates.
+_CONSENT_READ = frozenset(
+    {
+        "consent.view_subject",
+        "consent.view_consentrecord",
+        "consent.view_consentlink",
+        "consent.view_consentrevocation",
+        "consent.view_consenttemplate",
+        "consent.view_retentionschedule",
+    }
+)
+_CONSENT_STAFF = _CONSENT_READ | frozenset(
+    {
+        "consent.add_subject",
+        "consent.upload_photos_subject",
+        "consent.close_purpose_subject",
+        "consent.view_asset",
+        "consent.add_consentlink",
+        "consent.add_consentrevocation",
+    }
+)
+_CONSENT_LEGAL = _CONSENT_READ | frozenset(
+    {
+        "consent.view_deletioncertificate",
+        "consent.export_deletioncertificate",
+        "consent.export_consentrecord",
+        "consent.export_subject",
+    }
+)
+_CONSENT_ADMIN = (
+    _CONSENT_STAFF
+    | _CONSENT_LEGAL
+    | frozenset({"consent.add_consenttemplate", "consent.add_retentionschedule", "consent.erase_subject"})
+)
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
     # Members, settings, retention schedule; reads the audit log of its tenant.
-    Role.ADMIN: _TENANCY_ADMIN | _AUDIT_READ,
+    Role.ADMIN: _TENANCY_ADMIN | _AUDIT_READ | _CONSENT_ADMIN,
     # Subjects, uploads, training, studio, approvals (rows added by those apps).
-    Role.STAFF: frozenset({"tenancy.view_tenant"}),
+    Role.STAFF: frozenset({"tenancy.view_tenant"}) | _CONSENT_STAFF,
     # Read-only: consent records, audit log, deletion certificates; exports.
-    Role.LEGAL_REVIEWER: frozenset({"tenancy.view_tenant", "tenancy.view_membership"}) | _AUDIT_READ,
+    Role.LEGAL_REVIEWER: frozenset({"tenancy.view_tenant", "tenancy.view_membership"})
+    | _AUDIT_READ
+    | _CONSENT_LEGAL,
 }
 
 
