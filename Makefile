@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
 .PHONY: setup run test lint typecheck
 
-setup: $(STAMP)
+setup: $(STAMP) var/models/tiny-sd/model_index.json
 
 # Installs the pinned dependencies only (the project runs from this folder); the
 # stamp carries pyproject's hash, so a second run with nothing changed is instant.
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# The product's default base model (LIKENESS_BASE_MODEL=var/models/tiny-sd): a tiny random-weight
+# Stable Diffusion written by our own CLI, so a fresh checkout runs offline with no model download.
+var/models/tiny-sd/model_index.json: | $(STAMP)
+	$(PY) -m personalization build-tiny-model var/models/tiny-sd --force
 
 lint: setup
 	$(VENV)/bin/ruff check .

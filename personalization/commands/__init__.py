@@ -1,0 +1,1 @@
+"""Subcommands of `python -m personalization`: each module defines `COMMAND` (see personalization.cli)."""

@@ -1,0 +1,110 @@
+"""Loading a base text-to-image model: SD 1.5 or SDXL, from a hub id or a local folder.
+
+Every caller (training, generation, editing, the tiny test model) goes through
+`load_pipeline`, so a tiny random-weight folder and real weights take the same path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import torch
+from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+ModelKind = Literal["sd15", "sdxl"]
+KindChoice = Literal["auto", "sd15", "sdxl"]
+# diffusers is untyped (its classes are Any to mypy): the alias documents intent for readers.
+SDPipeline: TypeAlias = StableDiffusionPipeline | StableDiffusionXLPipeline
+
+_PIPELINE_CLASSES: dict[str, ModelKind] = {
+    "StableDiffusionPipeline": "sd15",
+    "StableDiffusionXLPipeline": "sdxl",
+}
+
+
+class ModelLoadError(ValueError):
+    """The base model cannot be used: unknown architecture, missing folder, bad kind."""
+
+
+def pick_device(preferred: str | torch.device | None = None) -> torch.device:
+    """CUDA when present (the product's GPU workers), else CPU; an explicit choice wins."""
+    if preferred is not None:
+        return torch.device(preferred)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that have it (no fp16 overflow in the SDXL VAE), fp16 on older GPUs, fp32 on CPU.
+
+    CPU half precision is slow and not bit-reproducible, which the tests rely on.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def detect_kind(base_model: str | Path, *, revision: str | None = None) -> ModelKind:
+    """Reads model_index.json (a local file, or the hub's copy) to tell SD 1.5 from SDXL."""
+    local = Path(base_model)
+    if local.is_dir():
+        index_path = local / "model_index.json"
+        if not index_path.is_file():
+            raise ModelLoadError(f"{local} is not a diffusers model folder: it has no model_index.json")
+        config: dict[str, Any] = json.loads(index_path.read_text())
+    else:
+        config = dict(DiffusionPipeline.load_config(str(base_model), revision=revision))
+    class_name = str(config.get("_class_name", ""))
+    if class_name not in _PIPELINE_CLASSES:
+        supported = ", ".join(sorted(_PIPELINE_CLASSES))
+        raise ModelLoadError(f"{base_model} is a {class_name or 'unknown'} model; supported: {supported}")
+    return _PIPELINE_CLASSES[class_name]
+
+
+def pipeline_kind(pipe: DiffusionPipeline) -> ModelKind:
+    """The architecture of an already loaded pipeline (SDXL subclasses are checked first)."""
+    if isinstance(pipe, StableDiffusionXLPipeline):
+        return "sdxl"
+    if isinstance(pipe, StableDiffusionPipeline):
+        return "sd15"
+    raise ModelLoadError(f"unsupported pipeline class {type(pipe).__name__}")
+
+
+def load_pipeline(
+    base_model: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    kind: KindChoice = "auto",
+    revision: str | None = None,
+    **from_pretrained_kwargs: Any,
+) -> SDPipeline:
+    """Loads the diffusers pipeline for `base_model` on `device` in `dtype`.
+
+    Attention runs through PyTorch's scaled_dot_product_attention, which is diffusers'
+    default processor on torch 2: nothing here replaces it.
+    """
+    resolved_kind = detect_kind(base_model, revision=revision) if kind == "auto" else kind
+    if resolved_kind not in ("sd15", "sdxl"):
+        raise ModelLoadError(f"kind must be auto, sd15 or sdxl, not {kind!r}")
+    target_device = pick_device(device)
+    target_dtype = dtype if dtype is not None else default_dtype(target_device)
+    pipeline_class = StableDiffusionXLPipeline if resolved_kind == "sdxl" else StableDiffusionPipeline
+    pipe = pipeline_class.from_pretrained(
+        str(base_model), dtype=target_dtype, revision=revision, **from_pretrained_kwargs
+    )
+    pipe.to(target_device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def base_model_revision(base_model: str | Path, revision: str | None = None) -> str | None:
+    """The hub commit a hub id resolves to (recorded in manifests), None for a local folder.
+
+    Called after load_pipeline, so the snapshot is already in the local cache.
+    """
+    if Path(base_model).is_dir():
+        return None
+    folder = Path(DiffusionPipeline.download(str(base_model), revision=revision, local_files_only=True))
+    return folder.name

@@ -1,0 +1,110 @@
+"""Base-model loading and the tiny model: the same loader path as real weights."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+from personalization.models import ModelLoadError, detect_kind, load_pipeline, pick_device, pipeline_kind
+from personalization.tiny import build_tiny_pipeline
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_detects_and_loads_sd15(tiny_sd: Path) -> None:
+    assert detect_kind(tiny_sd) == "sd15"
+    pipe = load_pipeline(tiny_sd, device="cpu")
+    assert isinstance(pipe, StableDiffusionPipeline)
+    assert pipeline_kind(pipe) == "sd15"
+    assert pipe.unet.dtype == torch.float32
+    assert pipe.device.type == "cpu"
+
+
+def test_detects_and_loads_sdxl(tiny_sdxl: Path) -> None:
+    assert detect_kind(tiny_sdxl) == "sdxl"
+    pipe = load_pipeline(tiny_sdxl, device="cpu")
+    assert isinstance(pipe, StableDiffusionXLPipeline)
+    assert pipeline_kind(pipe) == "sdxl"
+
+
+def test_dtype_and_kind_are_overridable(tiny_sd: Path) -> None:
+    pipe = load_pipeline(tiny_sd, device="cpu", dtype=torch.bfloat16, kind="sd15")
+    assert pipe.unet.dtype == torch.bfloat16
+    assert pipe.text_encoder.dtype == torch.bfloat16
+
+
+def test_pick_device_honours_an_explicit_choice() -> None:
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_folder_without_model_index_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"no model_index\.json"):
+        load_pipeline(tmp_path)
+
+
+def test_unsupported_pipeline_class_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(ModelLoadError, match="FluxPipeline"):
+        detect_kind(tmp_path)
+
+
+def test_tiny_model_is_deterministic_and_generates(tiny_sd: Path) -> None:
+    first = build_tiny_pipeline(seed=0).unet.state_dict()
+    second = build_tiny_pipeline(seed=0).unet.state_dict()
+    other = build_tiny_pipeline(seed=1).unet.state_dict()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    assert not all(torch.equal(first[key], other[key]) for key in first)
+
+    pipe = load_pipeline(tiny_sd, device="cpu")
+    image = pipe(
+        "a photo of a person",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
+    assert image.shape == (64, 64, 3)
+    assert np.isfinite(image).all()
+
+
+def test_tiny_tokenizer_represents_any_prompt_and_new_tokens(tiny_sd: Path) -> None:
+    pipe = load_pipeline(tiny_sd, device="cpu")
+    tokenizer = pipe.tokenizer
+    assert tokenizer.model_max_length == 77
+    unknown = tokenizer.unk_token_id
+    ids = tokenizer("a photo of <sks> person, head turned 45° left!").input_ids
+    assert unknown not in ids[1:-1]
+    tokenizer.add_tokens(["<sks>"])
+    ids = tokenizer("a photo of <sks> person").input_ids
+    assert tokenizer.convert_tokens_to_ids("<sks>") in ids
+
+
+def test_build_tiny_model_cli(tmp_path: Path) -> None:
+    out = tmp_path / "tiny-xl"
+    done = subprocess.run(
+        [sys.executable, "-m", "personalization", "build-tiny-model", str(out), "--xl"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert detect_kind(out) == "sdxl"
+    again = subprocess.run(
+        [sys.executable, "-m", "personalization", "build-tiny-model", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 2
+    assert "not empty" in again.stderr
