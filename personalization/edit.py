@@ -47,56 +47,6 @@ class EditError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------
-# Presets: the common non-rigid edits, written as LIPE's editing-oriented caption phrases.
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    phrase: str
-    # Clauses of the source prompt that mention any of these are replaced by the phrase
-    # (a source saying "neutral expression" must not also say "smiling").
-    conflicts: tuple[str, ...]
-
-
-_EXPRESSION = ("smil", "laugh", "grin", "frown", "neutral", "expression", "serious", "mouth")
-_EYES = ("eyes closed", "eyes open", "closed eyes", "open eyes", "blink", "eyes shut")
-_GAZE = ("looking", "gaze", "glanc")
-_HEAD = ("head", "facing", "profile", "turned", "tilt")
-
-PRESETS: dict[str, Preset] = {
-    preset.name: preset
-    for preset in (
-        Preset("smile", "smiling with teeth", _EXPRESSION),
-        Preset("neutral", "neutral expression, mouth closed", _EXPRESSION),
-        Preset("eyes-closed", "eyes closed", _EYES + _GAZE),
-        Preset("look-left", "looking to the left", _GAZE + _EYES),
-        Preset("look-right", "looking to the right", _GAZE + _EYES),
-        Preset("face-camera", "head facing the camera, looking at the camera", _HEAD + _GAZE),
-        Preset("head-tilt", "head tilted to the side", _HEAD),
-    )
-}
-
-
-def preset_prompt(source_prompt: str, preset_name: str, identifier: str) -> str:
-    """The target prompt for a preset: the source's clauses minus conflicting ones, plus the edit.
-
-    The clause naming the subject (it holds the identifier) is always kept, so the
-    target prompt still points the identity prior at the same person.
-    """
-    preset = PRESETS.get(preset_name)
-    if preset is None:
-        raise EditError(f"unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
-    clauses = [clause.strip() for clause in source_prompt.split(",") if clause.strip()]
-    kept = [
-        clause
-        for clause in clauses
-        if identifier in clause or not any(word in clause.lower() for word in preset.conflicts)
-    ]
-    return ", ".join([*kept, preset.phrase])
-
-
-# ---------------------------------------------------------------------------------------
 # Settings and result
 
 
@@ -189,7 +139,7 @@ def _encode(pipe: Any, prompts: Sequence[str], negative: str, size: tuple[int, i
             device=device,
             num_images_per_prompt=1,
             do_classifier_free_guidance=True,
-            negative_prompt=negative,
+            negative_prompt=negative or None,
         )
         if index == 0:
             embeds.append(out[1])
