@@ -24,3 +24,63 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sdxl", xl=True)
+
+
+def _write_lora_folder(base: Path, out: Path) -> Path:
+    """A trained-model folder made without the trainer: peft LoRA layers with random (non-zero)
+    weights on the UNet attention and the text encoder, plus an identity token, saved through
+    artifacts.write_artifacts (diffusers' save_lora_weights) and a manifest. Tests that only
+    need *a* LoRA to load (scales, editing plumbing) use it; it carries no learned identity."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from personalization.artifacts import TrainedManifest, write_artifacts, write_manifest
+    from personalization.models import load_pipeline
+
+    pipe = load_pipeline(base, device="cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        unet_config = LoraConfig(
+            r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+        )
+        text_config = LoraConfig(
+            r=4,
+            lora_alpha=4,
+            init_lora_weights=False,
+            target_modules=["q_proj", "k_proj", "v_proj", "out_proj"],
+        )
+        pipe.unet.add_adapter(unet_config)
+        pipe.text_encoder.add_adapter(text_config)
+        vector = torch.randn(pipe.text_encoder.config.hidden_size) * 0.02
+    files = write_artifacts(
+        out,
+        kind="sd15",
+        unet_lora=get_peft_model_state_dict(pipe.unet),
+        text_lora={"text_encoder": get_peft_model_state_dict(pipe.text_encoder)},
+        lora_alpha=4,
+        embeddings={"identity": ("<sks>", [vector])},
+        lora_metadata={"unet": unet_config.to_dict(), "text_encoder": text_config.to_dict()},
+    )
+    manifest = TrainedManifest(
+        base_model=str(base),
+        base_model_revision=None,
+        model_kind="sd15",
+        method="identity",
+        tokens={"identity": "<sks>"},
+        class_word="person",
+        resolution=64,
+        hyperparameters={"rank": 4, "source": "random peft LoRA (test fixture, not trained)"},
+        dataset_hash="none",
+        final_losses={},
+        wall_time_s=0.0,
+        device="cpu",
+        default_scales={"unet": 0.6, "text": 0.9},
+        files=files,
+    )
+    write_manifest(out, manifest)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_folder(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_lora_folder(tiny_sd, tmp_path_factory.mktemp("trained") / "tiny-lora")
