@@ -84,3 +84,31 @@ def test_seed_demo_refuses_the_published_password_in_production(settings, monkey
     with pytest.raises(CommandError, match="LIKENESS_DEMO_PASSWORD"):
         call_command("seed_demo")
     assert not Tenant.objects.exists()
+
+
+@pytest.mark.django_db
+def test_create_tenant_command_opens_an_audited_brand(user_factory, capsys):
+    owner = user_factory(username="owner")
+    call_command("create_tenant", "Acme Studios", "acme", "--admin", "owner")
+    tenant = Tenant.objects.get(slug="acme")
+    assert Membership.objects.get(tenant=tenant).user == owner
+    assert [r.entries for r in verify_all([tenant])] == [2]
+    with pytest.raises(CommandError, match="No user"):
+        call_command("create_tenant", "Other", "other", "--admin", "ghost")
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("create_tenant", "Dup", "acme", "--admin", "owner")
+    assert Tenant.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_admin_is_a_read_only_window_across_tenants(tenant_factory, user_factory, client):
+    from audit.actions import record
+
+    a, b = tenant_factory(), tenant_factory()
+    record(tenant=a, action="test.event")
+    record(tenant=b, action="test.event")
+    client.force_login(user_factory(is_staff=True, is_superuser=True))
+    listing = client.get("/admin/audit/auditentry/")
+    assert listing.status_code == 200
+    assert "2 audit entries" in listing.content.decode()
+    assert client.get("/admin/tenancy/tenant/add/").status_code == 403
