@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -68,22 +69,29 @@ def predicted_original(
 
 
 def load_identity_embedder(path: str | Path, device: torch.device) -> Any:
-    """A differentiable face-recognition network saved with TorchScript (e.g. an exported ArcFace).
+    """A differentiable face-recognition network saved with torch.export (e.g. an exported ArcFace).
 
-    Contract: input (N, 3, 112, 112) RGB in [-1, 1], output (N, D) embeddings. Its weights are
-    licensed separately from this product, so it is only ever loaded from a path the operator
-    configures. Its parameters are frozen; gradients flow through it to the image.
+    Contract: input (N, 3, 112, 112) RGB in [-1, 1], output (N, D) embeddings, exported with a
+    dynamic batch dimension (torch.export.save, a .pt2 file). Its weights are licensed
+    separately from this product, so it is only ever loaded from a path the operator configures.
+    Its parameters are frozen; gradients flow through it to the image.
     """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"identity embedder {file} does not exist")
-    model = torch.jit.load(str(file), map_location=device)
-    model.eval()
+    try:
+        model = torch.export.load(str(file)).module()
+    except (RuntimeError, ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"identity embedder {file} is not a torch.export program (.pt2): {error}") from error
+    model.to(device)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    probe = model(torch.zeros(1, 3, 112, 112, device=device))
-    if probe.ndim != 2:
-        raise ValueError(f"identity embedder {file} must return (N, D) embeddings, got {tuple(probe.shape)}")
+    with torch.no_grad():
+        probe = model(torch.zeros(2, 3, 112, 112, device=device))
+    if probe.ndim != 2 or probe.shape[0] != 2:
+        raise ValueError(
+            f"identity embedder {file} must map (N, 3, 112, 112) to (N, D), got {tuple(probe.shape)}"
+        )
     return model
 
 

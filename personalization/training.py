@@ -264,12 +264,15 @@ class Trainer:
             self.autocast = False
             self._notice("this GPU has no bf16: training in fp32")
         self.weight_dtype = torch.bfloat16 if self.autocast else torch.float32
-        self.source = PreparedDataset.load(config.images, expect="identity")
-        self.style = (
-            PreparedDataset.load(config.style_images, expect="style")
-            if config.style_images is not None
-            else None
-        )
+        try:
+            self.source = PreparedDataset.load(config.images, expect="identity")
+            self.style = (
+                PreparedDataset.load(config.style_images, expect="style")
+                if config.style_images is not None
+                else None
+            )
+        except DatasetError as error:
+            raise TrainingError(str(error)) from error
         if self.style is not None and self.style.resolution != self.source.resolution:
             raise TrainingError(
                 f"source photos are prepared at {self.source.resolution} px, "
@@ -1039,7 +1042,4 @@ def _device_name(device: torch.device) -> str:
 
 def train(config: TrainConfig, progress: ProgressCallback | None = None) -> TrainResult:
     """Runs a training job; see TrainConfig for the settings."""
-    try:
-        return Trainer(config, progress).run()
-    except DatasetError as error:
-        raise TrainingError(str(error)) from error
+    return Trainer(config, progress).run()
