@@ -19,8 +19,10 @@ from PIL import Image
 from personalization import edit
 from personalization.attention import AttentionController, attention_control, token_positions
 from personalization.cli import main
-from personalization.generate import load_generator
+from personalization.dataset import PreparedDataset
+from personalization.generate import GenerationSettings, generate, load_generator
 from personalization.prompts import PRESETS, PromptError, preset_prompt
+from personalization.training import TrainConfig, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
@@ -269,3 +271,41 @@ def test_edit_and_score_from_the_command_line(
     assert "must name the subject" in capsys.readouterr().err
     assert main(["score", "--image", str(out), "--original", str(photo_path)]) == 2
     assert "needs both --original and --region" in capsys.readouterr().err
+
+
+def test_a_folder_from_the_trainer_generates_in_style_and_edits(
+    tiny_sd: Path,
+    prepared_source: PreparedDataset,
+    prepared_style: PreparedDataset,
+    photo: Image.Image,
+    tmp_path: Path,
+) -> None:
+    """End to end with a real (4-step) MagiCapture training run: the folder the trainer writes
+    is what generation and editing read, tokens and scales included."""
+    config = TrainConfig(
+        method="multiconcept",
+        base_model=str(tiny_sd),
+        images=prepared_source.root,
+        style_images=prepared_style.root,
+        out=tmp_path / "trained",
+        steps=4,
+        phase1_steps=2,
+        checkpoint_every=0,
+        validation_repeats=0,
+    )
+    result = train(config)
+    assert result.status == "completed" and result.manifest is not None
+    pipe, manifest = load_generator(result.out_dir, device="cpu")
+    identity, style = manifest.tokens["identity"], manifest.tokens["style"]
+    portraits = generate(pipe, manifest, GenerationSettings(style="style", steps=3, count=2))
+    assert portraits.prompt == f"a photo of {identity} {manifest.class_word} in the {style} style"
+    assert len(portraits.images) == 2
+
+    source = f"a photo of {identity} {manifest.class_word}"
+    target = preset_prompt(source, "smile", identity)
+    edited = edit.edit_image(
+        pipe, photo, _settings(source_prompt=source, target_prompt=target, identifier=identity)
+    )
+    region = np.asarray(edited.region) > 0
+    assert 0 < region.sum() < region.size
+    assert np.array_equal(np.asarray(edited.image)[~region], np.asarray(photo)[~region])
