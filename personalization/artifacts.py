@@ -59,6 +59,8 @@ class TrainedManifest:
     default_scales: dict[str, float]
     files: dict[str, Any]
     style_dataset_hash: str | None = None
+    # Reconstruction losses on fixed draws over the training photos, before and after training.
+    validation_losses: dict[str, dict[str, float]] = field(default_factory=dict)
     steps: int = 0
     notices: list[str] = field(default_factory=list)
     created_at: str = ""

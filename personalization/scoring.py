@@ -190,13 +190,15 @@ def region_from_mask_image(mask: ImageSource) -> np.ndarray:
 class ClipScore:
     """CLIP score (100 x cosine of image and text embeddings, floored at 0; Hessel et al. 2021).
 
-    `value` is None and `available` False when no CLIP model is configured.
+    `cosine` is the raw cosine the score is made from. Both are None and `available`
+    False when no CLIP model is configured.
     """
 
     available: bool
     value: float | None
     model: str | None
     reason: str | None = None
+    cosine: float | None = None
 
 
 @functools.cache
@@ -223,7 +225,7 @@ def clip_score(image: ImageSource, text: str, model_path: str | Path | None) -> 
     with torch.no_grad():
         outputs = model(**inputs)
     cosine = float((outputs.image_embeds * outputs.text_embeds).sum(dim=-1)[0])
-    return ClipScore(True, 100.0 * max(cosine, 0.0), str(path))
+    return ClipScore(True, 100.0 * max(cosine, 0.0), str(path), cosine=cosine)
 
 
 def as_dict(score: IdentityScore | BackgroundScore | ClipScore) -> dict[str, Any]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +12,6 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from personalization.models import ModelLoadError, detect_kind, load_pipeline, pick_device, pipeline_kind
 from personalization.tiny import build_tiny_pipeline
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_detects_and_loads_sd15(tiny_sd: Path) -> None:
@@ -88,23 +84,11 @@ def test_tiny_tokenizer_represents_any_prompt_and_new_tokens(tiny_sd: Path) -> N
     assert tokenizer.convert_tokens_to_ids("<sks>") in ids
 
 
-def test_build_tiny_model_cli(tmp_path: Path) -> None:
+def test_build_tiny_model_cli(tmp_path: Path, cli) -> None:
     out = tmp_path / "tiny-xl"
-    done = subprocess.run(
-        [sys.executable, "-m", "personalization", "build-tiny-model", str(out), "--xl"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = cli("build-tiny-model", str(out), "--xl")
     assert done.returncode == 0, done.stderr
     assert detect_kind(out) == "sdxl"
-    again = subprocess.run(
-        [sys.executable, "-m", "personalization", "build-tiny-model", str(out)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    again = cli("build-tiny-model", str(out))
     assert again.returncode == 2
     assert "not empty" in again.stderr

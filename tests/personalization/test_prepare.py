@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +13,8 @@ from skimage import data as skdata
 
 from personalization.dataset import MASK_FLOOR, DatasetError, PreparedDataset, load_mask_tensor
 from personalization.prepare import PrepareError, PrepareOptions, load_captioner, prepare
+from tests.personalization.conftest import FACES
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
 RESOLUTION = 64
 
 
@@ -155,7 +152,7 @@ def test_captioner_plugin_text_is_merged(photos: Path, tmp_path: Path) -> None:
         load_captioner("tests.personalization.test_prepare:Missing")
 
 
-def test_bad_inputs_fail_clearly_and_lose_nothing(photos: Path, prepared, tmp_path: Path) -> None:
+def test_bad_inputs_fail_clearly_and_lose_nothing(photos: Path, prepared, tmp_path: Path, cli) -> None:
     with pytest.raises(PrepareError, match="already holds a prepared set"):
         prepare(photos, prepared.out_dir, PrepareOptions(resolution=RESOLUTION))
     assert PreparedDataset.load(prepared.out_dir).hash() == prepared.dataset.hash()
@@ -167,23 +164,8 @@ def test_bad_inputs_fail_clearly_and_lose_nothing(photos: Path, prepared, tmp_pa
     only_two.mkdir()
     shutil.copy(photos / "two_people.jpg", only_two / "two_people.jpg")
     (only_two / "broken.jpg").write_bytes(b"not a jpeg")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "personalization",
-            "prepare",
-            "--images",
-            str(only_two),
-            "--out",
-            str(tmp_path / "o2"),
-            "--resolution",
-            str(RESOLUTION),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+    done = cli(
+        "prepare", "--images", str(only_two), "--out", str(tmp_path / "o2"), "--resolution", str(RESOLUTION)
     )
     assert done.returncode == 2
     assert "two_people.jpg: 2 faces found" in done.stderr

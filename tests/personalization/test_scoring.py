@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -112,3 +113,63 @@ def test_clip_score_without_a_model_is_unavailable() -> None:
 def test_clip_score_with_a_missing_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(scoring.ScoringError, match="does not exist"):
         scoring.clip_score(_photo(), "a photo of a person", tmp_path / "nothing-here")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight CLIP saved with save_pretrained: the scoring path of a real CLIP folder."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    # The text tower is the tiny model's own text encoder configuration (tiny.py).
+    from personalization.tiny import END_OF_TEXT, START_OF_TEXT, _text_config, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    start, end = (tokenizer.convert_tokens_to_ids(token) for token in (START_OF_TEXT, END_OF_TEXT))
+    text = _text_config(len(tokenizer), start, end).to_dict()
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
+    model.save_pretrained(folder)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def test_clip_score_with_a_configured_model(tiny_clip: Path) -> None:
+    photo = _photo()
+    first = scoring.clip_score(photo, "a photo of a person", tiny_clip)
+    assert first.available and first.model == str(tiny_clip) and first.reason is None
+    assert first.value is not None and first.cosine is not None and -1.0 <= first.cosine <= 1.0
+    assert first.value == pytest.approx(100.0 * max(first.cosine, 0.0))
+    assert scoring.clip_score(photo, "a photo of a person", tiny_clip) == first
+    cosines = {
+        scoring.clip_score(photo, text, tiny_clip).cosine for text in ("a dog", "a red car", "mountains")
+    }
+    assert len(cosines | {first.cosine}) == 4  # it depends on the text
+
+
+def test_score_identity_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from personalization.cli import main
+
+    references = [str(FACES / "obama.jpg"), str(FACES / "obama2.jpg")]
+    assert main(["score", "--image", str(FACES / "obama3.jpg"), "--references", *references]) == 0
+    identity = json.loads(capsys.readouterr().out)["identity"]
+    assert identity["outcome"] == "match" and identity["passed"] is True
+    assert identity["best_distance"] < identity["threshold"] == faces.SAME_PERSON_THRESHOLD
+
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((200, 200, 3), 90, dtype=np.uint8)).save(flat)
+    assert main(["score", "--image", str(flat), "--references", *references]) == 0
+    assert json.loads(capsys.readouterr().out)["identity"]["outcome"] == "no_face"
+    assert main(["score", "--image", str(FACES / "obama3.jpg"), "--references", str(flat)]) == 2
+    assert "no face found" in capsys.readouterr().err

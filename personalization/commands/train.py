@@ -1,0 +1,154 @@
+"""`train --method identity|multiconcept ...`: train a subject (and a style) into a loadable folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from personalization.cli import Command, CommandError
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "--method",
+        choices=("identity", "multiconcept"),
+        required=True,
+        help="identity: LIPE identity prior; multiconcept: MagiCapture identity + style",
+    )
+    add(
+        "--base-model", default="var/models/tiny-sd", help="hub id or local diffusers folder (SD 1.5 or SDXL)"
+    )
+    add("--images", type=Path, required=True, help="the subject's folder written by `prepare`")
+    add("--style-images", type=Path, help="multiconcept: the style folder written by `prepare --style`")
+    add("--out", type=Path, required=True, help="output folder (pipe.load_lora_weights(OUT) loads it)")
+    add("--steps", type=int, help="total steps (default 800 identity, 1200 + 1500 multiconcept)")
+    add(
+        "--phase1-steps",
+        type=int,
+        help="multiconcept: embeddings-only steps (default 1200, or 4/9 of --steps)",
+    )
+    add("--rank", type=int, default=4, help="LoRA rank (default 4)")
+    add("--lora-alpha", type=float, help="LoRA alpha (default: the rank)")
+    add("--unet-lr", type=float, default=1e-4, help="UNet LoRA learning rate (default 1e-4)")
+    add(
+        "--text-lr",
+        type=float,
+        default=1e-5,
+        help="multiconcept phase 2: text LoRA and embeddings (default 1e-5)",
+    )
+    add(
+        "--embedding-lr",
+        type=float,
+        default=5e-4,
+        help="multiconcept phase 1: token embeddings (default 5e-4)",
+    )
+    add("--weight-decay", type=float, default=1e-3, help="AdamW weight decay on LoRA weights (default 1e-3)")
+    add("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (default 1.0)")
+    add("--batch-size", type=int, default=1, help="photos per step (default 1; prior images are added to it)")
+    add("--seed", type=int, default=0, help="seed of every random draw: same seed, same result (default 0)")
+    add("--prior-preservation", action="store_true", help="identity: regularise with a generated class set")
+    add("--num-class-images", type=int, default=100, help="size of the class set (default 100)")
+    add("--prior-loss-weight", type=float, default=1.0, help="weight of the prior loss (default 1.0)")
+    add("--class-image-steps", type=int, default=30, help="sampling steps per class image (default 30)")
+    add("--cache-dir", type=Path, help="class-set cache (default $LIKENESS_CACHE_DIR or ~/.cache/likeness)")
+    add("--attention-loss-weight", type=float, default=2.5, help="attention refocusing weight (default 2.5)")
+    add("--identity-loss-weight", type=float, default=0.25, help="identity loss weight (default 0.25)")
+    add(
+        "--identity-embedder",
+        type=Path,
+        help="torch.export (.pt2) face-recognition network for the identity loss (default: none, loss off)",
+    )
+    add("--init-word", help="multiconcept: word the identity token starts from (default: the class word)")
+    add("--gradient-checkpointing", action="store_true", help="trade compute for memory")
+    add("--compile", action="store_true", help="torch.compile the UNet")
+    add(
+        "--mixed-precision",
+        choices=("auto", "no", "bf16"),
+        default="auto",
+        help="auto: bf16 autocast on CUDA, fp32 on CPU",
+    )
+    add("--device", help="cuda, cuda:1, cpu (default: CUDA when present)")
+    add("--checkpoint-every", type=int, default=250, help="checkpoint every N steps (default 250; 0 off)")
+    add("--preview-every", type=int, default=0, help="save a preview image every N steps (default 0: off)")
+    add("--preview-steps", type=int, default=20, help="sampling steps of a preview (default 20)")
+    add("--log-every", type=int, default=10, help="print progress every N steps (default 10)")
+    add("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from personalization.training import TrainConfig, TrainingError, TrainProgress, train
+
+    config = TrainConfig(
+        method=args.method,
+        base_model=args.base_model,
+        images=args.images,
+        out=args.out,
+        style_images=args.style_images,
+        steps=args.steps,
+        phase1_steps=args.phase1_steps,
+        rank=args.rank,
+        lora_alpha=args.lora_alpha,
+        unet_lr=args.unet_lr,
+        text_lr=args.text_lr,
+        embedding_lr=args.embedding_lr,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        prior_preservation=args.prior_preservation,
+        num_class_images=args.num_class_images,
+        prior_loss_weight=args.prior_loss_weight,
+        class_image_steps=args.class_image_steps,
+        cache_dir=args.cache_dir,
+        attention_loss_weight=args.attention_loss_weight,
+        identity_loss_weight=args.identity_loss_weight,
+        identity_embedder=args.identity_embedder,
+        init_word=args.init_word,
+        gradient_checkpointing=args.gradient_checkpointing,
+        compile=args.compile,
+        mixed_precision=args.mixed_precision,
+        device=args.device,
+        checkpoint_every=args.checkpoint_every,
+        preview_every=args.preview_every,
+        preview_steps=args.preview_steps,
+        resume=args.resume,
+    )
+    previews = args.out / "previews"
+
+    def report(progress: TrainProgress) -> Any:
+        for notice in progress.notices:
+            print(f"notice: {notice}", flush=True)
+        if progress.preview is not None:
+            previews.mkdir(parents=True, exist_ok=True)
+            progress.preview.save(previews / f"step-{progress.step:07d}.png")
+        if progress.step % max(args.log_every, 1) == 0 or progress.step == progress.total:
+            losses = " ".join(f"{name}={value:.4f}" for name, value in progress.losses.items())
+            rates = " ".join(f"{name}={value:.1e}" for name, value in progress.learning_rates.items())
+            print(
+                f"step {progress.step}/{progress.total} [{progress.phase}] {losses} lr {rates} "
+                f"eta {progress.eta_seconds:.0f}s",
+                flush=True,
+            )
+        return None
+
+    try:
+        result = train(config, report)
+    except (TrainingError, FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from error
+    if result.status == "stopped":
+        print(f"stopped at step {result.steps}; resume with --resume (checkpoint {result.checkpoint})")
+        return 0
+    print(f"trained {result.steps} steps; model in {result.out_dir}")
+    for stage, losses in result.validation_losses.items():
+        print(f"validation loss {stage}: " + " ".join(f"{k}={v:.4f}" for k, v in losses.items()))
+    return 0
+
+
+COMMAND = Command(
+    name="train",
+    help="train an identity (LIPE) or identity + style (MagiCapture) model from prepared folders",
+    add_arguments=_add_arguments,
+    run=_run,
+)

@@ -1,0 +1,114 @@
+"""The training losses of both methods, as plain tensor functions (tested on their own)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||(target - prediction) * M||^2, rescaled by total area / mask area.
+
+    MagiCapture's L_s_mask / L_r_mask / L_c_mask. The rescaling (as in the official code) keeps
+    a small face mask from shrinking the loss. prediction/target (B, C, H, W), mask (B, 1, H, W).
+    Returns (B,).
+    """
+    if mask.shape[0] != prediction.shape[0] or mask.shape[-2:] != prediction.shape[-2:]:
+        raise ValueError(f"mask {tuple(mask.shape)} does not match prediction {tuple(prediction.shape)}")
+    difference = (prediction.float() - target.float()) * mask.float()
+    area = mask.shape[-2] * mask.shape[-1]
+    mask_area = mask.float().sum(dim=(1, 2, 3)).clamp_min(1e-6)
+    return difference.pow(2).mean(dim=(1, 2, 3)) * (area / mask_area)
+
+
+def min_max_scale(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Scales each (H, W) map to [0, 1]: refocusing compares the attention's shape, not its mass."""
+    flat = maps.flatten(start_dim=-2)
+    low = flat.min(dim=-1, keepdim=True).values
+    high = flat.max(dim=-1, keepdim=True).values
+    return ((flat - low) / (high - low + eps)).view_as(maps)
+
+
+def attention_refocus_loss(
+    maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """MagiCapture's L_attn = sum_k ||(S(A_k) - M_k) * (1 - M_k)||^2, mean over pixels and samples.
+
+    maps (B, K, h, w): token k's cross-attention map (upsampled bilinearly to the masks' size);
+    masks (B, K, H, W): where token k belongs (identity -> face, style -> not the face).
+    Only attention outside a token's own region is penalised. valid (B, K) switches pairs off.
+    """
+    upsampled = functional.interpolate(
+        maps.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False
+    )
+    target = masks.float()
+    per_pair = ((min_max_scale(upsampled) - target) * (1.0 - target)).pow(2).mean(dim=(-2, -1))  # (B, K)
+    if valid is not None:
+        per_pair = per_pair * valid.float()
+    return per_pair.sum(dim=1).mean()
+
+
+def predicted_original(
+    noisy: torch.Tensor,
+    model_output: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    timesteps: torch.Tensor,
+    prediction_type: str,
+) -> torch.Tensor:
+    """x0 estimated from z_t by Tweedie's formula (epsilon or v prediction)."""
+    alpha = alphas_cumprod.to(noisy.device)[timesteps].float().view(-1, 1, 1, 1)
+    if prediction_type == "epsilon":
+        return (noisy.float() - (1 - alpha).sqrt() * model_output.float()) / alpha.sqrt()
+    if prediction_type == "v_prediction":
+        return alpha.sqrt() * noisy.float() - (1 - alpha).sqrt() * model_output.float()
+    raise ValueError(f"unsupported prediction type {prediction_type}")
+
+
+def load_identity_embedder(path: str | Path, device: torch.device) -> Any:
+    """A differentiable face-recognition network saved with torch.export (e.g. an exported ArcFace).
+
+    Contract: input (N, 3, 112, 112) RGB in [-1, 1], output (N, D) embeddings, exported with a
+    dynamic batch dimension (torch.export.save, a .pt2 file). Its weights are licensed
+    separately from this product, so it is only ever loaded from a path the operator configures.
+    Its parameters are frozen; gradients flow through it to the image.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"identity embedder {file} does not exist")
+    try:
+        model = torch.export.load(str(file)).module()
+    except (RuntimeError, ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"identity embedder {file} is not a torch.export program (.pt2): {error}") from error
+    model.to(device)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    with torch.no_grad():
+        probe = model(torch.zeros(2, 3, 112, 112, device=device))
+    if probe.ndim != 2 or probe.shape[0] != 2:
+        raise ValueError(
+            f"identity embedder {file} must map (N, 3, 112, 112) to (N, D), got {tuple(probe.shape)}"
+        )
+    return model
+
+
+def identity_loss(embedder: Any, faces: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """1 - cos(R(faces), reference) per face; faces (N, 3, 112, 112) in [-1, 1], reference (D,)."""
+    embeddings = embedder(faces)
+    return 1.0 - functional.cosine_similarity(embeddings.float(), reference.float()[None], dim=-1)
+
+
+def crop_faces(images: torch.Tensor, boxes: torch.Tensor, size: int = 112) -> torch.Tensor:
+    """Differentiable crops of (left, top, right, bottom) pixel boxes, resized to size x size."""
+    height, width = images.shape[-2:]
+    crops = []
+    for image, box in zip(images, boxes, strict=True):
+        left, top, right, bottom = (round(float(value)) for value in box)
+        left, top = max(left, 0), max(top, 0)
+        right, bottom = min(max(right, left + 1), width), min(max(bottom, top + 1), height)
+        region = image[:, top:bottom, left:right][None]
+        crops.append(functional.interpolate(region, size=(size, size), mode="bilinear", align_corners=False))
+    return torch.cat(crops)

@@ -1,0 +1,421 @@
+"""Both training methods end to end on the tiny model (CPU): learning, frozen weights, artifacts, resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from personalization.artifacts import load_token_embeddings, load_trained, read_manifest
+from personalization.dataset import PreparedDataset
+from personalization.models import load_pipeline
+from personalization.training import TrainConfig, Trainer, TrainingError, TrainProgress, TrainResult
+
+
+@dataclass
+class Run:
+    trainer: Trainer
+    result: TrainResult
+    events: list[TrainProgress] = field(default_factory=list)
+
+
+def _train(config: TrainConfig, stop_at: int | None = None) -> Run:
+    events: list[TrainProgress] = []
+
+    def progress(event: TrainProgress) -> str | None:
+        events.append(event)
+        return "stop" if event.step == stop_at else None
+
+    trainer = Trainer(config, progress)
+    return Run(trainer, trainer.run(), events)
+
+
+def _generate(pipe: Any, prompt: str) -> np.ndarray:
+    return pipe(
+        prompt,
+        num_inference_steps=3,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(7),
+        output_type="np",
+    ).images[0]
+
+
+def _assert_frozen(trained: Any, base_model: Path, new_tokens: int) -> None:
+    """Every weight that is not LoRA or a new token row equals the base model's, bit for bit."""
+    fresh = load_pipeline(base_model, device="cpu")
+    components = ["unet", "vae", "text_encoder"] + (
+        ["text_encoder_2"] if hasattr(fresh, "text_encoder_2") else []
+    )
+    for component in components:
+        base = getattr(fresh, component).state_dict()
+        seen = set()
+        for key, value in getattr(trained, component).state_dict().items():
+            if "lora_" in key:
+                continue
+            base_key = key.replace(".base_layer.", ".")
+            seen.add(base_key)
+            if key.endswith("token_embedding.weight"):
+                assert value.shape[0] == base[base_key].shape[0] + new_tokens
+                value = value[: base[base_key].shape[0]]
+            assert torch.equal(value, base[base_key]), f"{component}.{key} changed"
+        assert seen == set(base), f"{component}: weights missing from the trained model"
+
+
+@pytest.fixture(scope="module")
+def identity_config(
+    tiny_sd: Path, prepared_source: PreparedDataset, tmp_path_factory: pytest.TempPathFactory
+):
+    root = tmp_path_factory.mktemp("identity")
+    return TrainConfig(
+        method="identity",
+        base_model=str(tiny_sd),
+        images=prepared_source.root,
+        out=root / "out",
+        steps=30,
+        unet_lr=2e-3,
+        batch_size=2,
+        prior_preservation=True,
+        num_class_images=2,
+        class_image_steps=2,
+        cache_dir=root / "cache",
+        checkpoint_every=0,
+        preview_every=15,
+        preview_steps=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def identity_run(identity_config: TrainConfig) -> Run:
+    return _train(identity_config)
+
+
+@pytest.fixture(scope="module")
+def multiconcept_config(
+    tiny_sd: Path,
+    prepared_source: PreparedDataset,
+    prepared_style: PreparedDataset,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> TrainConfig:
+    return TrainConfig(
+        method="multiconcept",
+        base_model=str(tiny_sd),
+        images=prepared_source.root,
+        style_images=prepared_style.root,
+        out=tmp_path_factory.mktemp("multiconcept") / "out",
+        steps=24,
+        phase1_steps=8,
+        batch_size=3,
+        embedding_lr=5e-3,
+        unet_lr=2e-3,
+        text_lr=1e-4,
+        checkpoint_every=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def multiconcept_run(multiconcept_config: TrainConfig) -> Run:
+    return _train(multiconcept_config)
+
+
+def test_identity_loss_decreases_and_frozen_weights_stay(identity_run: Run, tiny_sd: Path) -> None:
+    validation = identity_run.result.validation_losses
+    assert validation["after"]["instance"] < validation["before"]["instance"]
+    assert identity_run.result.status == "completed" and identity_run.result.steps == 30
+    assert {"instance", "prior", "total"} <= set(identity_run.result.final_losses)
+    _assert_frozen(identity_run.trainer.pipe, tiny_sd, new_tokens=1)
+
+
+def test_multiconcept_loss_decreases_and_frozen_weights_stay(multiconcept_run: Run, tiny_sd: Path) -> None:
+    validation = multiconcept_run.result.validation_losses
+    for kind in ("source", "reference", "composed"):
+        assert validation["after"][kind] < validation["before"][kind], kind
+    _assert_frozen(multiconcept_run.trainer.pipe, tiny_sd, new_tokens=2)
+
+
+def test_multiconcept_phases_sampling_and_losses(multiconcept_run: Run) -> None:
+    events = multiconcept_run.events
+    assert [event.step for event in events] == list(range(1, 25))
+    assert {event.phase for event in events[:8]} == {"embeddings"}
+    assert {event.phase for event in events[8:]} == {"joint"}
+    assert set(events[0].learning_rates) == {"embeddings"}
+    assert set(events[-1].learning_rates) == {"unet_lora", "text_lora", "embeddings"}
+    # Phase 1 has no attention term; phase 2 reports it, and each batch of 3 holds one of each kind.
+    assert all("attention" not in event.losses for event in events[:8])
+    assert all({"source", "reference", "composed", "attention"} <= set(event.losses) for event in events[8:])
+    assert events[0].notices == (
+        "identity loss off: no face-recognition network configured (--identity-embedder)",
+    )
+    assert all(event.notices == () for event in events[1:])
+    manifest = multiconcept_run.result.manifest
+    assert manifest is not None and manifest.notices == list(events[0].notices)
+
+
+def test_progress_reports_eta_lr_and_previews(identity_run: Run) -> None:
+    events = identity_run.events
+    assert [event.step for event in events] == list(range(1, 31))
+    assert all(event.total == 30 and event.phase == "identity" for event in events)
+    assert all(event.learning_rates == {"unet_lora": 2e-3} for event in events)
+    assert all(event.eta_seconds >= 0 for event in events) and events[-1].eta_seconds == 0
+    assert all(event.elapsed_seconds > 0 for event in events)
+    previews = {event.step: event.preview for event in events if event.preview is not None}
+    assert set(previews) == {15, 30}
+    assert all(isinstance(image, Image.Image) and image.size == (64, 64) for image in previews.values())
+
+
+def test_identity_artifacts_reload_pixel_identical(identity_run: Run, tiny_sd: Path) -> None:
+    out = identity_run.result.out_dir
+    prompt = "a photo of <sks> person, head turned slightly to the left"
+    trained = _generate(identity_run.trainer.pipe, prompt)
+
+    fresh = load_pipeline(tiny_sd, device="cpu")
+    base_output = _generate(fresh, "a photo of a person, head turned slightly to the left")
+    fresh.load_textual_inversion(str(out / "embeddings" / "identity.safetensors"))
+    fresh.load_lora_weights(str(out))  # diffusers' own API on the folder as written
+    assert np.array_equal(_generate(fresh, prompt), trained)
+    assert not np.array_equal(trained, base_output)
+
+    kohya = load_pipeline(tiny_sd, device="cpu")
+    load_token_embeddings(kohya, out / "kohya" / "embeddings" / "sks.safetensors", "<sks>")
+    kohya.load_lora_weights(str(out / "kohya" / "lora.safetensors"))
+    assert np.array_equal(_generate(kohya, prompt), trained)
+    keys = load_file(str(out / "kohya" / "lora.safetensors"))
+    assert all(key.startswith("lora_unet_") for key in keys)
+
+
+def test_multiconcept_artifacts_reload_pixel_identical(multiconcept_run: Run, tiny_sd: Path) -> None:
+    out = multiconcept_run.result.out_dir
+    prompt = "a photo of <sks> person in the <style1> style"
+    trained = _generate(multiconcept_run.trainer.pipe, prompt)
+
+    fresh = load_pipeline(tiny_sd, device="cpu")
+    manifest = load_trained(fresh, out, unet_scale=1.0, text_scale=1.0)
+    assert manifest.tokens == {"identity": "<sks>", "style": "<style1>"}
+    assert np.array_equal(_generate(fresh, prompt), trained)
+
+    kohya = load_pipeline(tiny_sd, device="cpu")
+    for role, token in manifest.tokens.items():
+        load_token_embeddings(kohya, out / manifest.files["kohya_embeddings"][role], token)
+    kohya.load_lora_weights(str(out / "kohya" / "lora.safetensors"))
+    assert np.array_equal(_generate(kohya, prompt), trained)
+    keys = load_file(str(out / "kohya" / "lora.safetensors"))
+    assert any(key.startswith("lora_te_text_model_encoder_layers_") for key in keys)
+    assert any("ff_net_0_proj" in key for key in keys)  # GEGLU is a target, as in the official code
+
+    # The recommended MagiCapture scales (0.6 UNet / 0.9 text) are the default.
+    scaled = load_pipeline(tiny_sd, device="cpu")
+    load_trained(scaled, out)
+    assert not np.array_equal(_generate(scaled, prompt), trained)
+
+
+def test_manifest_describes_the_run(
+    identity_run: Run, tiny_sd: Path, prepared_source: PreparedDataset
+) -> None:
+    manifest = read_manifest(identity_run.result.out_dir)
+    raw = json.loads((identity_run.result.out_dir / "manifest.json").read_text())
+    assert manifest.base_model == str(tiny_sd) and manifest.base_model_revision is None
+    assert manifest.model_kind == "sd15" and manifest.method == "identity"
+    assert manifest.tokens == {"identity": "<sks>"} and manifest.class_word == "person"
+    assert manifest.resolution == 64 and manifest.steps == 30
+    assert manifest.dataset_hash == prepared_source.hash()
+    assert manifest.hyperparameters["rank"] == 4 and manifest.hyperparameters["prior_preservation"] is True
+    assert manifest.final_losses == identity_run.result.final_losses
+    assert manifest.device == "cpu" and manifest.wall_time_s > 0
+    assert set(raw["library_versions"]) == {"torch", "diffusers", "peft", "transformers"}
+
+
+def test_class_set_is_cached_per_base_model(
+    identity_run: Run, identity_config: TrainConfig, tmp_path: Path
+) -> None:
+    assert identity_run.trainer.class_generated == 2
+    again = replace(identity_config, out=tmp_path / "again", steps=1, preview_every=0, validation_repeats=0)
+    second = _train(again)
+    assert second.trainer.class_generated == 0  # reused from the cache, not generated again
+    cached = sorted((identity_config.cache_dir or tmp_path).rglob("*.png"))
+    assert len(cached) == 2
+
+
+def test_resume_equals_the_uninterrupted_run(multiconcept_run: Run, multiconcept_config: TrainConfig) -> None:
+    out = multiconcept_config.out.parent / "resumed"
+    interrupted = replace(multiconcept_config, out=out, checkpoint_every=5)
+    stopped = _train(interrupted, stop_at=14)  # in phase 2, between two checkpoints
+    assert stopped.result.status == "stopped" and stopped.result.steps == 14
+    assert stopped.result.checkpoint is not None and stopped.result.checkpoint.name == "step-0000014.pt"
+    assert not (out / "manifest.json").exists()
+
+    with pytest.raises(TrainingError, match="pass --resume"):
+        Trainer(interrupted).run()
+    resumed = _train(replace(interrupted, resume=True))
+    assert resumed.result.status == "completed"
+    assert [event.step for event in resumed.events] == list(range(15, 25))
+
+    expected = load_file(str(multiconcept_run.result.out_dir / "pytorch_lora_weights.safetensors"))
+    got = load_file(str(out / "pytorch_lora_weights.safetensors"))
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+    for role in ("identity", "style"):
+        first = load_file(str(multiconcept_run.result.out_dir / "embeddings" / f"{role}.safetensors"))
+        second = load_file(str(out / "embeddings" / f"{role}.safetensors"))
+        assert all(torch.equal(first[key], second[key]) for key in first)
+    assert resumed.result.final_losses == multiconcept_run.result.final_losses
+    assert resumed.result.validation_losses == multiconcept_run.result.validation_losses
+
+    with pytest.raises(TrainingError, match="other settings or data"):
+        Trainer(replace(interrupted, out=out, resume=True, unet_lr=1e-3)).run()
+
+
+def test_identity_loss_with_a_configured_embedder(multiconcept_config: TrainConfig, tmp_path: Path) -> None:
+    # A small differentiable network stands in for ArcFace: the plumbing is what is under test.
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=4),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 16),
+    )
+    embedder = tmp_path / "embedder.pt2"
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(network, (torch.zeros(2, 3, 112, 112),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(embedder))
+    embedder.with_suffix(".txt").write_text("not a network")
+    config = replace(
+        multiconcept_config,
+        out=tmp_path / "out",
+        steps=4,
+        phase1_steps=1,
+        identity_embedder=embedder,
+        identity_max_timestep=1.0,
+        validation_repeats=0,
+    )
+    run = _train(config)
+    assert run.result.notices == []
+    with pytest.raises(ValueError, match=r"not a torch\.export program"):
+        Trainer(replace(config, identity_embedder=embedder.with_suffix(".txt"), out=tmp_path / "bad")).run()
+    assert all("identity" in event.losses for event in run.events[1:])
+    assert all(event.losses["identity"] > 0 for event in run.events[1:])
+
+
+def test_sdxl_multiconcept_trains_and_reloads(
+    tiny_sdxl: Path, prepared_source: PreparedDataset, prepared_style: PreparedDataset, tmp_path: Path
+) -> None:
+    config = TrainConfig(
+        method="multiconcept",
+        base_model=str(tiny_sdxl),
+        images=prepared_source.root,
+        style_images=prepared_style.root,
+        out=tmp_path / "out",
+        steps=4,
+        phase1_steps=2,
+        batch_size=3,
+        checkpoint_every=0,
+        validation_repeats=0,
+        unet_lr=1e-2,
+        text_lr=1e-2,
+    )
+    run = _train(config)
+    _assert_frozen(run.trainer.pipe, tiny_sdxl, new_tokens=2)
+    prompt = "a photo of <sks> person in the <style1> style"
+    trained = _generate(run.trainer.pipe, prompt)
+    fresh = load_pipeline(tiny_sdxl, device="cpu")
+    load_trained(fresh, config.out, unet_scale=1.0, text_scale=1.0)
+    assert np.array_equal(_generate(fresh, prompt), trained)
+    kohya = load_pipeline(tiny_sdxl, device="cpu")
+    load_token_embeddings(kohya, config.out / "kohya" / "embeddings" / "sks.safetensors", "<sks>")
+    load_token_embeddings(kohya, config.out / "kohya" / "embeddings" / "style1.safetensors", "<style1>")
+    kohya.load_lora_weights(str(config.out / "kohya" / "lora.safetensors"))
+    assert np.array_equal(_generate(kohya, prompt), trained)
+
+
+def test_sdxl_identity_trains(tiny_sdxl: Path, prepared_source: PreparedDataset, tmp_path: Path) -> None:
+    config = TrainConfig(
+        method="identity",
+        base_model=str(tiny_sdxl),
+        images=prepared_source.root,
+        out=tmp_path / "out",
+        steps=2,
+        checkpoint_every=0,
+        validation_repeats=0,
+    )
+    run = _train(config)
+    assert run.result.status == "completed"
+    assert read_manifest(config.out).model_kind == "sdxl"
+
+
+def test_gradient_checkpointing_computes_the_same_run(identity_config: TrainConfig, tmp_path: Path) -> None:
+    plain = replace(
+        identity_config,
+        out=tmp_path / "plain",
+        steps=3,
+        prior_preservation=False,
+        preview_every=0,
+        validation_repeats=0,
+    )
+    checkpointed = replace(plain, out=tmp_path / "checkpointed", gradient_checkpointing=True)
+    first, second = _train(plain), _train(checkpointed)
+    assert [event.losses for event in first.events] == [event.losses for event in second.events]
+
+
+def test_bad_configurations_are_refused(
+    identity_config: TrainConfig,
+    prepared_source: PreparedDataset,
+    prepared_style: PreparedDataset,
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(TrainingError, match="needs --style-images"):
+        Trainer(replace(identity_config, method="multiconcept", out=tmp_path / "a"))
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        Trainer(replace(identity_config, out=tmp_path / "b", resume=True)).run()
+    with pytest.raises(TrainingError, match="style photos are needed"):
+        Trainer(
+            replace(
+                identity_config, method="multiconcept", style_images=prepared_source.root, out=tmp_path / "c"
+            )
+        )
+    with pytest.raises(TrainingError, match="identity photos are needed"):
+        Trainer(replace(identity_config, images=prepared_style.root, out=tmp_path / "d"))
+    with pytest.raises(TrainingError, match="not a prepared folder"):
+        Trainer(replace(identity_config, images=tmp_path, out=tmp_path / "e"))
+    with pytest.raises(TrainingError, match="must be positive"):
+        Trainer(replace(identity_config, steps=0, out=tmp_path / "f"))
+
+
+def test_train_cli(tiny_sd: Path, prepared_source: PreparedDataset, tmp_path: Path, cli) -> None:
+    help_text = cli("train", "--help").stdout
+    for option in (
+        "--method",
+        "--steps",
+        "--resume",
+        "--identity-embedder",
+        "--prior-preservation",
+        "--compile",
+    ):
+        assert option in help_text
+    out = tmp_path / "out"
+    args = [
+        "train",
+        "--method",
+        "identity",
+        "--base-model",
+        str(tiny_sd),
+        "--images",
+        str(prepared_source.root),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--log-every",
+        "1",
+    ]
+    done = cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert "step 2/2 [identity] instance=" in done.stdout
+    assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "manifest.json").is_file()
+    assert "validation loss after: instance=" in done.stdout

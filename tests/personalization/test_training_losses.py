@@ -1,0 +1,129 @@
+"""The losses on their own: masked reconstruction, attention refocusing, token rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig
+from torch import nn
+
+from personalization.cross_attention import CrossAttentionRecorder, cross_attention_layers
+from personalization.losses import attention_refocus_loss, masked_mse, min_max_scale
+from personalization.models import load_pipeline
+from personalization.training import TrainableTokenRows
+
+
+def test_masked_loss_gradient_is_zero_outside_the_mask() -> None:
+    generator = torch.Generator().manual_seed(0)
+    prediction = torch.randn(2, 4, 8, 8, generator=generator, requires_grad=True)
+    target = torch.randn(2, 4, 8, 8, generator=generator)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, :, 2:6, 1:5] = 1.0
+    mask[1, :, 5:, :] = 1.0
+    masked_mse(prediction, target, mask).sum().backward()
+    assert prediction.grad is not None
+    outside = (mask == 0).expand_as(prediction)
+    assert torch.count_nonzero(prediction.grad[outside]) == 0
+    assert torch.count_nonzero(prediction.grad[~outside]) == int((~outside).sum())
+
+
+def test_masked_loss_rescales_by_mask_area() -> None:
+    prediction = torch.ones(1, 4, 8, 8)
+    target = torch.zeros(1, 4, 8, 8)
+    full = torch.ones(1, 1, 8, 8)
+    quarter = torch.zeros(1, 1, 8, 8)
+    quarter[..., :4, :4] = 1.0
+    # An error of 1 everywhere is a loss of 1 whatever the supervised area.
+    assert masked_mse(prediction, target, full).item() == pytest.approx(1.0)
+    assert masked_mse(prediction, target, quarter).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="does not match"):
+        masked_mse(prediction, target, torch.ones(1, 1, 4, 4))
+
+
+def _region(size: int, top: int, left: int, extent: int) -> torch.Tensor:
+    mask = torch.zeros(size, size)
+    mask[top : top + extent, left : left + extent] = 1.0
+    return mask
+
+
+def test_refocusing_is_zero_inside_and_positive_when_attention_leaks() -> None:
+    maps = torch.zeros(1, 2, 8, 8)
+    maps[0, 0, 3:5, 3:5] = torch.tensor([[0.2, 0.5], [0.7, 0.9]])  # identity token: the face
+    maps[0, 1, 0, 0:8] = 0.4  # style token: the top row, away from the face
+    masks = torch.stack([_region(32, 8, 8, 16), 1.0 - _region(32, 8, 8, 16)])[None]
+    assert attention_refocus_loss(maps, masks).item() == 0.0
+
+    leaking = maps.clone()
+    leaking[0, 0, 7, 7] = 0.6  # identity attention in a corner, outside the face
+    loss = attention_refocus_loss(leaking, masks)
+    assert loss.item() > 0.001
+    leaking[0, 0, 6:8, 6:8] = 0.6  # a wider leak costs more
+    assert attention_refocus_loss(leaking, masks).item() > 2 * loss.item()
+    valid = torch.tensor([[False, True]])
+    assert attention_refocus_loss(leaking, masks, valid).item() == 0.0
+
+
+def test_min_max_scaling_maps_each_map_to_unit_range() -> None:
+    maps = torch.tensor([[[[0.1, 0.3], [0.2, 0.5]], [[2.0, 2.0], [4.0, 3.0]]]])
+    scaled = min_max_scale(maps)
+    assert torch.allclose(scaled.amin(dim=(-2, -1)), torch.zeros(1, 2))
+    assert torch.allclose(scaled.amax(dim=(-2, -1)), torch.ones(1, 2), atol=1e-6)
+
+
+def test_refocusing_gradient_reaches_the_lora_parameters(tiny_sd: Path) -> None:
+    pipe = load_pipeline(tiny_sd, device="cpu")
+    unet = pipe.unet
+    unet.requires_grad_(False)
+    torch.manual_seed(0)
+    unet.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k"])
+    )
+    for name, parameter in unet.named_parameters():
+        if "lora_B" in name:
+            nn.init.normal_(parameter, std=0.1)  # a LoRA that has already trained a little
+    layers = cross_attention_layers(unet)
+    assert layers == [
+        "down_blocks.2.attentions.0.transformer_blocks.0.attn2.processor",
+        "up_blocks.0.attentions.0.transformer_blocks.0.attn2.processor",
+        "up_blocks.0.attentions.1.transformer_blocks.0.attn2.processor",
+    ]
+    ids = pipe.tokenizer(
+        ["a photo of a person"], padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids
+    embeds = pipe.text_encoder(ids)[0]
+    latents = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    with CrossAttentionRecorder(unet) as recorder:
+        unet(latents, torch.tensor([500]), embeds)
+        maps = recorder.token_maps(torch.tensor([[4, 12]]))
+        assert maps.shape == (1, 2, 8, 8)  # the tiny model's "16x16" level at 64 px
+        masks = torch.stack([_region(32, 8, 8, 16), 1.0 - _region(32, 8, 8, 16)])[None]
+        loss = attention_refocus_loss(maps, masks)
+        loss.backward()
+    assert loss.item() > 0
+    recorded = [name.removesuffix(".processor") for name in layers]
+    grads = {
+        name: parameter.grad
+        for name, parameter in unet.named_parameters()
+        if "lora_" in name and any(name.startswith(layer) for layer in recorded)
+    }
+    assert grads and all(grad is not None and grad.abs().sum() > 0 for grad in grads.values())
+    # Leaving the recorder restores the fused processors: inference pays nothing.
+    assert all(type(processor).__name__ == "AttnProcessor2_0" for processor in unet.attn_processors.values())
+
+
+def test_token_rows_train_only_the_new_rows() -> None:
+    base = nn.Embedding(10, 4)
+    base.requires_grad_(False)
+    original = base.weight.detach().clone()
+    rows = TrainableTokenRows(base, first_new=8)
+    out = rows(torch.tensor([[1, 8, 9, 3]]))
+    assert torch.equal(out[0, 0], original[1]) and torch.equal(out[0, 1], original[8])
+    out.sum().backward()
+    assert rows.rows.grad is not None and torch.count_nonzero(rows.rows.grad) == 8
+    with torch.no_grad():
+        rows.rows.add_(1.0)
+    merged = rows.merged()
+    assert torch.equal(merged.weight[:8], original[:8])
+    assert torch.equal(merged.weight[8:], original[8:] + 1.0)
