@@ -932,6 +932,26 @@ def upload_reference_photos(
     return report
 
 
+def record_export(
+    *,
+    actor: Actor,
+    tenant: Tenant,
+    what: str,
+    file_format: str,
+    target: Subject | DeletionCertificate | None = None,
+) -> None:
+    """An export of consent evidence is itself a fact a reviewer may need: who took what, when."""
+    perm = "consent.export_subject" if what == "subject_history" else "consent.export_deletioncertificate"
+    require_perm(actor, tenant, perm, target if isinstance(target, Subject) else None)
+    audit(
+        tenant=tenant,
+        action="consent.exported",
+        actor=actor,
+        target=target,
+        payload={"what": what, "format": file_format},
+    )
+
+
 # --- erasure --------------------------------------------------------------------------------------------
 def _enqueue_completion(certificate_id: int) -> None:
     from consent.tasks import complete_erasure_task
