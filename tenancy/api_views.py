@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import AuthenticationFailed, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -152,6 +152,6 @@ class TokenView(APIView):
             password=serializer.validated_data["password"],
         )
         if user is None or not user.is_active:
-            raise AuthenticationFailed("Unable to log in with these credentials.")
+            raise ValidationError({"detail": "Unable to log in with these credentials."})
         token = actions.issue_api_token(user)
         return Response({"token": token.key}, status=status.HTTP_200_OK)

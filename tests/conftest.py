@@ -43,7 +43,7 @@ TEST_PASSWORD = "correct-horse-battery-staple"
 
 @pytest.fixture
 def tenant_factory(db: None) -> Callable[..., Any]:
-    """Create a tenant (audited as `tenant.created` by tenancy.actions when that is used)."""
+    """Create a tenant row directly (no audit entry; tenancy.actions.create_tenant is the audited path)."""
     from tenancy.models import Tenant
 
     def create(name: str | None = None, slug: str | None = None, **settings: Any) -> Tenant:
@@ -69,7 +69,11 @@ def user_factory(db: None) -> Callable[..., Any]:
 
 @pytest.fixture
 def member(user_factory: Callable[..., Any]) -> Callable[..., Any]:
-    """`member(tenant, role)` -> a new user holding `role` (a Role or its value) in `tenant`."""
+    """`member(tenant, role)` -> a new user holding `role` (a Role or its value) in `tenant`.
+
+    The membership row is created directly (no audit entry), so a test's audit
+    log holds only what the test itself does through actions.
+    """
     from tenancy.models import Membership, Role
 
     def create(tenant: Any, role: Role | str = Role.STAFF, user: Any = None, **user_kwargs: Any) -> Any:
@@ -114,3 +118,46 @@ def api_client_for(db: None) -> Callable[..., Any]:
         return client
 
     return create
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Any:
+    """Debian's headless Chromium, driven by Playwright's sync API (its own browser download is blocked).
+
+    Playwright runs an event loop in the test thread, which Django's ORM takes
+    for async context; the tests' own ORM calls are synchronous, so the guard
+    is lifted for sessions that use the browser.
+    """
+    from pathlib import Path
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Any:
+    """A fresh browser context (own cookies) and page per test."""
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()

@@ -1,0 +1,77 @@
+"""The API base classes' rules, the schema and the offline docs page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from rest_framework import serializers
+
+from audit.models import AuditEntry
+from tenancy.api import TenantRouter, TenantScopedReadOnlyViewSet, TenantScopedViewSet
+
+
+class _EntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEntry
+        fields = ["id"]
+
+
+def test_overriding_get_queryset_is_refused_at_class_creation():
+    with pytest.raises(TypeError, match="must not define get_queryset"):
+
+        class Leaky(TenantScopedReadOnlyViewSet):
+            queryset_model = AuditEntry
+            serializer_class = _EntrySerializer
+
+            def get_queryset(self):
+                return AuditEntry.dangerously_unscoped.all()
+
+
+def test_a_writable_viewset_must_route_writes_through_actions():
+    with pytest.raises(TypeError, match="perform_create"):
+
+        class Careless(TenantScopedViewSet):
+            queryset_model = AuditEntry
+            serializer_class = _EntrySerializer
+
+
+def test_read_only_viewsets_need_no_write_hooks_and_get_a_basename():
+    class Reader(TenantScopedReadOnlyViewSet):
+        queryset_model = AuditEntry
+        serializer_class = _EntrySerializer
+
+    router = TenantRouter()
+    router.register("entries", Reader)
+    assert {getattr(url, "name", None) for url in router.urls} >= {"auditentry-list", "auditentry-detail"}
+
+
+def test_undeclared_extra_actions_are_denied():
+    class WithAction(TenantScopedReadOnlyViewSet):
+        queryset_model = AuditEntry
+        serializer_class = _EntrySerializer
+
+    view = WithAction()
+    view.action = "frobnicate"
+    assert view.required_permission() is None
+    view.action = "retrieve"
+    assert view.required_permission() == "audit.view_auditentry"
+
+
+@pytest.mark.django_db
+def test_openapi_schema_is_served(client):
+    response = client.get("/api/v1/schema/?format=json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {"/api/v1/audit-entries/", "/api/v1/memberships/{id}/", "/api/v1/tenant/"} <= set(paths)
+
+
+@pytest.mark.django_db
+def test_docs_page_is_self_contained_and_lists_every_path(client):
+    schema = client.get("/api/v1/schema/?format=json").json()
+    page = client.get("/api/v1/docs/").content.decode()
+    for route in schema["paths"]:
+        assert f"<code>{route}</code>" in page
+    external = re.findall(r'(?:src|href)="(https?:)?//', page)
+    assert not external, "the docs page must not load anything from another host"
+    assert "<script" not in page
