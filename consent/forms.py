@@ -46,6 +46,10 @@ class SendLinkForm(forms.Form):
         template_field = self.fields["template"]
         assert isinstance(template_field, forms.ModelChoiceField)
         template_field.queryset = ConsentTemplate.objects.for_tenant(tenant).order_by("name", "-version")
+        # Preselect the newest wording: sending an outdated text should be a choice, not an accident.
+        newest = ConsentTemplate.objects.for_tenant(tenant).order_by("-created_at", "-id").first()
+        if newest is not None:
+            template_field.initial = newest.pk
 
     def list_value(self, name: str) -> list[str]:
         return _split(self.cleaned_data.get(name) or "")

@@ -633,7 +633,8 @@ sign_page.tenant_isolation_exempt = "the subject's signed link: the token, not a
 
 def _public(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
     response = render(request, template, context, status=status)
-    # The token is in the URL: never leak it through a Referer, never let it be indexed.
-    response["Referrer-Policy"] = "no-referrer"
+    # The token is in the URL: no Referer may carry it to another site, and no search engine may index it.
+    # (same-origin, not no-referrer: with no-referrer browsers send "Origin: null" and the CSRF check fails.)
+    response["Referrer-Policy"] = "same-origin"
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response

@@ -73,7 +73,7 @@ def test_staff_add_a_subject_and_send_a_link_the_subject_signs_and_revokes(
     subject_browser = Client(HTTP_USER_AGENT="SubjectPhone/1.0", REMOTE_ADDR="192.0.2.44")
     page = subject_browser.get(url)
     html = page.content.decode()
-    assert page.status_code == 200 and page["Referrer-Policy"] == "no-referrer"
+    assert page.status_code == 200 and page["Referrer-Policy"] == "same-origin"
     assert CONSENT_TEXT in html and template.sha256 in html
     assert subject.retention_schedule.statement in html
     boxes = re.findall(r'<input type="checkbox" name="purposes" value="([a-z_]+)"([^>]*)>', html)
