@@ -144,10 +144,13 @@ LIKENESS_STORAGE_ROOT = Path(os.environ.get("LIKENESS_STORAGE_ROOT", str(VAR_DIR
 # served only by views that check tenant and permission; it never has a public URL.
 LIKENESS_STORAGE_BACKEND = os.environ.get("LIKENESS_STORAGE_BACKEND", "filesystem")
 if LIKENESS_STORAGE_BACKEND == "s3":
+    # Needs the `s3` extra of pyproject (boto3); credentials come from boto3's usual chain.
+    if not os.environ.get("LIKENESS_S3_BUCKET"):
+        raise ImproperlyConfigured("LIKENESS_STORAGE_BACKEND=s3 needs LIKENESS_S3_BUCKET.")
     _PRIVATE_STORAGE: dict[str, object] = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
-            "bucket_name": os.environ.get("LIKENESS_S3_BUCKET", ""),
+            "bucket_name": os.environ["LIKENESS_S3_BUCKET"],
             "location": os.environ.get("LIKENESS_S3_PREFIX", "likeness"),
             "default_acl": "private",
             "querystring_auth": True,
