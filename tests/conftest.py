@@ -132,13 +132,15 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Any:
     """Debian's headless Chromium, driven by Playwright's sync API (its own browser download is blocked).
 
     Playwright runs an event loop in the test thread, which Django's ORM takes
     for async context; the tests' own ORM calls are synchronous, so the guard
-    is lifted for sessions that use the browser.
+    is lifted for the module that uses the browser, and only for it: module
+    scope also ends Playwright's loop before other modules' tests run
+    (async_to_sync refuses to run beside a running loop).
     """
     from pathlib import Path
 
@@ -146,11 +148,18 @@ def chromium() -> Any:
         pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        yield browser
-        browser.close()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture

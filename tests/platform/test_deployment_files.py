@@ -37,7 +37,7 @@ def test_compose_declares_the_services_and_configures_every_app_container():
     assert set(services) == {"web", "worker-gpu", "worker", "beat", "postgres", "redis"}
     for name in ("web", "worker-gpu", "worker", "beat"):
         environment = services[name]["environment"]
-        assert SETTINGS_VARIABLES <= set(environment), (name, SETTINGS_VARIABLES - set(environment))
+        assert set(environment) >= SETTINGS_VARIABLES, (name, SETTINGS_VARIABLES - set(environment))
         assert environment["DJANGO_DEBUG"] == "0"
         assert environment["REDIS_URL"].startswith("redis://redis:")
         assert "@postgres:5432/" in environment["DATABASE_URL"]
@@ -66,5 +66,14 @@ def test_dockerfile_is_multi_stage_non_root_with_a_base_image_argument():
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1] not in {"root", "0"}
     # Every top-level package the product imports at run time is copied into the image.
-    for package in ("config", "tenancy", "audit", "consent", "training", "editing", "personalization", "templates"):
+    for package in (
+        "config",
+        "tenancy",
+        "audit",
+        "consent",
+        "training",
+        "editing",
+        "personalization",
+        "templates",
+    ):
         assert f"COPY --chown=likeness:likeness {package} ./{package}" in text, package
