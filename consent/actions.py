@@ -1047,7 +1047,9 @@ def complete_erasure(certificate_id: int) -> DeletionCertificate | None:
     """
     with transaction.atomic():
         certificate = (
-            DeletionCertificate.dangerously_unscoped.select_for_update()
+            # Lock the certificate and the subject, never the tenant row: audit.record takes that one
+            # later, and every writer takes subject before tenant, so no two of them can deadlock.
+            DeletionCertificate.dangerously_unscoped.select_for_update(of=("self", "subject"))
             .select_related("tenant", "subject")
             .filter(pk=certificate_id)
             .first()
@@ -1210,7 +1212,7 @@ def enforce_retention(
     for subject_id in list(holders):
         with transaction.atomic():
             subject = (
-                Subject.dangerously_unscoped.select_for_update()
+                Subject.dangerously_unscoped.select_for_update(of=("self",))
                 .select_related("tenant", "retention_schedule")
                 .get(pk=subject_id)
             )

@@ -7,7 +7,9 @@ answers GET (a page or a confirmation form) and performs its action on POST.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from smtplib import SMTPException
 from typing import Any
 
 from django import forms
@@ -48,6 +50,7 @@ from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
 from tenancy.permissions import has_perm, restrict_to_perm
 
+logger = logging.getLogger(__name__)
 PHOTO_KINDS = (AssetKind.ENROLLMENT_PHOTO, AssetKind.REFERENCE_PHOTO)
 ActionFailure = (actions.ConsentActionError, actions.ConsentRequiredError, PhotoRejectedError)
 
@@ -136,20 +139,25 @@ def subject_detail(request: TenantRequest, pk: int) -> HttpResponse:
 
 
 def _email_link(issued: actions.IssuedLink, url: str) -> bool:
+    """Email the link if the subject has an address; a mail failure must not lose the link just created."""
     recipient = issued.link.sent_to
     if not recipient:
         return False
     tenant = issued.link.tenant
-    send_mail(
-        subject=f"{tenant.name} asks for your consent",
-        message=(
-            f"{tenant.name} would like your consent to use your likeness. Read what is asked and decide "
-            f"on this page; saying no has no consequence:\n\n{url}\n\n"
-            "The same page lets you withdraw your consent later."
-        ),
-        from_email=None,
-        recipient_list=[recipient],
-    )
+    try:
+        send_mail(
+            subject=f"{tenant.name} asks for your consent",
+            message=(
+                f"{tenant.name} would like your consent to use your likeness. Read what is asked and decide "
+                f"on this page; saying no has no consequence:\n\n{url}\n\n"
+                "The same page lets you withdraw your consent later."
+            ),
+            from_email=None,
+            recipient_list=[recipient],
+        )
+    except (OSError, SMTPException):
+        logger.warning("consent link %s could not be emailed", issued.link.pk, exc_info=True)
+        return False
     return True
 
 

@@ -264,3 +264,27 @@ def test_staff_record_a_revocation_received_by_letter(tenant, staff, enrolled_su
     assert client.post(url, {"received_via": "letter", "reason": "Letter dated 2 May"}).status_code == 302
     record.refresh_from_db()
     assert record.revocation.recorded_by == staff and record.revocation.reason == "Letter dated 2 May"
+
+
+def test_the_link_is_still_shown_when_the_email_cannot_be_sent(
+    tenant, staff, template, make_subject, client_for, settings
+) -> None:
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = (
+        "127.0.0.1",
+        1,
+        2,
+    )  # nothing listens there
+    subject = make_subject()
+    response = client_for(staff, tenant).post(
+        reverse("consent-subject-send-link", args=[subject.pk]),
+        {
+            "template": template.pk,
+            "purposes": [Purpose.EDIT_PHOTOS.value],
+            "intended_uses": "Retouching existing catalogue photos, web only.",
+            "identity_verification": "Known employee",
+        },
+    )
+    html = response.content.decode()
+    assert response.status_code == 200 and 'id="email-failed"' in html and 'id="consent-link"' in html
+    assert subject.links.count() == 1
