@@ -52,8 +52,8 @@ class UnscopedAuditEntryQuerySet(_AppendOnlyQuerySetMixin, models.QuerySet["Audi
     """For the verifier's cross-tenant sweeps: still append-only."""
 
 
-class AuditEntryManager(TenantScopedManager.from_queryset(AuditEntryQuerySet)):  # type: ignore[misc]
-    use_in_migrations = False
+class AuditEntryManager(TenantScopedManager["AuditEntry"]):
+    _queryset_class = AuditEntryQuerySet  # type: ignore[assignment]
 
 
 class AuditEntry(TenantOwnedModel):

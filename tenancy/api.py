@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.db import models
-from rest_framework import permissions, routers, viewsets
+from rest_framework import permissions, routers, serializers, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -196,3 +196,22 @@ class TenantRouter(routers.DefaultRouter):
         if model is None:
             return super().get_default_basename(viewset)
         return str(model._meta.model_name)
+
+
+class TenantPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """A writable reference to another tenant-owned object: only objects of the request's tenant exist.
+
+    Another tenant's id gets DRF's usual "object does not exist" error, the
+    same as a missing id.
+    """
+
+    def __init__(self, model: type[models.Model], **kwargs: Any) -> None:
+        self.scoped_model = model
+        super().__init__(**kwargs)
+
+    def get_queryset(self) -> models.QuerySet[Any]:
+        request = self.context.get("request")
+        tenant = getattr(request, "tenant", None)
+        if tenant is None:
+            return self.scoped_model._default_manager.none()
+        return scoped_queryset(self.scoped_model, tenant)

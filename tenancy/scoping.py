@@ -166,14 +166,23 @@ class TenantScopedQuerySet(models.QuerySet[_M]):
         return super().create(**kwargs)
 
 
-class TenantScopedManager(models.Manager.from_queryset(TenantScopedQuerySet)):  # type: ignore[misc]
-    """Default manager of tenant-owned models: queries must name their tenant."""
+class TenantScopedManager(models.Manager[_M]):
+    """Default manager of tenant-owned models: queries must name their tenant.
 
+    Every ordinary manager method (`filter`, `get`, `count`...) runs on the
+    scoped queryset below, so it raises unless the query names its tenant.
+    """
+
+    _queryset_class = TenantScopedQuerySet
     # Historical models in migrations get a plain manager: migrations are system code.
     use_in_migrations = False
 
-    def get_queryset(self) -> TenantScopedQuerySet[Any]:
-        queryset: TenantScopedQuerySet[Any] = super().get_queryset()
+    def for_tenant(self, tenant: Tenant) -> TenantScopedQuerySet[_M]:
+        return self.get_queryset().for_tenant(tenant)
+
+    def get_queryset(self) -> TenantScopedQuerySet[_M]:
+        queryset = super().get_queryset()
+        assert isinstance(queryset, TenantScopedQuerySet)
         # Django builds related managers (`subject.records`) by subclassing this
         # class; they carry the parent instance and filter on it.
         if getattr(self, "instance", None) is not None and hasattr(self, "core_filters"):

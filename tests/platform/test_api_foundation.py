@@ -82,3 +82,28 @@ def test_schema_generates_without_warnings_and_validates(tmp_path):
 
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
     assert "/api/v1/audit-entries/{id}/" in (tmp_path / "schema.yaml").read_text()
+
+
+@pytest.mark.django_db
+def test_related_field_accepts_only_objects_of_the_active_tenant(tenant_factory):
+    from audit.actions import record
+    from tenancy.api import TenantPrimaryKeyRelatedField
+
+    class Reference(serializers.Serializer):
+        entry = TenantPrimaryKeyRelatedField(AuditEntry)
+
+    mine, theirs = tenant_factory(), tenant_factory()
+    own, foreign = record(tenant=mine, action="test.event"), record(tenant=theirs, action="test.event")
+
+    class FakeRequest:
+        tenant = mine
+
+    context = {"request": FakeRequest()}
+    accepted = Reference(data={"entry": own.pk}, context=context)
+    assert accepted.is_valid(), accepted.errors
+    assert accepted.validated_data["entry"] == own
+    refused, missing = (Reference(data={"entry": pk}, context=context) for pk in (foreign.pk, 10**9))
+    assert not refused.is_valid() and not missing.is_valid()
+    assert refused.errors["entry"][0].replace(str(foreign.pk), "N") == missing.errors["entry"][0].replace(
+        str(10**9), "N"
+    )

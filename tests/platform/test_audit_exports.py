@@ -66,7 +66,7 @@ def test_json_export_and_the_api_agree_with_the_dashboard_filter(log):
 def test_exports_are_themselves_audited_with_their_filters(log):
     tenant, client = log
     _body(client.get("/api/v1/audit-entries/export-json/?actor=rev"))
-    entry = AuditEntry.objects.for_tenant(tenant).order_by("-seq").first()
+    entry = AuditEntry.objects.for_tenant(tenant).latest("seq")
     assert entry.action == "audit.exported"
     assert entry.payload == {"format": "json", "filters": {"actor": "rev"}}
 

@@ -123,3 +123,16 @@ def test_foreign_origin_is_rejected_before_authentication(setup):
         assert not connected
 
     async_to_sync(scenario)()
+
+
+def test_the_real_asgi_application_checks_websocket_origins():
+    from config.asgi import application as real_application
+
+    async def scenario() -> None:
+        communicator = WebsocketCommunicator(
+            real_application, "/ws/anything/", headers=[(b"origin", b"https://evil.example")]
+        )
+        connected, _ = await communicator.connect()
+        assert not connected
+
+    async_to_sync(scenario)()

@@ -112,7 +112,7 @@ def _send(client, case: Case, url: str):
 def test_role_can_do_exactly_what_its_permissions_say(case, role, world, client_for):
     tenant, users, target = world
     client = client_for(users[role], tenant)
-    entry = AuditEntry.objects.for_tenant(tenant).order_by("seq").first()
+    entry = AuditEntry.objects.for_tenant(tenant).earliest("seq")
     url = case.url.format(member=target.pk, entry=entry.pk)
     before = AuditEntry.objects.for_tenant(tenant).count()
     allowed = role_has_perm(role, case.perm)

@@ -112,3 +112,62 @@ def test_admin_is_a_read_only_window_across_tenants(tenant_factory, user_factory
     assert listing.status_code == 200
     assert "2 audit entries" in listing.content.decode()
     assert client.get("/admin/tenancy/tenant/add/").status_code == 403
+
+
+SQLITE_SETUP = """
+import django
+django.setup()
+from django.core.management import call_command
+from tenancy import actions
+call_command("migrate", verbosity=0)
+actions.create_tenant(name="Shared", slug="shared")
+"""
+SQLITE_WRITER = """
+import sys
+import django
+django.setup()
+from audit.actions import record
+from tenancy.models import Tenant
+tenant = Tenant.objects.get(slug="shared")
+for i in range(25):
+    record(tenant=tenant, action="test.concurrent", payload={"writer": int(sys.argv[1]), "i": i})
+"""
+SQLITE_CHECK = """
+import django
+django.setup()
+from django.core.management import call_command
+from django.db import connection
+call_command("verify_audit")
+with connection.cursor() as cursor:
+    cursor.execute("PRAGMA journal_mode")
+    print("journal_mode", cursor.fetchone()[0])
+"""
+
+
+def test_embedded_sqlite_takes_concurrent_writers_in_wal_mode(tmp_path):
+    """The web server, the worker and beat share the SQLite file: four processes append to one chain."""
+    env = {
+        "DJANGO_DEBUG": "1",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    setup = _run([sys.executable, "-c", SQLITE_SETUP], env)
+    assert setup.returncode == 0, setup.stderr
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", SQLITE_WRITER, str(n)],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(4)
+    ]
+    for writer in writers:
+        _, err = writer.communicate(timeout=180)
+        assert writer.returncode == 0, err
+    check = _run([sys.executable, "-c", SQLITE_CHECK], env)
+    assert check.returncode == 0, check.stderr
+    assert "audit chains intact: 1 tenant(s), 101 entries" in check.stdout
+    assert "journal_mode wal" in check.stdout

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _last(tenant: Tenant) -> AuditEntry:
-    return AuditEntry.objects.for_tenant(tenant).order_by("-seq").first()
+    return AuditEntry.objects.for_tenant(tenant).latest("seq")
 
 
 def test_create_tenant_starts_its_chain():
