@@ -160,7 +160,11 @@ if LIKENESS_STORAGE_BACKEND == "s3":
 elif LIKENESS_STORAGE_BACKEND == "filesystem":
     _PRIVATE_STORAGE = {
         "BACKEND": "consent.storage.PrivateFileSystemStorage",
-        "OPTIONS": {"location": str(LIKENESS_STORAGE_ROOT), "directory_permissions_mode": 0o700},
+        "OPTIONS": {
+            "location": str(LIKENESS_STORAGE_ROOT),
+            "directory_permissions_mode": 0o700,
+            "file_permissions_mode": 0o600,
+        },
     }
 else:
     raise ImproperlyConfigured("LIKENESS_STORAGE_BACKEND must be 'filesystem' or 's3'.")

@@ -114,18 +114,10 @@ class SubjectViewSet(TenantScopedViewSet):
     def send_link(self, request: Request, pk: str | None = None) -> Response:
         """Create the signed, expiring link the subject signs on; the URL is returned only here."""
         subject = self.get_object()
-        data = SendLinkSerializer(data=request.data)
+        data = SendLinkSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
-        template = (
-            ConsentTemplate.objects.for_tenant(_tenant(request)).filter(pk=values.pop("template")).first()
-        )
-        if template is None:
-            raise ValidationError({"template": "No such consent template in this tenant."})
         with _as_api_errors():
-            issued = actions.send_consent_link(
-                actor=request.user, subject=subject, template=template, **values
-            )
+            issued = actions.send_consent_link(actor=request.user, subject=subject, **data.validated_data)
         url = request.build_absolute_uri(reverse("consent-sign", kwargs={"token": issued.token}))
         body = {"link": ConsentLinkSerializer(issued.link).data, "url": url}
         return Response(body, status=status.HTTP_201_CREATED)
@@ -177,11 +169,11 @@ class SubjectViewSet(TenantScopedViewSet):
     def revoke(self, request: Request, pk: str | None = None) -> Response:
         """Record a revocation the subject made by other means (with how it was received and why)."""
         subject = self.get_object()
-        data = RevokeSerializer(data=request.data)
+        data = RevokeSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
-        record = subject.records.filter(pk=data.validated_data["record"]).first()
-        if record is None:
-            raise ValidationError({"record": "No such consent record of this subject."})
+        record = data.validated_data["record"]
+        if record.subject_id != subject.pk:
+            raise ValidationError({"record": "That consent record is not this subject's."})
         with _as_api_errors():
             actions.record_revocation(
                 actor=request.user,

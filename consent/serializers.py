@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from consent import exports
@@ -18,6 +20,12 @@ from consent.models import (
     Subject,
 )
 from consent.status import subject_status
+from tenancy.api import TenantPrimaryKeyRelatedField
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class TenantObjectId(TenantPrimaryKeyRelatedField):
+    """An id of an object of the active tenant, typed as an integer in the OpenAPI schema."""
 
 
 class SubjectSerializer(serializers.ModelSerializer[Subject]):
@@ -130,7 +138,7 @@ class ConsentLinkSerializer(serializers.ModelSerializer[ConsentLink]):
 
 
 class SendLinkSerializer(serializers.Serializer[Any]):
-    template = serializers.IntegerField(help_text="id of a consent template (version) of this tenant")
+    template = TenantObjectId(ConsentTemplate, help_text="id of a consent template version")
     purposes = serializers.ListField(
         child=serializers.ChoiceField(choices=Purpose.choices), allow_empty=False
     )
@@ -153,7 +161,7 @@ class IssuedLinkSerializer(serializers.Serializer[Any]):
 
 
 class RevokeSerializer(serializers.Serializer[Any]):
-    record = serializers.IntegerField(help_text="id of the consent record the subject withdrew")
+    record = TenantObjectId(ConsentRecord, help_text="id of the consent record the subject withdrew")
     received_via = serializers.CharField(max_length=100)
     reason = serializers.CharField()
 
