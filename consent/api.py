@@ -332,11 +332,7 @@ class DeletionCertificateViewSet(TenantScopedReadOnlyViewSet):
         actions.record_export(
             actor=request.user, tenant=tenant, what="deletion_certificates", file_format=file_format
         )
-        rows = [exports.certificate_facts(c) for c in self.get_queryset()]
-        name = f"deletion-certificates-{tenant.slug}.{file_format}"
-        if file_format == "json":
-            return exports.json_attachment({"tenant": tenant.slug, "deletion_certificates": rows}, name)
-        return exports.csv_attachment(rows, exports.CERTIFICATE_COLUMNS, name)
+        return exports.certificates_attachment(self.get_queryset(), tenant.slug, file_format)
 
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     @action(detail=False, url_path="export-csv")

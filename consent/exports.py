@@ -205,3 +205,14 @@ def json_attachment(document: Any, filename: str) -> HttpResponse:
 
 def csv_attachment(rows: Iterable[dict[str, Any]], columns: list[str], filename: str) -> HttpResponse:
     return attachment(csv_text(rows, columns), "text/csv; charset=utf-8", filename)
+
+
+def certificates_attachment(
+    certificates: Iterable[DeletionCertificate], tenant_slug: str, file_format: str
+) -> HttpResponse:
+    """All of a tenant's deletion certificates as a JSON document or a CSV table."""
+    rows = [certificate_facts(certificate) for certificate in certificates]
+    name = f"deletion-certificates-{tenant_slug}.{file_format}"
+    if file_format == "json":
+        return json_attachment({"tenant": tenant_slug, "deletion_certificates": rows}, name)
+    return csv_attachment(rows, CERTIFICATE_COLUMNS, name)

@@ -424,14 +424,8 @@ def _certificates_export(request: TenantRequest, file_format: str) -> HttpRespon
     actions.record_export(
         actor=request.user, tenant=tenant, what="deletion_certificates", file_format=file_format
     )
-    rows = [
-        exports.certificate_facts(c)
-        for c in DeletionCertificate.objects.for_tenant(tenant).order_by("started_at")
-    ]
-    name = f"deletion-certificates-{tenant.slug}.{file_format}"
-    if file_format == "json":
-        return exports.json_attachment({"tenant": tenant.slug, "deletion_certificates": rows}, name)
-    return exports.csv_attachment(rows, exports.CERTIFICATE_COLUMNS, name)
+    certificates = DeletionCertificate.objects.for_tenant(tenant).order_by("started_at")
+    return exports.certificates_attachment(certificates, tenant.slug, file_format)
 
 
 @require_GET

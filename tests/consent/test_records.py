@@ -109,20 +109,13 @@ def test_status_follows_the_rows(make_subject, issue_link, sign, staff) -> None:
 
 def test_nothing_is_stored_without_consent_in_force(make_subject, sign) -> None:
     subject = make_subject()
-    with pytest.raises(actions.ConsentRequired):
-        actions.store_subject_file(
-            subject=subject,
-            kind="adapter",
-            data=b"w",
-            content_type="application/octet-stream",
-            extension="bin",
-        )
-    sign(subject, valid_from=timezone.now() + timedelta(days=1))
-    with pytest.raises(actions.ConsentRequired):
-        actions.store_subject_file(
-            subject=subject,
-            kind="adapter",
-            data=b"w",
-            content_type="application/octet-stream",
-            extension="bin",
-        )
+    file = dict(
+        subject=subject, kind="adapter", data=b"w", content_type="application/octet-stream", extension="bin"
+    )
+    with pytest.raises(actions.ConsentRequired, match="no file of them can be stored"):
+        actions.store_subject_file(**file)
+    sign(subject, valid_from=timezone.now() + timedelta(days=1))  # signed, but not in force yet
+    with pytest.raises(actions.ConsentRequired) as refused:
+        actions.store_subject_file(**file)
+    assert refused.value.reason == actions.ConsentReason.NOT_YET_VALID
+    assert not subject.assets.exists()
