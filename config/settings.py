@@ -144,10 +144,13 @@ LIKENESS_STORAGE_ROOT = Path(os.environ.get("LIKENESS_STORAGE_ROOT", str(VAR_DIR
 # served only by views that check tenant and permission; it never has a public URL.
 LIKENESS_STORAGE_BACKEND = os.environ.get("LIKENESS_STORAGE_BACKEND", "filesystem")
 if LIKENESS_STORAGE_BACKEND == "s3":
+    # Needs the `s3` extra of pyproject (boto3); credentials come from boto3's usual chain.
+    if not os.environ.get("LIKENESS_S3_BUCKET"):
+        raise ImproperlyConfigured("LIKENESS_STORAGE_BACKEND=s3 needs LIKENESS_S3_BUCKET.")
     _PRIVATE_STORAGE: dict[str, object] = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
-            "bucket_name": os.environ.get("LIKENESS_S3_BUCKET", ""),
+            "bucket_name": os.environ["LIKENESS_S3_BUCKET"],
             "location": os.environ.get("LIKENESS_S3_PREFIX", "likeness"),
             "default_acl": "private",
             "querystring_auth": True,
@@ -157,7 +160,11 @@ if LIKENESS_STORAGE_BACKEND == "s3":
 elif LIKENESS_STORAGE_BACKEND == "filesystem":
     _PRIVATE_STORAGE = {
         "BACKEND": "consent.storage.PrivateFileSystemStorage",
-        "OPTIONS": {"location": str(LIKENESS_STORAGE_ROOT), "directory_permissions_mode": 0o700},
+        "OPTIONS": {
+            "location": str(LIKENESS_STORAGE_ROOT),
+            "directory_permissions_mode": 0o700,
+            "file_permissions_mode": 0o600,
+        },
     }
 else:
     raise ImproperlyConfigured("LIKENESS_STORAGE_BACKEND must be 'filesystem' or 's3'.")
@@ -178,6 +185,19 @@ LIKENESS_MIN_FACE_PX = int(os.environ.get("LIKENESS_MIN_FACE_PX", "100"))
 LIKENESS_SAME_PERSON_THRESHOLD = float(os.environ.get("LIKENESS_SAME_PERSON_THRESHOLD", "0.6"))
 # How long a consent link may be used to sign (revoking through it stays possible).
 LIKENESS_CONSENT_LINK_HOURS = int(os.environ.get("LIKENESS_CONSENT_LINK_HOURS", "168"))
+# Mail (consent links to subjects): printed to the console in development.
+EMAIL_BACKEND = os.environ.get(
+    "DJANGO_EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = os.environ.get("DJANGO_EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("DJANGO_EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("DJANGO_EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("DJANGO_EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _env_bool("DJANGO_EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "likeness@localhost")
 # How often the retention/expiry sweep runs (Celery beat), in minutes.
 LIKENESS_RETENTION_SWEEP_MINUTES = int(os.environ.get("LIKENESS_RETENTION_SWEEP_MINUTES", "15"))
 # Read lazily by config.celery (namespace CELERY): an expired consent is erased

@@ -7,5 +7,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("config.api")),
     path("audit/", include("audit.urls")),
+    path("", include("consent.urls")),
     path("", include("tenancy.urls")),
 ]

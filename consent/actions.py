@@ -147,9 +147,8 @@ def _clean_list(values: Iterable[str]) -> list[str]:
 
 # --- the enforcement gate -------------------------------------------------------------------------------
 def _revoked_as_of(record: ConsentRecord, at: datetime) -> datetime | None:
-    revocation = getattr(
-        record, "revocation", None
-    )  # the reverse one-to-one raises AttributeError when absent
+    # The reverse one-to-one raises (an AttributeError) when there is no revocation.
+    revocation = getattr(record, "revocation", None)
     if revocation is not None and revocation.revoked_at <= at:
         return revocation.revoked_at
     return None
@@ -217,13 +216,14 @@ def _require_any(subject: Subject, at: datetime) -> None:
     """Collecting any data of a subject needs a consent in force (BIPA 15(b): before collection)."""
     if records_in_force(subject, at):
         return
-    failures = []
+    reasons = []
     for purpose in Purpose:
         try:
             require(subject, purpose, at)
         except ConsentRequiredError as error:
-            failures.append(error)
-    reason = failures[0].reason if failures else ConsentReason.MISSING
+            reasons.append(error.reason)
+    # Say why a consent that existed no longer counts (expired, revoked, not yet valid) before "missing".
+    reason = next((r for r in reasons if r != ConsentReason.MISSING), ConsentReason.MISSING)
     raise ConsentRequiredError(
         subject_id=subject.pk,
         purpose=None,
@@ -680,7 +680,7 @@ def _revoke(
             payload={"record_id": record.pk, "subject_id": subject.pk, "channel": channel.value},
         )
         if not records_in_force(subject, at):
-            _begin_erasure(subject, trigger=ErasureTrigger.REVOCATION, actor=actor, reason="", at=at)
+            _begin_erasure(subject, trigger=ErasureTrigger.REVOCATION, actor=actor, reason="")
     return revocation
 
 
@@ -932,6 +932,26 @@ def upload_reference_photos(
     return report
 
 
+def record_export(
+    *,
+    actor: Actor,
+    tenant: Tenant,
+    what: str,
+    file_format: str,
+    target: Subject | DeletionCertificate | None = None,
+) -> None:
+    """An export of consent evidence is itself a fact a reviewer may need: who took what, when."""
+    perm = "consent.export_subject" if what == "subject_history" else "consent.export_deletioncertificate"
+    require_perm(actor, tenant, perm, target if isinstance(target, Subject) else None)
+    audit(
+        tenant=tenant,
+        action="consent.exported",
+        actor=actor,
+        target=target,
+        payload={"what": what, "format": file_format},
+    )
+
+
 # --- erasure --------------------------------------------------------------------------------------------
 def _enqueue_completion(certificate_id: int) -> None:
     from consent.tasks import complete_erasure_task
@@ -945,13 +965,13 @@ def _begin_erasure(
     trigger: ErasureTrigger,
     actor: Actor,
     reason: str,
-    at: datetime,
     enqueue: bool = True,
 ) -> DeletionCertificate | None:
     """Open a certificate and destroy the key, in the caller's transaction (which holds the subject lock).
 
     Idempotent: an open certificate is returned as is; a subject with neither
-    key nor files gets none (there is nothing to destroy).
+    key nor files gets none (there is nothing to destroy). Certificates carry
+    wall-clock times, also when a sweep decides with a simulated `--now`.
     """
     tenant = subject.tenant
     open_certificate = subject.deletion_certificates.filter(completed_at__isnull=True).first()
@@ -966,7 +986,7 @@ def _begin_erasure(
         trigger=trigger,
         reason=reason,
         requested_by=_user(actor),
-        started_at=at,
+        started_at=timezone.now(),
     )
     audit(
         tenant=tenant,
@@ -1001,9 +1021,7 @@ def erase_subject(*, actor: Actor, subject: Subject, reason: str) -> DeletionCer
         raise ConsentActionError("Give the reason for the erasure (for example the request it answers).")
     with transaction.atomic():
         locked = _locked_subject(subject)
-        return _begin_erasure(
-            locked, trigger=ErasureTrigger.ADMIN, actor=actor, reason=reason.strip(), at=timezone.now()
-        )
+        return _begin_erasure(locked, trigger=ErasureTrigger.ADMIN, actor=actor, reason=reason.strip())
 
 
 def _call_hooks(subject: Subject) -> tuple[list[str], list[str]]:
@@ -1027,7 +1045,9 @@ def complete_erasure(certificate_id: int) -> DeletionCertificate | None:
     """
     with transaction.atomic():
         certificate = (
-            DeletionCertificate.dangerously_unscoped.select_for_update()
+            # Lock the certificate and the subject, never the tenant row: audit.record takes that one
+            # later, and every writer takes subject before tenant, so no two of them can deadlock.
+            DeletionCertificate.dangerously_unscoped.select_for_update(of=("self", "subject"))
             .select_related("tenant", "subject")
             .filter(pk=certificate_id)
             .first()
@@ -1130,7 +1150,7 @@ def _open_sweep_erasure(
         if dry_run:
             say(f"would erase {where}: {trigger.value}, {assets.count()} files, key destroyed")
             return None
-        return _begin_erasure(subject, trigger=trigger, actor=None, reason="", at=now, enqueue=False)
+        return _begin_erasure(subject, trigger=trigger, actor=None, reason="", enqueue=False)
     due = list(assets.filter(retain_until__lte=now).order_by("id").values_list("pk", flat=True))
     if not due:
         return None
@@ -1141,7 +1161,7 @@ def _open_sweep_erasure(
         subject=subject,
         scope=DeletionCertificate.Scope.ASSETS,
         trigger=ErasureTrigger.RETENTION,
-        started_at=now,
+        started_at=timezone.now(),
         planned_asset_ids=due,
     )
     audit(
@@ -1190,7 +1210,7 @@ def enforce_retention(
     for subject_id in list(holders):
         with transaction.atomic():
             subject = (
-                Subject.dangerously_unscoped.select_for_update()
+                Subject.dangerously_unscoped.select_for_update(of=("self",))
                 .select_related("tenant", "retention_schedule")
                 .get(pk=subject_id)
             )

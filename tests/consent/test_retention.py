@@ -150,3 +150,17 @@ def test_the_sweep_finishes_an_erasure_whose_task_never_ran(enrolled_subject, st
 def test_bad_now_is_a_clear_error() -> None:
     with pytest.raises(CommandError, match="ISO-8601"):
         call_command("enforce_retention", "--now", "next tuesday")
+
+
+def test_the_beat_schedule_runs_the_registered_sweep_task(enrolled_subject, staff, storage_root) -> None:
+    from config.celery import app
+    from consent.tasks import enforce_retention_task
+
+    entry = app.conf.beat_schedule["consent-enforce-retention"]
+    assert entry["task"] == enforce_retention_task.name and entry["task"] in app.tasks
+    actions.record_revocation(
+        actor=staff, record=enrolled_subject.records.get(), reason="by email", received_via="email"
+    )
+    lines = enforce_retention_task.apply().get()  # the task body, run in this process
+    assert any("finished interrupted erasure" in line for line in lines)
+    assert files_under(storage_root) == []
