@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: setup run test lint typecheck
+.PHONY: setup run test lint typecheck pytest
 
 setup: $(STAMP) var/models/tiny-sd/model_index.json
 
@@ -24,12 +24,24 @@ $(STAMP): pyproject.toml
 var/models/tiny-sd/model_index.json: | $(STAMP)
 	$(PY) -m personalization build-tiny-model var/models/tiny-sd --force
 
+# Development defaults; any of them can be overridden from the environment.
+run: export DJANGO_DEBUG ?= 1
+run: setup
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py seed_demo
+	$(PY) -m config.stack
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The django-stubs plugin imports the settings; type checking needs no secret key.
 typecheck: setup
-	$(VENV)/bin/mypy .
+	DJANGO_DEBUG=1 $(VENV)/bin/mypy .
 
-test: lint typecheck
+# Against DATABASE_URL / REDIS_URL from the environment (PostgreSQL and Redis in CI);
+# SQLite when DATABASE_URL is unset, where PostgreSQL-only tests skip with a reason.
+pytest: setup
 	$(PY) -m pytest
+
+test: lint typecheck pytest

@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tenancy.middleware.ActiveTenantMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -84,6 +85,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "tenancy.context_processors.tenancy",
             ],
         },
     },
@@ -94,6 +96,20 @@ ASGI_APPLICATION = "config.asgi.application"
 
 DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'likeness.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # The embedded database is shared by the web server, the Celery worker and
+    # beat: WAL lets readers run beside the writer, IMMEDIATE transactions take
+    # the write lock up front (no "database is locked" on upgrade), and writers
+    # wait up to 20 s for each other instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
 
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
@@ -105,6 +121,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Guardian's anonymous-user row is not used: anonymous visitors never hold permissions.
+ANONYMOUS_USER_NAME = None
+GUARDIAN_RAISE_403 = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -121,6 +140,75 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Private storage for reference photos, masks, adapters and outputs: never served
 # from a public URL. Filesystem by default; S3 (django-storages) in production.
 LIKENESS_STORAGE_ROOT = Path(os.environ.get("LIKENESS_STORAGE_ROOT", str(VAR_DIR / "storage")))
+# Subjects' files are stored only as ciphertext (consent.crypto) in this backend and
+# served only by views that check tenant and permission; it never has a public URL.
+LIKENESS_STORAGE_BACKEND = os.environ.get("LIKENESS_STORAGE_BACKEND", "filesystem")
+if LIKENESS_STORAGE_BACKEND == "s3":
+    # Needs the `s3` extra of pyproject (boto3); credentials come from boto3's usual chain.
+    if not os.environ.get("LIKENESS_S3_BUCKET"):
+        raise ImproperlyConfigured("LIKENESS_STORAGE_BACKEND=s3 needs LIKENESS_S3_BUCKET.")
+    _PRIVATE_STORAGE: dict[str, object] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ["LIKENESS_S3_BUCKET"],
+            "location": os.environ.get("LIKENESS_S3_PREFIX", "likeness"),
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+elif LIKENESS_STORAGE_BACKEND == "filesystem":
+    _PRIVATE_STORAGE = {
+        "BACKEND": "consent.storage.PrivateFileSystemStorage",
+        "OPTIONS": {
+            "location": str(LIKENESS_STORAGE_ROOT),
+            "directory_permissions_mode": 0o700,
+            "file_permissions_mode": 0o600,
+        },
+    }
+else:
+    raise ImproperlyConfigured("LIKENESS_STORAGE_BACKEND must be 'filesystem' or 's3'.")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "likeness_private": _PRIVATE_STORAGE,
+}
+# Deployment secret from which each tenant's key-encryption key is derived (HKDF);
+# the per-subject data keys are stored only wrapped by those. Required unless DEBUG.
+LIKENESS_MASTER_KEY = os.environ.get("LIKENESS_MASTER_KEY", "")
+if not LIKENESS_MASTER_KEY and DEBUG:
+    LIKENESS_MASTER_KEY = "likeness-insecure-development-master-key-never-in-production"
+# Reference photo intake limits (consent.intake) and the identity-consistency threshold.
+LIKENESS_MAX_UPLOAD_BYTES = int(os.environ.get("LIKENESS_MAX_UPLOAD_BYTES", str(20 * 1024 * 1024)))
+LIKENESS_MAX_IMAGE_PIXELS = int(os.environ.get("LIKENESS_MAX_IMAGE_PIXELS", "40000000"))
+LIKENESS_MIN_FACE_PX = int(os.environ.get("LIKENESS_MIN_FACE_PX", "100"))
+LIKENESS_SAME_PERSON_THRESHOLD = float(os.environ.get("LIKENESS_SAME_PERSON_THRESHOLD", "0.6"))
+# How long a consent link may be used to sign (revoking through it stays possible).
+LIKENESS_CONSENT_LINK_HOURS = int(os.environ.get("LIKENESS_CONSENT_LINK_HOURS", "168"))
+# Mail (consent links to subjects): printed to the console in development.
+EMAIL_BACKEND = os.environ.get(
+    "DJANGO_EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = os.environ.get("DJANGO_EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("DJANGO_EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("DJANGO_EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("DJANGO_EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _env_bool("DJANGO_EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "likeness@localhost")
+# How often the retention/expiry sweep runs (Celery beat), in minutes.
+LIKENESS_RETENTION_SWEEP_MINUTES = int(os.environ.get("LIKENESS_RETENTION_SWEEP_MINUTES", "15"))
+# Read lazily by config.celery (namespace CELERY): an expired consent is erased
+# within one sweep interval, without undue delay.
+CELERY_BEAT_SCHEDULE = {
+    "consent-enforce-retention": {
+        "task": "consent.enforce_retention",
+        "schedule": LIKENESS_RETENTION_SWEEP_MINUTES * 60.0,
+        "options": {"queue": "default"},
+    }
+}
 # Base diffusion model: a hub id or a local folder. The default is the tiny
 # random-init model that `make setup` builds, so the product runs offline.
 LIKENESS_BASE_MODEL = os.environ.get("LIKENESS_BASE_MODEL", str(VAR_DIR / "models" / "tiny-sd"))

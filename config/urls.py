@@ -1,8 +1,12 @@
-"""URL routing: the dashboard (HTML) and the API under /api/v1/."""
+"""URL routing: the dashboard (HTML, server-rendered) and the API under /api/v1/."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("config.api")),
+    path("audit/", include("audit.urls")),
+    path("", include("consent.urls")),
+    path("", include("tenancy.urls")),
 ]

@@ -70,3 +70,71 @@ def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+def _write_lora_folder(base: Path, out: Path, *, xl: bool = False) -> Path:
+    """A trained-model folder made without the trainer: peft LoRA layers with random (non-zero)
+    weights on the UNet attention and the text encoder(s), an identity and a style token, saved
+    through artifacts.write_artifacts (diffusers' save_lora_weights) with a manifest. Tests that
+    need *a* LoRA to load (scales, editing plumbing) use it; it carries no learned identity."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from personalization.artifacts import TrainedManifest, write_artifacts, write_manifest
+    from personalization.models import ModelKind, load_pipeline
+
+    pipe = load_pipeline(base, device="cpu")
+    encoders = ["text_encoder", "text_encoder_2"] if xl else ["text_encoder"]
+    unet_config = LoraConfig(
+        r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+    )
+    text_config = LoraConfig(
+        r=4, lora_alpha=4, init_lora_weights=False, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        pipe.unet.add_adapter(unet_config)
+        for name in encoders:
+            getattr(pipe, name).add_adapter(text_config)
+        embeddings = {
+            role: (token, [torch.randn(getattr(pipe, name).config.hidden_size) * 0.02 for name in encoders])
+            for role, token in (("identity", "<sks>"), ("style", "<style1>"))
+        }
+    kind: ModelKind = "sdxl" if xl else "sd15"
+    files = write_artifacts(
+        out,
+        kind=kind,
+        unet_lora=get_peft_model_state_dict(pipe.unet),
+        text_lora={name: get_peft_model_state_dict(getattr(pipe, name)) for name in encoders},
+        lora_alpha=4,
+        embeddings=embeddings,
+        lora_metadata={"unet": unet_config.to_dict(), **{name: text_config.to_dict() for name in encoders}},
+    )
+    manifest = TrainedManifest(
+        base_model=str(base),
+        base_model_revision=None,
+        model_kind=kind,
+        method="multiconcept",
+        tokens={"identity": "<sks>", "style": "<style1>"},
+        class_word="person",
+        resolution=64,
+        hyperparameters={"rank": 4, "source": "random peft LoRA (test fixture, not trained)"},
+        dataset_hash="none",
+        final_losses={},
+        wall_time_s=0.0,
+        device="cpu",
+        default_scales={"unet": 0.6, "text": 0.9},
+        files=files,
+    )
+    write_manifest(out, manifest)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_folder(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_lora_folder(tiny_sd, tmp_path_factory.mktemp("trained") / "tiny-lora")
+
+
+@pytest.fixture(scope="session")
+def tiny_xl_lora_folder(tiny_sdxl: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_lora_folder(tiny_sdxl, tmp_path_factory.mktemp("trained") / "tiny-xl-lora", xl=True)

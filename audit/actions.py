@@ -1,0 +1,102 @@
+"""The only way into the audit log: `record()`.
+
+Call it inside the caller's transaction, next to the write it describes, so the
+entry commits or rolls back with it. Appends to a tenant's chain are serialized
+by a row lock on the tenant (SELECT ... FOR UPDATE on PostgreSQL; SQLite runs
+write transactions one at a time), so seq stays gapless and the chain never forks.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import models, router, transaction
+from django.utils import timezone
+
+from audit.chain import GENESIS_HASH, canonical_entry, chain_hash, normalize_payload
+from audit.models import AuditChainHead, AuditEntry
+from tenancy.models import Tenant
+
+ACTION_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+def _target_fields(
+    target: models.Model | None, target_type: str | None, target_id: str | int | uuid.UUID | None
+) -> tuple[str, str]:
+    if target is not None:
+        if target_type is not None or target_id is not None:
+            raise ValueError("Give either target or target_type/target_id, not both.")
+        if target.pk is None:
+            raise ValueError("The audit target must be saved first (it has no id yet).")
+        return target._meta.label_lower, str(target.pk)
+    if (target_type is None) != (target_id is None):
+        raise ValueError("target_type and target_id go together.")
+    return target_type or "", "" if target_id is None else str(target_id)
+
+
+def record(
+    *,
+    tenant: Tenant,
+    action: str,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    target: models.Model | None = None,
+    target_type: str | None = None,
+    target_id: str | int | uuid.UUID | None = None,
+    payload: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Append one entry to `tenant`'s chain; actor None means the system did it."""
+    if not isinstance(tenant, Tenant) or tenant.pk is None:
+        raise ValueError("record() needs a saved Tenant.")
+    if not ACTION_PATTERN.match(action):
+        raise ValueError(
+            f"Audit action must be a dotted lowercase name like 'membership.added', got {action!r}."
+        )
+    if actor is not None and not actor.is_authenticated:
+        actor = None  # an anonymous visitor is not a user we can name
+    kind, ident = _target_fields(target, target_type, target_id)
+    body = normalize_payload(payload)
+
+    using = router.db_for_write(AuditEntry)
+    with transaction.atomic(using=using):
+        # The per-tenant lock: every appender for this tenant queues here.
+        Tenant.objects.using(using).select_for_update().filter(pk=tenant.pk).values_list(
+            "pk", flat=True
+        ).get()
+        head, _ = AuditChainHead.objects.using(using).get_or_create(
+            tenant_id=tenant.pk, defaults={"last_seq": 0, "last_hash": GENESIS_HASH}
+        )
+        fields: dict[str, Any] = {
+            "tenant_id": tenant.pk,
+            "seq": head.last_seq + 1,
+            "at": timezone.now(),
+            "actor_id": actor.pk if actor is not None else None,
+            "action": action,
+            "target_type": kind,
+            "target_id": ident,
+            "payload": body,
+        }
+        digest = chain_hash(head.last_hash, canonical_entry(**fields))
+        entry = AuditEntry(**fields, prev_hash=head.last_hash, hash=digest)
+        entry.save(using=using)
+        AuditChainHead.objects.using(using).filter(tenant_id=tenant.pk).update(
+            last_seq=entry.seq, last_hash=digest
+        )
+    return entry
+
+
+def record_export(
+    *, actor: AbstractBaseUser | AnonymousUser, tenant: Tenant, file_format: str, filters: dict[str, str]
+) -> AuditEntry:
+    """Exports of the log are themselves facts a reviewer may need: who took which part, when."""
+    from tenancy.permissions import require_perm
+
+    require_perm(actor, tenant, "audit.export_auditentry")
+    return record(
+        tenant=tenant,
+        action="audit.exported",
+        actor=actor,
+        payload={"format": file_format, "filters": {key: value for key, value in filters.items() if value}},
+    )

@@ -1,0 +1,114 @@
+"""The hash chain: canonical serialization of an entry and its digest.
+
+Pure functions, shared by the writer (audit.actions.record) and the verifier,
+so both always agree on what exactly is hashed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import json
+import math
+import uuid
+from decimal import Decimal
+from typing import Any
+
+GENESIS_HASH = "0" * 64
+MAX_PAYLOAD_BYTES = 16 * 1024
+# A list of more floats than this is treated as a feature vector (face embedding, latent):
+# biometric data never goes into the audit log.
+MAX_FLOATS_PER_LIST = 16
+
+
+class AuditPayloadError(ValueError):
+    """The payload holds something other than IDs and facts."""
+
+
+def _normalize(value: Any, path: str) -> Any:
+    if isinstance(value, enum.Enum):
+        return _normalize(value.value, path)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise AuditPayloadError(f"payload{path} is not a finite number.")
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        raise AuditPayloadError(f"payload{path} holds raw bytes: audit entries hold IDs and facts only.")
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise AuditPayloadError(f"payload{path} has a non-string key {key!r}.")
+            out[key] = _normalize(item, f"{path}.{key}")
+        return out
+    if isinstance(value, list | tuple):
+        if sum(isinstance(item, float) for item in value) > MAX_FLOATS_PER_LIST:
+            raise AuditPayloadError(
+                f"payload{path} looks like a feature vector: biometric data never goes into the audit log."
+            )
+        return [_normalize(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    raise AuditPayloadError(f"payload{path} has unsupported type {type(value).__name__}.")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 text: the same bytes on every database and Python."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def normalize_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate and convert a payload to plain JSON types; raise AuditPayloadError otherwise."""
+    if payload is None:
+        return {}
+    if not isinstance(payload, dict):
+        raise AuditPayloadError("payload must be a dict.")
+    normalized: dict[str, Any] = _normalize(payload, "")
+    if len(canonical_json(normalized).encode()) > MAX_PAYLOAD_BYTES:
+        raise AuditPayloadError(f"payload is larger than {MAX_PAYLOAD_BYTES} bytes: store IDs, not content.")
+    return normalized
+
+
+def format_timestamp(at: dt.datetime) -> str:
+    if at.tzinfo is None:
+        raise ValueError("audit timestamps must be timezone-aware.")
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_entry(
+    *,
+    tenant_id: int,
+    seq: int,
+    at: dt.datetime,
+    actor_id: int | None,
+    action: str,
+    target_type: str,
+    target_id: str,
+    payload: dict[str, Any],
+) -> str:
+    return canonical_json(
+        {
+            "tenant": tenant_id,
+            "seq": seq,
+            "at": format_timestamp(at),
+            "actor": actor_id,
+            "action": action,
+            "target_type": target_type,
+            "target_id": target_id,
+            "payload": payload,
+        }
+    )
+
+
+def chain_hash(prev_hash: str, canonical: str) -> str:
+    """sha256(prev_hash || canonical entry), hex."""
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical.encode("utf-8")).hexdigest()

@@ -1,0 +1,39 @@
+"""The audit log's filters, shared by the dashboard and the API so both answer alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+
+from audit.models import AuditEntry
+
+
+class AuditEntryFilter(django_filters.FilterSet):
+    actor = django_filters.CharFilter(method="filter_actor", label="Actor", help_text="username, or 'system'")
+    action = django_filters.CharFilter(
+        method="filter_action",
+        label="Action",
+        help_text="exact name, or a prefix ending in '.' (e.g. 'auth.')",
+    )
+    target_type = django_filters.CharFilter(label="Target type", help_text='e.g. "auth.user"')
+    target_id = django_filters.CharFilter(label="Target id")
+    date_from = django_filters.DateFilter(field_name="at", lookup_expr="date__gte", label="From (date)")
+    date_to = django_filters.DateFilter(field_name="at", lookup_expr="date__lte", label="To (date)")
+
+    class Meta:
+        model = AuditEntry
+        fields = ["actor", "action", "target_type", "target_id", "date_from", "date_to"]
+
+    def filter_actor(self, queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
+        value = value.strip()
+        if value.lower() == "system":
+            return queryset.filter(actor__isnull=True)
+        return queryset.filter(actor__username__iexact=value)
+
+    def filter_action(self, queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
+        value = value.strip()
+        if value.endswith("."):
+            return queryset.filter(action__startswith=value)
+        return queryset.filter(action=value)

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from audit.models import AuditEntry
+
+
+class AuditEntrySerializer(serializers.ModelSerializer[AuditEntry]):
+    actor = serializers.SerializerMethodField(help_text="username of the actor, or 'system'")
+
+    class Meta:
+        model = AuditEntry
+        fields = ["id", "seq", "at", "actor_id", "actor", "action", "target_type", "target_id", "payload"]
+        fields += ["prev_hash", "hash"]
+        read_only_fields = fields
+
+    def get_actor(self, entry: AuditEntry) -> str:
+        return entry.actor.get_username() if entry.actor is not None else "system"
+
+
+class ChainReportSerializer(serializers.Serializer[object]):
+    tenant_slug = serializers.CharField()
+    entries = serializers.IntegerField()
+    intact = serializers.BooleanField()
+    first_bad_seq = serializers.IntegerField(allow_null=True)
+    problem = serializers.CharField()

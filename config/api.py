@@ -1,0 +1,40 @@
+"""The API under /api/v1/: one router, to which each app adds its viewsets."""
+
+from __future__ import annotations
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from audit.api import AuditEntryViewSet
+from config.api_docs import api_docs
+from consent.api import (
+    AssetViewSet,
+    ConsentLinkViewSet,
+    ConsentRecordViewSet,
+    ConsentTemplateViewSet,
+    DeletionCertificateViewSet,
+    RetentionScheduleViewSet,
+    SubjectViewSet,
+)
+from tenancy.api import TenantRouter
+from tenancy.api_views import CurrentTenantView, MembershipViewSet, MeView, TokenView
+
+router = TenantRouter()
+router.register("memberships", MembershipViewSet)
+router.register("audit-entries", AuditEntryViewSet)
+router.register("subjects", SubjectViewSet)
+router.register("consent-records", ConsentRecordViewSet)
+router.register("consent-links", ConsentLinkViewSet)
+router.register("consent-templates", ConsentTemplateViewSet)
+router.register("retention-schedules", RetentionScheduleViewSet)
+router.register("deletion-certificates", DeletionCertificateViewSet)
+router.register("assets", AssetViewSet)
+
+urlpatterns = [
+    path("auth/token/", TokenView.as_view(), name="api-token"),
+    path("me/", MeView.as_view(), name="api-me"),
+    path("tenant/", CurrentTenantView.as_view(), name="api-tenant"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", api_docs, name="api-docs"),
+    path("", include(router.urls)),
+]

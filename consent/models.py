@@ -1,0 +1,383 @@
+"""Subjects, consent, retention and erasure: the rows a legal reviewer relies on.
+
+Evidence rows (retention schedules, consent templates, links, records and
+revocations) are write-once: the model refuses to save a change or delete one,
+and on PostgreSQL a trigger (migration 0002) refuses UPDATE and DELETE for every
+role. History is a sequence of new rows, never an edit.
+
+Writes happen only in consent.actions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.db import models
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+
+from tenancy.models import TenantOwnedModel
+
+
+class ImmutableRecordError(Exception):
+    """Someone tried to edit or delete a consent or retention evidence row."""
+
+
+class WriteOnceModel(TenantOwnedModel):
+    """Evidence that may be inserted once and never changed or removed.
+
+    Its user foreign keys are PROTECT: a SET_NULL would be an UPDATE, and users
+    who signed off evidence are deactivated, never deleted.
+    """
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding or kwargs.get("force_update") or kwargs.get("update_fields"):
+            raise ImmutableRecordError(
+                f"{self._meta.verbose_name} rows are never edited: record a new one instead."
+            )
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise ImmutableRecordError(f"{self._meta.verbose_name} rows are never deleted.")
+
+
+class Purpose(models.TextChoices):
+    """Each use of a likeness the subject consents to separately."""
+
+    TRAIN_IDENTITY = "train_identity", "Train an identity model of my face"
+    GENERATE_IMAGES = "generate_images", "Generate new images of me"
+    EDIT_PHOTOS = "edit_photos", "Edit existing photos of me (expression, pose)"
+
+
+class Representation(models.TextChoices):
+    COUNSEL = "counsel", "I was represented by legal counsel"
+    UNION = "union", "I am covered by a union / collective agreement"
+    NONE = "none", "I was not represented"
+
+
+class CaptureChannel(models.TextChoices):
+    SIGNED_LINK = "signed_link", "Signed, expiring link opened by the subject"
+
+
+class RevocationChannel(models.TextChoices):
+    SUBJECT_LINK = "subject_link", "By the subject, on the consent link page"
+    STAFF_RECORDED = "staff_recorded", "Received by other means, recorded by staff"
+
+
+class ErasureTrigger(models.TextChoices):
+    REVOCATION = "revocation", "Consent revoked"
+    EXPIRY = "expiry", "Consent expired"
+    RETENTION = "retention", "Retention period ended"
+    ADMIN = "admin", "Erasure requested (tenant admin)"
+
+
+class AssetKind(models.TextChoices):
+    """Everything ever stored about a subject; each kind is erased with the subject key."""
+
+    ENROLLMENT_PHOTO = "enrollment_photo", "Enrollment photo"
+    REFERENCE_PHOTO = "reference_photo", "Reference photo"
+    FACE_EMBEDDING = "face_embedding", "Face embedding (biometric)"
+    CROP = "crop", "Face crop"
+    MASK = "mask", "Mask"
+    LATENT_CACHE = "latent_cache", "Cached latents"
+    ADAPTER = "adapter", "Trained identity adapter"
+    OUTPUT = "output", "Generated or edited output"
+
+
+class RetentionSchedule(WriteOnceModel):
+    """A tenant's published retention schedule; each version is a new row.
+
+    The version in force when a subject's data was first collected is linked to
+    the subject (BIPA 15(a): a schedule published before collection).
+    """
+
+    version = models.PositiveIntegerField()
+    title = models.CharField(max_length=200)
+    years_after_last_interaction = models.PositiveSmallIntegerField(
+        help_text="Biometric data is destroyed at the latest this many years after the subject's last "
+        "interaction (BIPA: 3)."
+    )
+    days_after_purpose_satisfied = models.PositiveIntegerField(
+        help_text="Days allowed after the purpose is satisfied (BIPA: 0; Texas CUBI: up to 365)."
+    )
+    statement = models.TextField(help_text="The plain-language schedule as published.")
+    sha256 = models.CharField(max_length=64)
+    published_at = models.DateTimeField()
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["tenant_id", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "version"], name="retentionschedule_unique_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} (v{self.version})"
+
+
+class ConsentTemplate(WriteOnceModel):
+    """Tenant-authored consent text; a new wording is a new version, never an edit."""
+
+    name = models.CharField(max_length=200)
+    version = models.PositiveIntegerField()
+    body = models.TextField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["tenant_id", "name", "-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "name", "version"], name="consenttemplate_unique_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class Subject(TenantOwnedModel):
+    """A real person whose likeness a tenant wants to use. Status is derived from consent rows."""
+
+    display_name = models.CharField(max_length=200)
+    contact_email = models.EmailField(blank=True)
+    internal_reference = models.CharField(max_length=100, blank=True)
+    enrollment_photo = models.ForeignKey(
+        "Asset", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    retention_schedule = models.ForeignKey(
+        RetentionSchedule,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The schedule in force when this subject's data was first collected.",
+    )
+    last_interaction_at = models.DateTimeField()
+    purpose_satisfied_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["tenant_id", "display_name", "id"]
+        permissions = [
+            ("upload_photos_subject", "Can upload enrollment and reference photos of a subject"),
+            ("erase_subject", "Can erase a subject's data on request"),
+            ("close_purpose_subject", "Can record that a subject's purpose is satisfied"),
+            ("export_subject", "Can export a subject's consent history"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+
+class SubjectUserObjectPermission(UserObjectPermissionBase):
+    """Direct foreign-key object permissions (guardian): one user granted one subject."""
+
+    content_object = models.ForeignKey(Subject, on_delete=models.CASCADE)
+
+
+class SubjectGroupObjectPermission(GroupObjectPermissionBase):
+    content_object = models.ForeignKey(Subject, on_delete=models.CASCADE)
+
+
+class SubjectKey(TenantOwnedModel):
+    """The subject's live data key, stored only wrapped by the tenant key.
+
+    Erasure deletes this row before anything else; a later consent gets a new
+    key with a new id, so files of the old key can never be opened again.
+    """
+
+    subject = models.OneToOneField(Subject, on_delete=models.PROTECT, related_name="data_key")
+    key_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    wrapped_key = models.BinaryField()
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"key {self.key_id} of subject {self.subject_id}"
+
+
+class Asset(TenantOwnedModel):
+    """One stored file of a subject: ciphertext under the subject key, in the private storage."""
+
+    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="assets")
+    kind = models.CharField(max_length=32, choices=AssetKind.choices)
+    key_id = models.UUIDField(help_text="The subject key the file is sealed with (see consent.crypto).")
+    storage_name = models.CharField(max_length=500, unique=True)
+    sha256 = models.CharField(max_length=64, help_text="SHA-256 of the stored ciphertext.")
+    size_bytes = models.PositiveBigIntegerField(help_text="Size of the plaintext.")
+    content_type = models.CharField(max_length=100)
+    label = models.CharField(max_length=255, blank=True, help_text="The name the uploader gave the file.")
+    source = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived"
+    )
+    quality = models.JSONField(default=dict, blank=True)
+    retain_for_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="A shorter life than the subject's schedule, set by the creator."
+    )
+    retain_until = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["tenant_id", "subject_id", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+
+class ConsentLink(WriteOnceModel):
+    """The terms staff ask a subject to consent to, delivered as a signed, expiring link."""
+
+    public_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="links")
+    template = models.ForeignKey(ConsentTemplate, on_delete=models.PROTECT, related_name="+")
+    purposes_offered = models.JSONField()
+    intended_uses = models.TextField()
+    channels = models.JSONField(default=list)
+    territories = models.JSONField(default=list)
+    valid_from = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    identity_verification = models.CharField(max_length=300)
+    sign_by = models.DateTimeField(help_text="After this the link can no longer be used to sign.")
+    token_sha256 = models.CharField(max_length=64)
+    sent_to = models.EmailField(blank=True)
+    created_at = models.DateTimeField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["tenant_id", "-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"consent link {self.public_id}"
+
+
+class ConsentRecord(WriteOnceModel):
+    """What a subject signed, exactly, with the evidence of the signature."""
+
+    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="records")
+    link = models.OneToOneField(ConsentLink, on_delete=models.PROTECT, related_name="record")
+    template = models.ForeignKey(ConsentTemplate, on_delete=models.PROTECT, related_name="+")
+    template_version = models.PositiveIntegerField()
+    template_sha256 = models.CharField(max_length=64)
+    retention_schedule = models.ForeignKey(
+        RetentionSchedule,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The schedule shown at signing.",
+    )
+    purposes = models.JSONField(help_text="The purposes the subject ticked, one by one.")
+    intended_uses = models.TextField()
+    channels = models.JSONField(default=list)
+    territories = models.JSONField(default=list)
+    representation = models.CharField(max_length=16, choices=Representation.choices)
+    representation_detail = models.CharField(max_length=300, blank=True)
+    identity_verification = models.CharField(max_length=300)
+    valid_from = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    capture_channel = models.CharField(max_length=32, choices=CaptureChannel.choices)
+    signer_full_name = models.CharField(max_length=200)
+    signed_at = models.DateTimeField()
+    signer_ip = models.GenericIPAddressField(null=True, blank=True)
+    signer_user_agent = models.CharField(max_length=500, blank=True)
+    link_token_sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["tenant_id", "subject_id", "-signed_at", "-id"]
+        permissions = [("export_consentrecord", "Can export consent records")]
+
+    def __str__(self) -> str:
+        return f"consent #{self.pk} of subject {self.subject_id}"
+
+    def grants(self, purpose: str) -> bool:
+        return purpose in self.purposes
+
+
+class ConsentRevocation(WriteOnceModel):
+    """A withdrawal: a new row beside the record it withdraws, which stays untouched."""
+
+    record = models.OneToOneField(ConsentRecord, on_delete=models.PROTECT, related_name="revocation")
+    revoked_at = models.DateTimeField()
+    channel = models.CharField(max_length=32, choices=RevocationChannel.choices)
+    reason = models.TextField(blank=True)
+    received_via = models.CharField(max_length=100, blank=True)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["tenant_id", "-revoked_at"]
+
+    def __str__(self) -> str:
+        return f"revocation of consent #{self.record_id}"
+
+
+class DeletionCertificate(TenantOwnedModel):
+    """Proof of one erasure: what was destroyed, when, and that the key went first.
+
+    Filled in as the erasure proceeds and closed (completed_at) when it ends; an
+    open certificate is how an interrupted erasure is found and resumed. Scope
+    "subject" destroys the key and everything; scope "assets" removes only the
+    listed files whose own retention ended (the key stays).
+    """
+
+    class Scope(models.TextChoices):
+        SUBJECT = "subject", "Everything of the subject (key destroyed)"
+        ASSETS = "assets", "Files whose retention ended"
+
+    public_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="deletion_certificates")
+    scope = models.CharField(max_length=16, choices=Scope.choices)
+    trigger = models.CharField(max_length=16, choices=ErasureTrigger.choices)
+    reason = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField()
+    planned_asset_ids = models.JSONField(default=list, help_text="Scope 'assets': the files to remove.")
+    key_id = models.UUIDField(null=True, blank=True)
+    key_destroyed_at = models.DateTimeField(null=True, blank=True)
+    destroyed_counts = models.JSONField(default=dict, help_text="Files destroyed, by kind.")
+    file_ids = models.JSONField(default=list, help_text="Ids of the asset rows whose files were destroyed.")
+    stray_files_removed = models.PositiveIntegerField(default=0)
+    cancelled_jobs = models.JSONField(default=list)
+    withdrawn_outputs = models.JSONField(default=list)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["tenant_id", "-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subject"],
+                condition=models.Q(completed_at__isnull=True),
+                name="deletioncertificate_one_open_per_subject",
+            )
+        ]
+        permissions = [("export_deletioncertificate", "Can export deletion certificates")]
+
+    def __str__(self) -> str:
+        return f"deletion certificate {self.public_id}"
+
+    @property
+    def is_complete(self) -> bool:
+        return self.completed_at is not None
+
+    @property
+    def files_destroyed(self) -> int:
+        return sum(int(n) for n in self.destroyed_counts.values())

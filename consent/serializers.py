@@ -1,0 +1,240 @@
+"""API representations of the consent app; inputs are validated again by consent.actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from consent import exports
+from consent.models import (
+    Asset,
+    ConsentLink,
+    ConsentRecord,
+    ConsentTemplate,
+    DeletionCertificate,
+    Purpose,
+    RetentionSchedule,
+    Subject,
+)
+from consent.status import subject_status
+from tenancy.api import TenantPrimaryKeyRelatedField
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class TenantObjectId(TenantPrimaryKeyRelatedField):
+    """An id of an object of the active tenant, typed as an integer in the OpenAPI schema."""
+
+
+class SubjectSerializer(serializers.ModelSerializer[Subject]):
+    status = serializers.SerializerMethodField(help_text="derived from the consent rows")
+    status_label = serializers.SerializerMethodField()
+    purposes_in_force = serializers.SerializerMethodField()
+    retention_version = serializers.IntegerField(source="retention_schedule.version", read_only=True)
+
+    class Meta:
+        model = Subject
+        fields = [
+            "id",
+            "display_name",
+            "contact_email",
+            "internal_reference",
+            "status",
+            "status_label",
+            "purposes_in_force",
+            "retention_schedule",
+            "retention_version",
+            "enrollment_photo",
+            "last_interaction_at",
+            "purpose_satisfied_at",
+            "created_at",
+        ]
+        read_only_fields = [
+            "id",
+            "retention_schedule",
+            "enrollment_photo",
+            "last_interaction_at",
+            "purpose_satisfied_at",
+            "created_at",
+        ]
+
+    def get_status(self, subject: Subject) -> str:
+        return subject_status(subject).code
+
+    def get_status_label(self, subject: Subject) -> str:
+        return subject_status(subject).label
+
+    def get_purposes_in_force(self, subject: Subject) -> list[str]:
+        return list(subject_status(subject).purposes)
+
+
+class RevocationOut(serializers.Serializer[Any]):
+    revoked_at = serializers.DateTimeField()
+    channel = serializers.CharField()
+    received_via = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class ConsentRecordSerializer(serializers.ModelSerializer[ConsentRecord]):
+    revocation = RevocationOut(read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = ConsentRecord
+        fields = [
+            "id",
+            "subject",
+            "link",
+            "template",
+            "template_version",
+            "template_sha256",
+            "retention_schedule",
+            "purposes",
+            "intended_uses",
+            "channels",
+            "territories",
+            "representation",
+            "representation_detail",
+            "identity_verification",
+            "valid_from",
+            "expires_at",
+            "capture_channel",
+            "signer_full_name",
+            "signed_at",
+            "signer_ip",
+            "signer_user_agent",
+            "link_token_sha256",
+            "revocation",
+        ]
+        read_only_fields = fields
+
+
+class ConsentLinkSerializer(serializers.ModelSerializer[ConsentLink]):
+    signed = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ConsentLink
+        fields = [
+            "id",
+            "subject",
+            "template",
+            "purposes_offered",
+            "intended_uses",
+            "channels",
+            "territories",
+            "valid_from",
+            "expires_at",
+            "identity_verification",
+            "sign_by",
+            "sent_to",
+            "created_at",
+            "signed",
+        ]
+        read_only_fields = fields
+
+    def get_signed(self, link: ConsentLink) -> bool:
+        return getattr(link, "record", None) is not None
+
+
+class SendLinkSerializer(serializers.Serializer[Any]):
+    template = TenantObjectId(ConsentTemplate, help_text="id of a consent template version")
+    purposes = serializers.ListField(
+        child=serializers.ChoiceField(choices=Purpose.choices), allow_empty=False
+    )
+    intended_uses = serializers.CharField()
+    identity_verification = serializers.CharField(max_length=300)
+    channels = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, default=list
+    )
+    territories = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, default=list
+    )
+    valid_from = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    sign_within_hours = serializers.IntegerField(required=False, allow_null=True, default=None)
+
+
+class IssuedLinkSerializer(serializers.Serializer[Any]):
+    link = ConsentLinkSerializer()
+    url = serializers.CharField(help_text="the signing page; shown only in this response")
+
+
+class RevokeSerializer(serializers.Serializer[Any]):
+    record = TenantObjectId(ConsentRecord, help_text="id of the consent record the subject withdrew")
+    received_via = serializers.CharField(max_length=100)
+    reason = serializers.CharField()
+
+
+class ReasonSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField()
+
+
+class ConsentCheckSerializer(serializers.Serializer[Any]):
+    purpose = serializers.CharField()
+    allowed = serializers.BooleanField()
+    record = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField(allow_null=True)
+    message = serializers.CharField(allow_null=True)
+
+
+class ConsentTemplateSerializer(serializers.ModelSerializer[ConsentTemplate]):
+    class Meta:
+        model = ConsentTemplate
+        fields = ["id", "name", "version", "body", "sha256", "created_at"]
+        read_only_fields = ["id", "version", "sha256", "created_at"]
+
+
+class RetentionScheduleSerializer(serializers.ModelSerializer[RetentionSchedule]):
+    class Meta:
+        model = RetentionSchedule
+        fields = [
+            "id",
+            "version",
+            "title",
+            "years_after_last_interaction",
+            "days_after_purpose_satisfied",
+            "statement",
+            "sha256",
+            "published_at",
+        ]
+        read_only_fields = ["id", "version", "statement", "sha256", "published_at"]
+
+
+class DeletionCertificateSerializer(serializers.ModelSerializer[DeletionCertificate]):
+    class Meta:
+        model = DeletionCertificate
+        fields = ["id"]
+
+    def to_representation(self, instance: DeletionCertificate) -> dict[str, Any]:
+        # One definition of what a certificate says, shared with the JSON/CSV exports.
+        return exports.certificate_facts(instance)
+
+
+class AssetSerializer(serializers.ModelSerializer[Asset]):
+    class Meta:
+        model = Asset
+        fields = [
+            "id",
+            "subject",
+            "kind",
+            "size_bytes",
+            "content_type",
+            "label",
+            "source",
+            "quality",
+            "retain_until",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class RejectedPhotoSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class IntakeReportSerializer(serializers.Serializer[Any]):
+    accepted = AssetSerializer(many=True)
+    rejected = RejectedPhotoSerializer(many=True)

@@ -1,0 +1,81 @@
+"""A subject's consent status, derived from its rows (never stored, so it can never disagree with them).
+
+Reads related rows through `.all()`, so a list page that prefetches
+STATUS_PREFETCH computes every status without a query per subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+
+from consent.models import ConsentRecord, DeletionCertificate, Purpose, Subject
+
+STATUS_PREFETCH = ("records__revocation", "links__record", "deletion_certificates")
+
+
+@dataclass(frozen=True)
+class SubjectStatus:
+    code: str
+    label: str
+    purposes: tuple[str, ...] = ()
+    until: datetime | None = None
+
+    @property
+    def purpose_labels(self) -> list[str]:
+        return [Purpose(value).label for value in self.purposes]
+
+
+def _revoked(record: ConsentRecord, at: datetime) -> bool:
+    revocation = getattr(record, "revocation", None)
+    return revocation is not None and revocation.revoked_at <= at
+
+
+def subject_status(subject: Subject, at: datetime | None = None) -> SubjectStatus:
+    moment = at or timezone.now()
+    records = sorted(subject.records.all(), key=lambda r: r.signed_at, reverse=True)
+    live = [
+        r
+        for r in records
+        if r.valid_from <= moment
+        and (r.expires_at is None or moment < r.expires_at)
+        and not _revoked(r, moment)
+    ]
+    certificates = [
+        c for c in subject.deletion_certificates.all() if c.scope == DeletionCertificate.Scope.SUBJECT
+    ]
+    if any(c.completed_at is None for c in certificates):
+        return SubjectStatus("erasing", "Erasure in progress (key destroyed)")
+    if live:
+        purposes = tuple(sorted({p for r in live for p in r.purposes}))
+        ends = [r.expires_at for r in live]
+        until = None if None in ends else max(end for end in ends if end is not None)
+        return SubjectStatus("active", "Consent in force", purposes, until)
+    future = [r for r in records if r.valid_from > moment and not _revoked(r, moment)]
+    if future:
+        return SubjectStatus(
+            "not_yet_valid", "Consent signed, not valid yet", until=min(r.valid_from for r in future)
+        )
+    waiting = [
+        link
+        for link in subject.links.all()
+        if getattr(link, "record", None) is None and link.sign_by > moment
+    ]
+    if waiting:
+        return SubjectStatus(
+            "awaiting_signature",
+            "Consent link sent, not signed yet",
+            until=max(link.sign_by for link in waiting),
+        )
+    if certificates:
+        last = max(certificates, key=lambda c: c.started_at)
+        return SubjectStatus(
+            "erased", f"Erased ({last.get_trigger_display().lower()})", until=last.completed_at
+        )
+    if records:
+        if _revoked(records[0], moment):
+            return SubjectStatus("revoked", "Consent revoked")
+        return SubjectStatus("expired", "Consent expired")
+    return SubjectStatus("no_consent", "No consent")

@@ -1,0 +1,31 @@
+from django.urls import path
+
+from consent import views
+
+urlpatterns = [
+    path("subjects/", views.subject_list, name="consent-subjects"),
+    path("subjects/<int:pk>/", views.subject_detail, name="consent-subject"),
+    path("subjects/<int:pk>/send-link/", views.subject_send_link, name="consent-subject-send-link"),
+    path("subjects/<int:pk>/photos/", views.subject_photos, name="consent-subject-photos"),
+    path(
+        "subjects/<int:pk>/purpose-satisfied/",
+        views.subject_purpose_satisfied,
+        name="consent-subject-purpose",
+    ),
+    path("subjects/<int:pk>/erase/", views.subject_erase, name="consent-subject-erase"),
+    path("subjects/<int:pk>/history/", views.subject_history, name="consent-subject-history"),
+    path("subjects/<int:pk>/history.json", views.subject_history_json, name="consent-subject-history-json"),
+    path("subjects/<int:pk>/history.csv", views.subject_history_csv, name="consent-subject-history-csv"),
+    path("consent-records/<int:pk>/revoke/", views.record_revoke, name="consent-record-revoke"),
+    path("assets/<int:pk>/", views.asset_file, name="consent-asset-file"),
+    path("deletion-certificates/", views.certificate_list, name="consent-certificates"),
+    path("deletion-certificates/export.json", views.certificates_json, name="consent-certificates-json"),
+    path("deletion-certificates/export.csv", views.certificates_csv, name="consent-certificates-csv"),
+    path("deletion-certificates/<int:pk>/", views.certificate_detail, name="consent-certificate"),
+    path("deletion-certificates/<int:pk>.json", views.certificate_json, name="consent-certificate-json"),
+    path("consent-templates/", views.template_list, name="consent-templates"),
+    path("consent-templates/<int:pk>/", views.template_detail, name="consent-template"),
+    path("retention/", views.schedule_list, name="consent-schedules"),
+    path("retention/<int:pk>/", views.schedule_detail, name="consent-schedule"),
+    path("consent/<str:token>/", views.sign_page, name="consent-sign"),
+]

@@ -1,0 +1,88 @@
+"""Binds consent.crypto to settings and the private storage: keys in, plaintext out.
+
+No database writes happen here (those are consent.actions'); this module seals
+bytes for a subject key, names the files, and opens a stored asset for the
+views and for the other apps (training reads reference photos through it).
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import numpy as np
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from consent import crypto
+from consent.models import Asset, SubjectKey
+from consent.storage import private_storage, subject_prefix
+
+
+class KeyDestroyedError(Exception):
+    """The data key that sealed this file no longer exists: the subject was erased."""
+
+
+def _tenant_kek(tenant_id: int) -> bytes:
+    secret = settings.LIKENESS_MASTER_KEY
+    if not secret:
+        raise ImproperlyConfigured("LIKENESS_MASTER_KEY is not set: subject files cannot be encrypted.")
+    return crypto.derive_tenant_kek(secret, tenant_id)
+
+
+def new_wrapped_key(tenant_id: int) -> tuple[uuid.UUID, bytes]:
+    """A fresh key id and its data key wrapped for the tenant (the plaintext key is never stored)."""
+    key_id = uuid.uuid4()
+    return key_id, crypto.wrap_data_key(_tenant_kek(tenant_id), tenant_id, key_id, crypto.new_data_key())
+
+
+def unwrap(subject_key: SubjectKey) -> bytes:
+    return crypto.unwrap_data_key(
+        _tenant_kek(subject_key.tenant_id),
+        subject_key.tenant_id,
+        subject_key.key_id,
+        bytes(subject_key.wrapped_key),
+    )
+
+
+def storage_name(tenant_id: int, subject_id: int, key_id: uuid.UUID, kind: str, extension: str) -> str:
+    """Files are grouped by key under the subject prefix, so erasure can sweep a destroyed key's folder."""
+    return f"{subject_prefix(tenant_id, subject_id)}/{key_id.hex}/{kind}/{uuid.uuid4().hex}.{extension}.lke"
+
+
+def key_folder(tenant_id: int, subject_id: int, key_id: uuid.UUID) -> str:
+    return f"{subject_prefix(tenant_id, subject_id)}/{key_id.hex}"
+
+
+def _key_for(tenant_id: int, subject_id: int, key_id: uuid.UUID) -> SubjectKey:
+    subject_key = SubjectKey.dangerously_unscoped.filter(
+        tenant_id=tenant_id, subject_id=subject_id, key_id=key_id
+    ).first()
+    if subject_key is None:
+        raise KeyDestroyedError(
+            "the data key of this file has been destroyed; its contents are unrecoverable"
+        )
+    return subject_key
+
+
+def open_envelope(tenant_id: int, subject_id: int, envelope: bytes) -> bytes:
+    """Decrypt any sealed bytes of a subject (a stored file, or a copy of one) with the key named inside."""
+    header = crypto.read_header(envelope)
+    return crypto.open_sealed(unwrap(_key_for(tenant_id, subject_id, header.key_id)), envelope)
+
+
+def read_asset(asset: Asset) -> bytes:
+    """The plaintext of a stored file; the caller has already checked tenant and permission."""
+    with private_storage().open(asset.storage_name, "rb") as handle:
+        envelope = handle.read()
+    return open_envelope(asset.tenant_id, asset.subject_id, envelope)
+
+
+def embedding_to_bytes(embedding: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(embedding, dtype=np.float64), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def embedding_from_bytes(data: bytes) -> np.ndarray:
+    return np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.float64)

@@ -1,0 +1,642 @@
+"""Dashboard pages of the consent app and the subject's signing page (thin: writes go through actions).
+
+Object pages look their object up inside the active tenant first (another
+tenant's id is a plain 404) and check the permission after. Every object route
+answers GET (a page or a confirmation form) and performs its action on POST.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from smtplib import SMTPException
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.core.mail import send_mail
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+
+from consent import actions, exports, vault
+from consent.forms import (
+    ConsentTemplateForm,
+    EraseForm,
+    RetentionScheduleForm,
+    RevocationForm,
+    SendLinkForm,
+    SignForm,
+    SubjectForm,
+)
+from consent.intake import PhotoRejectedError
+from consent.models import (
+    Asset,
+    AssetKind,
+    ConsentRecord,
+    ConsentTemplate,
+    DeletionCertificate,
+    Purpose,
+    Representation,
+    RetentionSchedule,
+    Subject,
+)
+from consent.status import STATUS_PREFETCH, subject_status
+from tenancy.access import get_for_tenant_or_404, tenant_object_view
+from tenancy.context import TenantRequest, require_tenant
+from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
+from tenancy.permissions import has_perm, restrict_to_perm
+
+logger = logging.getLogger(__name__)
+PHOTO_KINDS = (AssetKind.ENROLLMENT_PHOTO, AssetKind.REFERENCE_PHOTO)
+ActionFailure = (actions.ConsentActionError, actions.ConsentRequiredError, PhotoRejectedError)
+
+
+def _failure_text(error: Exception) -> str:
+    return str(getattr(error, "message", error))
+
+
+def _subject(request: TenantRequest, pk: int, perm: str = "consent.view_subject") -> Subject:
+    subject = get_for_tenant_or_404(
+        Subject.objects.select_related("retention_schedule", "enrollment_photo").prefetch_related(
+            *STATUS_PREFETCH
+        ),
+        require_tenant(request),
+        pk=pk,
+    )
+    check_perm(request, perm, subject)
+    return subject
+
+
+def _can(request: TenantRequest, perm: str, obj: Any = None) -> bool:
+    return has_perm(request.user, require_tenant(request), perm, obj)
+
+
+# --- subjects ---------------------------------------------------------------------------------------
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+def subject_list(request: TenantRequest) -> HttpResponse:
+    tenant = require_tenant(request)
+    form = SubjectForm(request.POST or None)
+    if request.method == "POST":
+        check_perm(request, "consent.add_subject")
+        if form.is_valid():
+            try:
+                subject = actions.create_subject(actor=request.user, tenant=tenant, **form.cleaned_data)
+            except actions.ConsentActionError as error:
+                form.add_error(None, error.message)
+            else:
+                messages.success(request, f"Subject {subject.display_name} added.")
+                return redirect("consent-subject", pk=subject.pk)
+    subjects = restrict_to_perm(
+        Subject.objects.for_tenant(tenant).prefetch_related(*STATUS_PREFETCH).order_by("display_name", "id"),
+        request.user,
+        tenant,
+        "consent.view_subject",
+    )
+    return render(
+        request,
+        "consent/subject_list.html",
+        {
+            "rows": [(subject, subject_status(subject)) for subject in subjects],
+            "form": form,
+            "can_add": _can(request, "consent.add_subject"),
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@require_GET
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_detail(request: TenantRequest, pk: int) -> HttpResponse:
+    subject = _subject(request, pk)
+    assets = subject.assets.exclude(kind=AssetKind.FACE_EMBEDDING).order_by("kind", "id")
+    return render(
+        request,
+        "consent/subject_detail.html",
+        {
+            "subject": subject,
+            "status": subject_status(subject),
+            "records": subject.records.select_related("revocation").order_by("-signed_at"),
+            "links": subject.links.select_related("template").order_by("-created_at"),
+            "assets": assets if _can(request, "consent.view_asset") else [],
+            "can_photos": _can(request, "consent.view_asset"),
+            "certificates": subject.deletion_certificates.all()
+            if _can(request, "consent.view_deletioncertificate")
+            else [],
+            "can_send_link": _can(request, "consent.add_consentlink"),
+            "can_upload": _can(request, "consent.upload_photos_subject", subject),
+            "can_revoke": _can(request, "consent.add_consentrevocation"),
+            "can_erase": _can(request, "consent.erase_subject", subject),
+            "can_close_purpose": _can(request, "consent.close_purpose_subject", subject),
+            "can_history": _can(request, "consent.view_consentrecord"),
+        },
+    )
+
+
+def _email_link(issued: actions.IssuedLink, url: str) -> bool:
+    """Email the link if the subject has an address; a mail failure must not lose the link just created."""
+    recipient = issued.link.sent_to
+    if not recipient:
+        return False
+    tenant = issued.link.tenant
+    try:
+        send_mail(
+            subject=f"{tenant.name} asks for your consent",
+            message=(
+                f"{tenant.name} would like your consent to use your likeness. Read what is asked and decide "
+                f"on this page; saying no has no consequence:\n\n{url}\n\n"
+                "The same page lets you withdraw your consent later."
+            ),
+            from_email=None,
+            recipient_list=[recipient],
+        )
+    except (OSError, SMTPException):
+        logger.warning("consent link %s could not be emailed", issued.link.pk, exc_info=True)
+        return False
+    return True
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_send_link(request: TenantRequest, pk: int) -> HttpResponse:
+    subject = _subject(request, pk)
+    check_perm(request, "consent.add_consentlink")
+    form = SendLinkForm(request.POST or None, tenant=require_tenant(request))
+    if request.method == "POST" and form.is_valid():
+        try:
+            issued = actions.send_consent_link(
+                actor=request.user,
+                subject=subject,
+                template=form.cleaned_data["template"],
+                purposes=form.cleaned_data["purposes"],
+                intended_uses=form.cleaned_data["intended_uses"],
+                identity_verification=form.cleaned_data["identity_verification"],
+                channels=form.list_value("channels"),
+                territories=form.list_value("territories"),
+                valid_from=form.cleaned_data["valid_from"],
+                expires_at=form.cleaned_data["expires_at"],
+                sign_within_hours=form.cleaned_data["sign_within_hours"],
+            )
+        except actions.ConsentActionError as error:
+            form.add_error(None, error.message)
+        else:
+            url = request.build_absolute_uri(reverse("consent-sign", kwargs={"token": issued.token}))
+            emailed = _email_link(issued, url)
+            return render(
+                request,
+                "consent/link_sent.html",
+                {"subject": subject, "link": issued.link, "url": url, "emailed": emailed},
+            )
+    return render(
+        request,
+        "consent/send_link.html",
+        {"subject": subject, "form": form},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_photos(request: TenantRequest, pk: int) -> HttpResponse:
+    subject = _subject(request, pk)
+    check_perm(request, "consent.view_asset")
+    report: actions.IntakeReport | None = None
+    failure = ""
+    if request.method == "POST":
+        check_perm(request, "consent.upload_photos_subject", subject)
+        try:
+            enrollment = request.FILES.getlist("enrollment")
+            if enrollment:
+                actions.set_enrollment_photo(actor=request.user, subject=subject, upload=enrollment[0])
+                messages.success(request, "Enrollment photo stored.")
+                return redirect("consent-subject-photos", pk=subject.pk)
+            report = actions.upload_reference_photos(
+                actor=request.user, subject=subject, uploads=request.FILES.getlist("photos")
+            )
+        except ActionFailure as error:
+            failure = _failure_text(error)
+        subject = _subject(request, pk)
+    photos = subject.assets.filter(kind__in=PHOTO_KINDS).order_by("kind", "id")
+    return render(
+        request,
+        "consent/photos.html",
+        {
+            "subject": subject,
+            "photos": photos,
+            "report": report,
+            "failure": failure,
+            "can_upload": _can(request, "consent.upload_photos_subject", subject),
+        },
+        status=400 if failure else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_purpose_satisfied(request: TenantRequest, pk: int) -> HttpResponse:
+    subject = _subject(request, pk, "consent.close_purpose_subject")
+    failure = ""
+    if request.method == "POST":
+        try:
+            actions.mark_purpose_satisfied(actor=request.user, subject=subject)
+        except actions.ConsentActionError as error:
+            failure = error.message
+        else:
+            messages.success(request, "Purpose marked satisfied: the retention schedule's clock has started.")
+            return redirect("consent-subject", pk=subject.pk)
+    return render(
+        request,
+        "consent/confirm.html",
+        {
+            "subject": subject,
+            "title": "Mark the purpose satisfied",
+            "explanation": (
+                f"Under schedule v{subject.retention_schedule.version} ({subject.retention_schedule.title}) "
+                "the "
+                f"subject's biometric data is then destroyed within "
+                f"{subject.retention_schedule.days_after_purpose_satisfied} days."
+            ),
+            "button": "Mark satisfied",
+            "failure": failure,
+        },
+        status=400 if failure else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_erase(request: TenantRequest, pk: int) -> HttpResponse:
+    subject = _subject(request, pk, "consent.erase_subject")
+    form = EraseForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            certificate = actions.erase_subject(
+                actor=request.user, subject=subject, reason=form.cleaned_data["reason"]
+            )
+        except actions.ConsentActionError as error:
+            form.add_error(None, error.message)
+        else:
+            if certificate is None:
+                messages.info(request, "Nothing of this subject is stored; there was nothing to erase.")
+            else:
+                messages.success(request, "The subject's key is destroyed; the files are being deleted.")
+            return redirect("consent-subject", pk=subject.pk)
+    return render(
+        request,
+        "consent/confirm.html",
+        {
+            "subject": subject,
+            "title": "Erase everything stored about this subject",
+            "explanation": "The data key is destroyed first, then every file. Consent records stay.",
+            "form": form,
+            "button": "Erase",
+            "danger": True,
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(ConsentRecord)
+def record_revoke(request: TenantRequest, pk: int) -> HttpResponse:
+    record = get_for_tenant_or_404(
+        ConsentRecord.objects.select_related("subject", "revocation"), require_tenant(request), pk=pk
+    )
+    check_perm(request, "consent.add_consentrevocation")
+    form = RevocationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            actions.record_revocation(actor=request.user, record=record, **form.cleaned_data)
+        except actions.ConsentActionError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, "Revocation recorded.")
+            return redirect("consent-subject", pk=record.subject_id)
+    return render(
+        request,
+        "consent/record_revoke.html",
+        {"record": record, "subject": record.subject, "form": form},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+# --- files ------------------------------------------------------------------------------------------
+@require_GET
+@never_cache
+@tenant_member_required
+@tenant_object_view(Asset)
+def asset_file(request: TenantRequest, pk: int) -> HttpResponse:
+    """Decrypt on the fly for a member allowed to see it; face embeddings are never served."""
+    asset = get_for_tenant_or_404(
+        Asset.objects.exclude(kind=AssetKind.FACE_EMBEDDING), require_tenant(request), pk=pk
+    )
+    check_perm(request, "consent.view_asset", asset)
+    try:
+        data = vault.read_asset(asset)
+    except vault.KeyDestroyedError:
+        raise Http404("Not found.") from None
+    response = HttpResponse(data, content_type=asset.content_type)
+    extension = asset.storage_name.rsplit(".", 2)[-2] if asset.storage_name.count(".") >= 2 else "bin"
+    response["Content-Disposition"] = f'inline; filename="asset-{asset.pk}.{extension}"'
+    response["Cache-Control"] = "private, no-store"
+    response["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; sandbox"
+    return response
+
+
+# --- legal review -----------------------------------------------------------------------------------
+@require_GET
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_history(request: TenantRequest, pk: int) -> HttpResponse:
+    """Printable consent history of one subject: records, revocations, links, schedule, certificates."""
+    subject = _subject(request, pk)
+    check_perm(request, "consent.view_consentrecord")
+    return render(
+        request,
+        "consent/history.html",
+        {
+            "subject": subject,
+            "status": subject_status(subject),
+            "records": subject.records.select_related("revocation", "template").order_by("signed_at"),
+            "links": subject.links.select_related("template").order_by("created_at"),
+            "certificates": subject.deletion_certificates.order_by("started_at"),
+            "can_export": _can(request, "consent.export_subject", subject),
+        },
+    )
+
+
+def _history_export(request: TenantRequest, pk: int, file_format: str) -> HttpResponse:
+    subject = _subject(request, pk, "consent.export_subject")
+    actions.record_export(
+        actor=request.user,
+        tenant=require_tenant(request),
+        what="subject_history",
+        file_format=file_format,
+        target=subject,
+    )
+    document = exports.history_document(subject)
+    name = f"consent-history-subject-{subject.pk}.{file_format}"
+    if file_format == "json":
+        return exports.json_attachment(document, name)
+    return exports.csv_attachment(document["consent_records"], exports.RECORD_COLUMNS, name)
+
+
+@require_GET
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_history_json(request: TenantRequest, pk: int) -> HttpResponse:
+    return _history_export(request, pk, "json")
+
+
+@require_GET
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_history_csv(request: TenantRequest, pk: int) -> HttpResponse:
+    return _history_export(request, pk, "csv")
+
+
+@require_GET
+@tenant_permission_required("consent.view_deletioncertificate")
+def certificate_list(request: TenantRequest) -> HttpResponse:
+    certificates = DeletionCertificate.objects.for_tenant(require_tenant(request)).select_related("subject")
+    return render(
+        request,
+        "consent/certificate_list.html",
+        {
+            "certificates": certificates.order_by("-started_at"),
+            "can_export": _can(request, "consent.export_deletioncertificate"),
+        },
+    )
+
+
+def _certificates_export(request: TenantRequest, file_format: str) -> HttpResponse:
+    tenant = require_tenant(request)
+    actions.record_export(
+        actor=request.user, tenant=tenant, what="deletion_certificates", file_format=file_format
+    )
+    certificates = DeletionCertificate.objects.for_tenant(tenant).order_by("started_at")
+    return exports.certificates_attachment(certificates, tenant.slug, file_format)
+
+
+@require_GET
+@tenant_permission_required("consent.export_deletioncertificate")
+def certificates_json(request: TenantRequest) -> HttpResponse:
+    return _certificates_export(request, "json")
+
+
+@require_GET
+@tenant_permission_required("consent.export_deletioncertificate")
+def certificates_csv(request: TenantRequest) -> HttpResponse:
+    return _certificates_export(request, "csv")
+
+
+def _certificate(request: TenantRequest, pk: int, perm: str) -> DeletionCertificate:
+    certificate = get_for_tenant_or_404(
+        DeletionCertificate.objects.select_related("subject"), require_tenant(request), pk=pk
+    )
+    check_perm(request, perm, certificate)
+    return certificate
+
+
+@require_GET
+@tenant_member_required
+@tenant_object_view(DeletionCertificate)
+def certificate_detail(request: TenantRequest, pk: int) -> HttpResponse:
+    """The printable certificate."""
+    certificate = _certificate(request, pk, "consent.view_deletioncertificate")
+    return render(
+        request,
+        "consent/certificate.html",
+        {
+            "certificate": certificate,
+            "facts": exports.certificate_facts(certificate),
+            "can_export": _can(request, "consent.export_deletioncertificate"),
+        },
+    )
+
+
+@require_GET
+@tenant_member_required
+@tenant_object_view(DeletionCertificate)
+def certificate_json(request: TenantRequest, pk: int) -> HttpResponse:
+    certificate = _certificate(request, pk, "consent.export_deletioncertificate")
+    actions.record_export(
+        actor=request.user,
+        tenant=require_tenant(request),
+        what="deletion_certificate",
+        file_format="json",
+        target=certificate,
+    )
+    return exports.json_attachment(
+        exports.certificate_facts(certificate), f"deletion-certificate-{certificate.public_id}.json"
+    )
+
+
+# --- templates and retention schedules ------------------------------------------------------------------
+def _published_list(
+    request: TenantRequest,
+    *,
+    form: forms.Form,
+    add_perm: str,
+    publish: Callable[..., ConsentTemplate | RetentionSchedule],
+    detail_url: str,
+    template: str,
+    context: dict[str, Any],
+) -> HttpResponse:
+    """A list of versioned documents with the form that publishes the next version."""
+    if request.method == "POST":
+        check_perm(request, add_perm)
+        if form.is_valid():
+            try:
+                published = publish(actor=request.user, tenant=require_tenant(request), **form.cleaned_data)
+            except actions.ConsentActionError as error:
+                form.add_error(None, error.message)
+            else:
+                messages.success(request, f"Published {published}.")
+                return redirect(detail_url, pk=published.pk)
+    return render(
+        request,
+        template,
+        {**context, "form": form, "can_add": _can(request, add_perm)},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_permission_required("consent.view_consenttemplate")
+def template_list(request: TenantRequest) -> HttpResponse:
+    return _published_list(
+        request,
+        form=ConsentTemplateForm(request.POST or None),
+        add_perm="consent.add_consenttemplate",
+        publish=actions.publish_consent_template,
+        detail_url="consent-template",
+        template="consent/template_list.html",
+        context={
+            "templates": ConsentTemplate.objects.for_tenant(require_tenant(request)).order_by(
+                "name", "-version"
+            )
+        },
+    )
+
+
+@require_GET
+@tenant_member_required
+@tenant_object_view(ConsentTemplate)
+def template_detail(request: TenantRequest, pk: int) -> HttpResponse:
+    template = get_for_tenant_or_404(ConsentTemplate, require_tenant(request), pk=pk)
+    check_perm(request, "consent.view_consenttemplate", template)
+    return render(request, "consent/template_detail.html", {"template": template})
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_permission_required("consent.view_retentionschedule")
+def schedule_list(request: TenantRequest) -> HttpResponse:
+    tenant = require_tenant(request)
+    return _published_list(
+        request,
+        form=RetentionScheduleForm(request.POST or None),
+        add_perm="consent.add_retentionschedule",
+        publish=actions.publish_retention_schedule,
+        detail_url="consent-schedule",
+        template="consent/schedule_list.html",
+        context={
+            "schedules": RetentionSchedule.objects.for_tenant(tenant).order_by("-version"),
+            "in_force": actions.schedule_in_force(tenant),
+        },
+    )
+
+
+@require_GET
+@tenant_member_required
+@tenant_object_view(RetentionSchedule)
+def schedule_detail(request: TenantRequest, pk: int) -> HttpResponse:
+    schedule = get_for_tenant_or_404(RetentionSchedule, require_tenant(request), pk=pk)
+    check_perm(request, "consent.view_retentionschedule", schedule)
+    return render(request, "consent/schedule_detail.html", {"schedule": schedule})
+
+
+# --- the subject's page ------------------------------------------------------------------------------
+@require_http_methods(["GET", "POST"])
+@never_cache
+def sign_page(request: HttpRequest, token: str) -> HttpResponse:
+    """Where the subject reads, signs (each purpose ticked on its own) and later revokes; no account."""
+    try:
+        link = actions.resolve_link(token)
+    except actions.InvalidLinkError as error:
+        return _public(request, "consent/sign_invalid.html", {"message": error.message}, status=404)
+    failure = ""
+    form = SignForm(request.POST or None)
+    if request.method == "POST":
+        ip = request.META.get("REMOTE_ADDR")
+        agent = request.META.get("HTTP_USER_AGENT", "")
+        try:
+            if request.POST.get("action") == "revoke":
+                actions.revoke_via_link(token=token, ip=ip, user_agent=agent)
+                messages.success(
+                    request,
+                    "Your consent is withdrawn. Your photos and all made from them are being destroyed.",
+                )
+                return redirect("consent-sign", token=token)
+            if form.is_valid():
+                actions.sign_consent(
+                    token=token,
+                    purposes=form.cleaned_data["purposes"],
+                    full_name=form.cleaned_data["full_name"],
+                    representation=form.cleaned_data["representation"],
+                    representation_detail=form.cleaned_data["representation_detail"],
+                    ip=ip,
+                    user_agent=agent,
+                )
+                messages.success(
+                    request,
+                    "Thank you: your consent is recorded. You can withdraw it on this page at any time.",
+                )
+                return redirect("consent-sign", token=token)
+            failure = "Type your full name and say whether you were represented."
+        except actions.ConsentActionError as error:
+            failure = error.message
+    record = (
+        ConsentRecord.objects.for_tenant(link.tenant).select_related("revocation").filter(link=link).first()
+    )
+    return _public(
+        request,
+        "consent/sign.html",
+        {
+            "link": link,
+            "tenant": link.tenant,
+            "template": link.template,
+            "schedule": link.subject.retention_schedule,
+            "offered": [Purpose(value) for value in link.purposes_offered],
+            "representations": Representation.choices,
+            "record": record,
+            "signed_purposes": [Purpose(value).label for value in record.purposes] if record else [],
+            "revocation": getattr(record, "revocation", None) if record else None,
+            "link_open": record is None and link.sign_by >= timezone.now(),
+            "failure": failure,
+            "form": form,
+        },
+        status=400 if failure else 200,
+    )
+
+
+sign_page.tenant_isolation_exempt = "the subject's signed link: the token, not a session, is the capability"  # type: ignore[attr-defined]
+
+
+def _public(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    response = render(request, template, context, status=status)
+    # The token is in the URL: no Referer may carry it to another site, and no search engine may index it.
+    # (same-origin, not no-referrer: with no-referrer browsers send "Origin: null" and the CSRF check fails.)
+    response["Referrer-Policy"] = "same-origin"
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    return response

@@ -1,0 +1,157 @@
+"""API endpoints of the tenancy app (thin: writes go through tenancy.actions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+from tenancy import actions
+from tenancy.api import TenantAPIView, TenantScopedViewSet
+from tenancy.context import memberships_of
+from tenancy.models import Membership
+from tenancy.serializers import (
+    MembershipSerializer,
+    MeMembershipSerializer,
+    TenantSerializer,
+    TokenRequestSerializer,
+)
+
+
+def _as_api_error(error: DjangoValidationError) -> ValidationError:
+    return ValidationError({"detail": error.messages})
+
+
+class MembershipViewSet(TenantScopedViewSet):
+    """Members of the active tenant and their roles (admins change them; reviewers read)."""
+
+    queryset_model = Membership
+    serializer_class = MembershipSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.select_related("user", "tenant").order_by("user__username")
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        data = serializer.validated_data
+        try:
+            serializer.instance = actions.add_member(
+                actor=self.request.user,
+                tenant=self.request.tenant,  # type: ignore[attr-defined]
+                user=data["user"]["username"],
+                role=data["role"],
+            )
+        except DjangoValidationError as error:
+            raise _as_api_error(error) from None
+
+    def perform_update(self, serializer: BaseSerializer[Any]) -> None:
+        membership = serializer.instance
+        assert isinstance(membership, Membership)
+        role = serializer.validated_data.get("role", membership.role)
+        try:
+            serializer.instance = actions.change_member_role(
+                actor=self.request.user, membership=membership, role=role
+            )
+        except DjangoValidationError as error:
+            raise _as_api_error(error) from None
+
+    def perform_destroy(self, instance: Membership) -> None:
+        try:
+            actions.remove_member(actor=self.request.user, membership=instance)
+        except DjangoValidationError as error:
+            raise _as_api_error(error) from None
+
+
+class CurrentTenantView(TenantAPIView):
+    """The active tenant: everyone in it reads it; admins rename it and change its settings."""
+
+    method_permissions = {
+        "GET": "tenancy.view_tenant",
+        "HEAD": "tenancy.view_tenant",
+        "OPTIONS": "tenancy.view_tenant",
+        "PATCH": "tenancy.change_tenant",
+    }
+    serializer_class = TenantSerializer
+    http_method_names = ["get", "patch", "head", "options"]
+
+    def _serialize(self, request: Request, **kwargs: Any) -> TenantSerializer:
+        return TenantSerializer(request.tenant, context={"membership": request.membership}, **kwargs)  # type: ignore[attr-defined]
+
+    @extend_schema(responses=TenantSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(self._serialize(request).data)
+
+    @extend_schema(request=TenantSerializer, responses=TenantSerializer)
+    def patch(self, request: Request) -> Response:
+        serializer = self._serialize(request, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        try:
+            actions.update_tenant(
+                actor=request.user,
+                tenant=request.tenant,  # type: ignore[attr-defined]
+                name=serializer.validated_data.get("name"),
+                settings=serializer.validated_data.get("settings"),
+            )
+        except DjangoValidationError as error:
+            raise _as_api_error(error) from None
+        return Response(self._serialize(request).data)
+
+
+class MeView(APIView):
+    """Who the token belongs to and which tenants it may name in the X-Likeness-Tenant header."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses=inline_serializer(
+            "Me", {"username": serializers.CharField(), "memberships": MeMembershipSerializer(many=True)}
+        )
+    )
+    def get(self, request: Request) -> Response:
+        memberships = memberships_of(request.user)
+        return Response(
+            {
+                "username": request.user.get_username(),
+                "memberships": MeMembershipSerializer(memberships, many=True).data,
+            }
+        )
+
+
+class LoginRateThrottle(AnonRateThrottle):
+    rate = "20/min"
+
+
+class TokenView(APIView):
+    """Exchange a username and password for an API token (audited as `auth.token_issued`)."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list[type] = []
+    throttle_classes = [LoginRateThrottle]
+
+    @extend_schema(
+        request=TokenRequestSerializer,
+        responses=inline_serializer("Token", {"token": serializers.CharField()}),
+    )
+    def post(self, request: Request) -> Response:
+        serializer = TokenRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(
+            request._request,
+            username=serializer.validated_data["username"],
+            password=serializer.validated_data["password"],
+        )
+        if user is None or not user.is_active:
+            raise ValidationError({"detail": "Unable to log in with these credentials."})
+        token = actions.issue_api_token(user)
+        return Response({"token": token.key}, status=status.HTTP_200_OK)

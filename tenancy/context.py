@@ -1,0 +1,76 @@
+"""The active tenant of a request: chosen by the user, remembered in the session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404, HttpRequest
+
+from tenancy.models import Membership, Tenant
+
+SESSION_KEY = "likeness_active_tenant_id"
+
+
+class TenantRequest(HttpRequest):
+    """An HttpRequest after ActiveTenantMiddleware: for type-checking views."""
+
+    tenant: Tenant | None
+    membership: Membership | None
+
+
+def memberships_of(user: Any) -> list[Membership]:
+    if user is None or not user.is_authenticated or not user.is_active:
+        return []
+    return list(Membership.objects.filter(user_id=user.pk).select_related("tenant").order_by("tenant__name"))
+
+
+def resolve_membership(session: Any, user: Any) -> Membership | None:
+    """The membership for the session's active tenant, falling back to the user's first tenant.
+
+    A tenant the user no longer belongs to is never returned, even if the
+    session still names it.
+    """
+    if user is None or not user.is_authenticated or not user.is_active:
+        return None
+    wanted = session.get(SESSION_KEY) if session is not None else None
+    queryset = Membership.objects.filter(user_id=user.pk).select_related("tenant")
+    membership = queryset.filter(tenant_id=wanted).first() if wanted is not None else None
+    if membership is None:
+        membership = queryset.order_by("tenant__name", "tenant_id").first()
+        if session is not None:
+            if membership is None:
+                session.pop(SESSION_KEY, None)
+            else:
+                session[SESSION_KEY] = membership.tenant_id
+    return membership
+
+
+def activate_tenant(request: HttpRequest, tenant_id: int | str) -> Membership:
+    """Switch the request's session to another tenant the user belongs to (404 otherwise)."""
+    if not request.user.is_authenticated:
+        raise Http404("Not found.")
+    try:
+        membership = Membership.objects.select_related("tenant").get(
+            user_id=request.user.pk, tenant_id=tenant_id
+        )
+    except (Membership.DoesNotExist, ValueError):
+        raise Http404("Not found.") from None
+    request.session[SESSION_KEY] = membership.tenant_id
+    request.tenant = membership.tenant  # type: ignore[attr-defined]
+    request.membership = membership  # type: ignore[attr-defined]
+    return membership
+
+
+def apply_to_request(request: Any) -> None:
+    """Set `request.tenant` and `request.membership` (both None for anonymous users and non-members)."""
+    membership = resolve_membership(getattr(request, "session", None), getattr(request, "user", None))
+    request.membership = membership
+    request.tenant = membership.tenant if membership is not None else None
+
+
+def require_tenant(request: Any) -> Tenant:
+    """The active tenant of a request that a member-only guard already let through."""
+    tenant = getattr(request, "tenant", None)
+    if tenant is None:
+        raise Http404("Not found.")
+    return tenant

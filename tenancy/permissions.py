@@ -1,0 +1,173 @@
+"""Who may do what inside a tenant: role defaults plus per-object grants.
+
+One central table maps each role to "app_label.codename" permissions; apps add
+their rows here when they add models, so the whole policy reads in one place.
+On top of the role, django-guardian object permissions (direct foreign-key
+permission models, e.g. `SubjectUserObjectPermission`) grant a single object to
+a single user, e.g. one staff member on one subject.
+
+Fail-closed: no membership in the tenant means no permission at all, whatever
+the user's global flags (superusers operate through the Django admin instead).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import models
+from guardian.utils import get_group_obj_perms_model, get_user_obj_perms_model
+
+from tenancy.models import Membership, Role, Tenant
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+UserLike = AbstractBaseUser | AnonymousUser
+
+_TENANCY_ADMIN = frozenset(
+    {
+        "tenancy.view_tenant",
+        "tenancy.change_tenant",
+        "tenancy.view_membership",
+        "tenancy.add_membership",
+        "tenancy.change_membership",
+        "tenancy.delete_membership",
+    }
+)
+_AUDIT_READ = frozenset({"audit.view_auditentry", "audit.export_auditentry"})
+# Consent (issue 3). Legal reviewers read consent evidence and certificates but never
+# the photos themselves; only admins erase on request, publish schedules and templates.
+_CONSENT_READ = frozenset(
+    {
+        "consent.view_subject",
+        "consent.view_consentrecord",
+        "consent.view_consentlink",
+        "consent.view_consentrevocation",
+        "consent.view_consenttemplate",
+        "consent.view_retentionschedule",
+    }
+)
+_CONSENT_STAFF = _CONSENT_READ | frozenset(
+    {
+        "consent.add_subject",
+        "consent.upload_photos_subject",
+        "consent.close_purpose_subject",
+        "consent.view_asset",
+        "consent.add_consentlink",
+        "consent.add_consentrevocation",
+    }
+)
+_CONSENT_LEGAL = _CONSENT_READ | frozenset(
+    {
+        "consent.view_deletioncertificate",
+        "consent.export_deletioncertificate",
+        "consent.export_consentrecord",
+        "consent.export_subject",
+    }
+)
+_CONSENT_ADMIN = (
+    _CONSENT_STAFF
+    | _CONSENT_LEGAL
+    | frozenset({"consent.add_consenttemplate", "consent.add_retentionschedule", "consent.erase_subject"})
+)
+
+ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
+    # Members, settings, retention schedule; reads the audit log of its tenant.
+    Role.ADMIN: _TENANCY_ADMIN | _AUDIT_READ | _CONSENT_ADMIN,
+    # Subjects, uploads, training, studio, approvals (rows added by those apps).
+    Role.STAFF: frozenset({"tenancy.view_tenant"}) | _CONSENT_STAFF,
+    # Read-only: consent records, audit log, deletion certificates; exports.
+    Role.LEGAL_REVIEWER: frozenset({"tenancy.view_tenant", "tenancy.view_membership"})
+    | _AUDIT_READ
+    | _CONSENT_LEGAL,
+}
+
+
+def get_membership(user: UserLike | None, tenant: Tenant | None) -> Membership | None:
+    """The user's membership in `tenant`, or None (anonymous, inactive, or not a member)."""
+    if user is None or tenant is None or not user.is_authenticated or not user.is_active:
+        return None
+    return Membership.objects.filter(user_id=user.pk, tenant_id=tenant.pk).first()
+
+
+def role_has_perm(role: str, perm: str) -> bool:
+    return perm in ROLE_PERMISSIONS.get(Role(role), frozenset())
+
+
+def _split(perm: str) -> tuple[str, str]:
+    app_label, _, codename = perm.partition(".")
+    if not app_label or not codename:
+        raise ValueError(f"Permission must read 'app_label.codename', got {perm!r}.")
+    return app_label, codename
+
+
+def _grants(user: UserLike, perm: str, model: type[models.Model]) -> list[tuple[QuerySet[Any], str]]:
+    """Guardian rows granting `perm` on `model` rows to the user, directly or through a group.
+
+    Each entry pairs a queryset with the name of its column holding the object's pk.
+    """
+    from django.contrib.contenttypes.models import ContentType
+
+    app_label, codename = _split(perm)
+    result = []
+    for perms_model, who in (
+        (get_user_obj_perms_model(model), {"user_id": user.pk}),  # type: ignore[arg-type]
+        (get_group_obj_perms_model(model), {"group__user__id": user.pk}),  # type: ignore[arg-type]
+    ):
+        grants = perms_model._default_manager.filter(
+            **who, permission__codename=codename, permission__content_type__app_label=app_label
+        )
+        if perms_model._default_manager.is_generic():  # type: ignore[attr-defined]
+            result.append((grants.filter(content_type=ContentType.objects.get_for_model(model)), "object_pk"))
+        else:
+            result.append((grants, "content_object_id"))
+    return result
+
+
+def has_perm(
+    user: UserLike | None, tenant: Tenant | None, perm: str, obj: models.Model | None = None
+) -> bool:
+    """Role default OR a guardian object permission, always within the tenant the object lives in."""
+    membership = get_membership(user, tenant)
+    if membership is None or user is None or tenant is None:
+        return False
+    if obj is not None and getattr(obj, "tenant_id", tenant.pk) != tenant.pk:
+        return False
+    if role_has_perm(membership.role, perm):
+        return True
+    if obj is None:
+        return False
+    return any(
+        grants.filter(**{column: obj.pk if column != "object_pk" else str(obj.pk)}).exists()
+        for grants, column in _grants(user, perm, type(obj))
+    )
+
+
+def restrict_to_perm(
+    queryset: QuerySet[Any], user: UserLike | None, tenant: Tenant | None, perm: str
+) -> QuerySet[Any]:
+    """Narrow an already tenant-scoped queryset to the rows the user may `perm`.
+
+    The whole tenant when the role grants it, only the granted objects otherwise,
+    nothing for non-members.
+    """
+    membership = get_membership(user, tenant)
+    if membership is None or user is None:
+        return queryset.none()
+    if role_has_perm(membership.role, perm):
+        return queryset
+    granted: set[str] = set()
+    for grants, column in _grants(user, perm, queryset.model):
+        granted.update(str(pk) for pk in grants.values_list(column, flat=True))
+    return queryset.filter(pk__in=sorted(granted)) if granted else queryset.none()
+
+
+def require_perm(actor: UserLike | None, tenant: Tenant, perm: str, obj: models.Model | None = None) -> None:
+    """Raise PermissionDenied unless `actor` may `perm`; actor None is the system (commands, tasks)."""
+    from django.core.exceptions import PermissionDenied
+
+    if actor is None:
+        return
+    if not has_perm(actor, tenant, perm, obj):
+        raise PermissionDenied(f"{perm} is not granted to this user in tenant {tenant.slug}.")

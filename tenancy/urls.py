@@ -1,0 +1,14 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from tenancy import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("tenant/switch/", views.switch_tenant, name="switch-tenant"),
+    path("members/", views.members, name="members"),
+    path("members/<int:pk>/", views.member_detail, name="member-detail"),
+    path("settings/", views.tenant_settings, name="tenant-settings"),
+]

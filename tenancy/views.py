@@ -1,0 +1,131 @@
+"""Dashboard pages for tenants and memberships (thin: writes go through tenancy.actions)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db.models import Count
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods, require_POST
+
+from audit.models import AuditEntry
+from tenancy import actions
+from tenancy.access import get_for_tenant_or_404, tenant_object_view
+from tenancy.context import TenantRequest, activate_tenant, require_tenant
+from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
+from tenancy.forms import AddMemberForm, RoleForm, TenantSettingsForm
+from tenancy.models import Membership
+from tenancy.permissions import has_perm
+
+
+def _error_text(error: ValidationError) -> str:
+    return " ".join(error.messages)
+
+
+@tenant_member_required
+def dashboard(request: TenantRequest) -> HttpResponse:
+    tenant = require_tenant(request)
+    roles = dict(
+        Membership.objects.filter(tenant=tenant).values_list("role").annotate(n=Count("id")).order_by("role")
+    )
+    recent = (
+        AuditEntry.objects.for_tenant(tenant).filter(actor_id=request.user.pk).select_related("actor")
+    ).order_by("-seq")[:5]
+    return render(
+        request, "tenancy/dashboard.html", {"role_counts": roles, "my_recent_entries": list(recent)}
+    )
+
+
+@require_POST
+@tenant_member_required
+def switch_tenant(request: TenantRequest) -> HttpResponse:
+    membership = activate_tenant(request, request.POST.get("tenant_id", ""))
+    messages.info(request, f"Now working in {membership.tenant.name}.")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
+        target = "dashboard"
+    return redirect(target)
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_permission_required("tenancy.view_membership")
+def members(request: TenantRequest) -> HttpResponse:
+    tenant = require_tenant(request)
+    form = AddMemberForm(request.POST or None)
+    if request.method == "POST":
+        check_perm(request, "tenancy.add_membership")
+        if form.is_valid():
+            try:
+                actions.add_member(
+                    actor=request.user,
+                    tenant=tenant,
+                    user=form.cleaned_data["username"],
+                    role=form.cleaned_data["role"],
+                )
+            except ValidationError as error:
+                form.add_error("username", _error_text(error))
+            else:
+                messages.success(request, f"Added {form.cleaned_data['username']}.")
+                return redirect("members")
+    listing = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
+    can_add = has_perm(request.user, tenant, "tenancy.add_membership")
+    return render(request, "tenancy/members.html", {"memberships": listing, "form": form, "can_add": can_add})
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(Membership)
+def member_detail(request: TenantRequest, pk: int) -> HttpResponse:
+    membership = get_for_tenant_or_404(
+        Membership.objects.select_related("user", "tenant"),
+        require_tenant(request),
+        pk=pk,
+    )
+    check_perm(request, "tenancy.view_membership", membership)
+    form = RoleForm(request.POST or None, initial={"role": membership.role})
+    if request.method == "POST":
+        try:
+            if request.POST.get("operation") == "remove":
+                actions.remove_member(actor=request.user, membership=membership)
+                messages.success(request, f"Removed {membership.user}.")
+                return redirect("members")
+            if form.is_valid():
+                actions.change_member_role(
+                    actor=request.user, membership=membership, role=form.cleaned_data["role"]
+                )
+                messages.success(request, f"{membership.user} is now {form.cleaned_data['role']}.")
+                return redirect("member-detail", pk=membership.pk)
+        except ValidationError as error:
+            messages.error(request, _error_text(error))
+    can_change = has_perm(request.user, require_tenant(request), "tenancy.change_membership", membership)
+    return render(
+        request,
+        "tenancy/member_detail.html",
+        {"membership": membership, "form": form, "can_change": can_change},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_permission_required("tenancy.change_tenant")
+def tenant_settings(request: TenantRequest) -> HttpResponse:
+    import json
+
+    tenant = require_tenant(request)
+    initial = {"name": tenant.name, "settings": json.dumps(tenant.settings, indent=2, sort_keys=True)}
+    form = TenantSettingsForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            actions.update_tenant(
+                actor=request.user,
+                tenant=tenant,
+                name=form.cleaned_data["name"],
+                settings=form.cleaned_data["settings"],
+            )
+        except ValidationError as error:
+            form.add_error(None, _error_text(error))
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect("tenant-settings")
+    return render(request, "tenancy/settings.html", {"form": form})

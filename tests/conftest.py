@@ -1,0 +1,172 @@
+"""Shared test set-up and fixtures for every area of the suite.
+
+Environment: DJANGO_DEBUG=1 (so no secret key is needed) unless the caller set
+it; DATABASE_URL and REDIS_URL come from the environment (PostgreSQL and Redis
+in CI and `make test`; SQLite when DATABASE_URL is unset, where PostgreSQL-only
+tests skip with a reason).
+
+Reusable fixtures: `tenant_factory`, `user_factory`, `member` (a user with a
+role in a tenant), `client_for` (a logged-in Django test client with an active
+tenant) and `api_client_for` (the same for DRF).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("DJANGO_DEBUG", "1")
+os.environ.setdefault("LIKENESS_LOG_LEVEL", "WARNING")
+# Four engineers share two cores: torch (imported later, by the tests that need
+# it) reads these when it starts, so every test process stays on one thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import django
+import pytest
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+# Password hashing at production strength costs ~0.3 s per user on these cores;
+# tests create hundreds of users and do not test the hasher.
+settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+_counter = itertools.count(1)
+
+TEST_PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def tenant_factory(db: None) -> Callable[..., Any]:
+    """Create a tenant row directly (no audit entry; tenancy.actions.create_tenant is the audited path)."""
+    from tenancy.models import Tenant
+
+    def create(name: str | None = None, slug: str | None = None, **settings: Any) -> Tenant:
+        n = next(_counter)
+        return Tenant.objects.create(
+            name=name or f"Brand {n}", slug=slug or f"brand-{n}", settings=settings or {}
+        )
+
+    return create
+
+
+@pytest.fixture
+def user_factory(db: None) -> Callable[..., Any]:
+    from django.contrib.auth import get_user_model
+
+    def create(username: str | None = None, password: str = TEST_PASSWORD, **extra: Any) -> Any:
+        name = username or f"user{next(_counter)}"
+        extra.setdefault("email", f"{name}@example.test")
+        return get_user_model().objects.create_user(username=name, password=password, **extra)
+
+    return create
+
+
+@pytest.fixture
+def member(user_factory: Callable[..., Any]) -> Callable[..., Any]:
+    """`member(tenant, role)` -> a new user holding `role` (a Role or its value) in `tenant`.
+
+    The membership row is created directly (no audit entry), so a test's audit
+    log holds only what the test itself does through actions.
+    """
+    from tenancy.models import Membership, Role
+
+    def create(tenant: Any, role: Role | str = Role.STAFF, user: Any = None, **user_kwargs: Any) -> Any:
+        user = user or user_factory(**user_kwargs)
+        Membership.objects.create(user=user, tenant=tenant, role=Role(role))
+        return user
+
+    return create
+
+
+@pytest.fixture
+def client_for(db: None) -> Callable[..., Any]:
+    """`client_for(user, tenant=None)` -> a logged-in django.test.Client with `tenant` active."""
+    from django.test import Client
+
+    from tenancy.context import SESSION_KEY
+
+    def create(user: Any, tenant: Any = None) -> Client:
+        client = Client()
+        client.force_login(user)
+        if tenant is not None:
+            session = client.session
+            session[SESSION_KEY] = tenant.pk
+            session.save()
+        return client
+
+    return create
+
+
+@pytest.fixture
+def api_client_for(db: None) -> Callable[..., Any]:
+    """`api_client_for(user, tenant=None)` -> a DRF APIClient authenticated as `user` in `tenant`."""
+    from rest_framework.test import APIClient
+
+    from tenancy.api import TENANT_HEADER
+
+    def create(user: Any, tenant: Any = None) -> APIClient:
+        client = APIClient()
+        client.force_authenticate(user)
+        if tenant is not None:
+            client.credentials(**{f"HTTP_{TENANT_HEADER.upper().replace('-', '_')}": tenant.slug})
+        return client
+
+    return create
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Any:
+    """Debian's headless Chromium, driven by Playwright's sync API (its own browser download is blocked).
+
+    Playwright runs an event loop in the test thread, which Django's ORM takes
+    for async context; the tests' own ORM calls are synchronous, so the guard
+    is lifted for the module that uses the browser, and only for it: module
+    scope also ends Playwright's loop before other modules' tests run
+    (async_to_sync refuses to run beside a running loop).
+    """
+    from pathlib import Path
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def page(chromium: Any) -> Any:
+    """A fresh browser context (own cookies) and page per test."""
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()

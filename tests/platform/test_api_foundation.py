@@ -1,0 +1,109 @@
+"""The API base classes' rules, the schema and the offline docs page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from rest_framework import serializers
+
+from audit.models import AuditEntry
+from tenancy.api import TenantRouter, TenantScopedReadOnlyViewSet, TenantScopedViewSet
+
+
+class _EntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEntry
+        fields = ["id"]
+
+
+def test_overriding_get_queryset_is_refused_at_class_creation():
+    with pytest.raises(TypeError, match="must not define get_queryset"):
+
+        class Leaky(TenantScopedReadOnlyViewSet):
+            queryset_model = AuditEntry
+            serializer_class = _EntrySerializer
+
+            def get_queryset(self):
+                return AuditEntry.dangerously_unscoped.all()
+
+
+def test_a_writable_viewset_must_route_writes_through_actions():
+    with pytest.raises(TypeError, match="perform_create"):
+
+        class Careless(TenantScopedViewSet):
+            queryset_model = AuditEntry
+            serializer_class = _EntrySerializer
+
+
+def test_read_only_viewsets_need_no_write_hooks_and_get_a_basename():
+    class Reader(TenantScopedReadOnlyViewSet):
+        queryset_model = AuditEntry
+        serializer_class = _EntrySerializer
+
+    router = TenantRouter()
+    router.register("entries", Reader)
+    assert {getattr(url, "name", None) for url in router.urls} >= {"auditentry-list", "auditentry-detail"}
+
+
+def test_undeclared_extra_actions_are_denied():
+    class WithAction(TenantScopedReadOnlyViewSet):
+        queryset_model = AuditEntry
+        serializer_class = _EntrySerializer
+
+    view = WithAction()
+    view.action = "frobnicate"
+    assert view.required_permission() is None
+    view.action = "retrieve"
+    assert view.required_permission() == "audit.view_auditentry"
+
+
+@pytest.mark.django_db
+def test_openapi_schema_is_served(client):
+    response = client.get("/api/v1/schema/?format=json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {"/api/v1/audit-entries/", "/api/v1/memberships/{id}/", "/api/v1/tenant/"} <= set(paths)
+
+
+@pytest.mark.django_db
+def test_docs_page_is_self_contained_and_lists_every_path(client):
+    schema = client.get("/api/v1/schema/?format=json").json()
+    page = client.get("/api/v1/docs/").content.decode()
+    for route in schema["paths"]:
+        assert f"<code>{route}</code>" in page
+    external = re.findall(r'(?:src|href)="(https?:)?//', page)
+    assert not external, "the docs page must not load anything from another host"
+    assert "<script" not in page
+
+
+def test_schema_generates_without_warnings_and_validates(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    assert "/api/v1/audit-entries/{id}/" in (tmp_path / "schema.yaml").read_text()
+
+
+@pytest.mark.django_db
+def test_related_field_accepts_only_objects_of_the_active_tenant(tenant_factory):
+    from audit.actions import record
+    from tenancy.api import TenantPrimaryKeyRelatedField
+
+    class Reference(serializers.Serializer):
+        entry = TenantPrimaryKeyRelatedField(AuditEntry)
+
+    mine, theirs = tenant_factory(), tenant_factory()
+    own, foreign = record(tenant=mine, action="test.event"), record(tenant=theirs, action="test.event")
+
+    class FakeRequest:
+        tenant = mine
+
+    context = {"request": FakeRequest()}
+    accepted = Reference(data={"entry": own.pk}, context=context)
+    assert accepted.is_valid(), accepted.errors
+    assert accepted.validated_data["entry"] == own
+    refused, missing = (Reference(data={"entry": pk}, context=context) for pk in (foreign.pk, 10**9))
+    assert not refused.is_valid() and not missing.is_valid()
+    assert refused.errors["entry"][0].replace(str(foreign.pk), "N") == missing.errors["entry"][0].replace(
+        str(10**9), "N"
+    )

@@ -1,0 +1,96 @@
+"""audit.actions.record: chain links, payload rules, append-only guards."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from audit.actions import record
+from audit.chain import GENESIS_HASH, AuditPayloadError, canonical_entry, chain_hash
+from audit.models import AuditEntry, AuditImmutableError
+
+pytestmark = pytest.mark.django_db
+
+
+def test_entries_chain_per_tenant(tenant_factory, user_factory):
+    a, b = tenant_factory(), tenant_factory()
+    actor = user_factory()
+    first = record(tenant=a, action="membership.added", actor=actor, target=actor, payload={"role": "staff"})
+    second = record(tenant=a, action="tenant.settings_changed", payload={"keys": ["x"]})
+    other = record(tenant=b, action="auth.login", actor=actor)
+    assert (first.seq, second.seq, other.seq) == (1, 2, 1)
+    assert first.prev_hash == GENESIS_HASH and other.prev_hash == GENESIS_HASH
+    assert second.prev_hash == first.hash
+    assert (first.target_type, first.target_id) == ("auth.user", str(actor.pk))
+    assert second.actor_id is None
+    stored = AuditEntry.objects.for_tenant(a).get(seq=1)
+    expected = chain_hash(
+        GENESIS_HASH,
+        canonical_entry(
+            tenant_id=a.pk,
+            seq=1,
+            at=stored.at,
+            actor_id=actor.pk,
+            action="membership.added",
+            target_type="auth.user",
+            target_id=str(actor.pk),
+            payload={"role": "staff"},
+        ),
+    )
+    assert stored.hash == expected
+
+
+def test_payload_is_normalized_to_plain_json(tenant_factory):
+    tenant = tenant_factory()
+    ident = uuid.uuid4()
+    entry = record(
+        tenant=tenant, action="x.y", target_type="consent.subject", target_id=ident, payload={"id": ident}
+    )
+    assert entry.payload == {"id": str(ident)}
+    assert entry.target_id == str(ident)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"photo": b"\xff\xd8"}, "raw bytes"),
+        ({"embedding": [0.1] * 128}, "feature vector"),
+        ({"x": float("nan")}, "finite"),
+        ({1: "a"}, "non-string key"),
+        ({"blob": "x" * 20000}, "larger than"),
+        ({"obj": object()}, "unsupported type"),
+    ],
+)
+def test_bad_payloads_are_refused_and_nothing_is_written(tenant_factory, payload, message):
+    tenant = tenant_factory()
+    with pytest.raises(AuditPayloadError, match=message):
+        record(tenant=tenant, action="x.y", payload=payload)
+    assert AuditEntry.objects.for_tenant(tenant).count() == 0
+
+
+@pytest.mark.parametrize("action", ["login", "Auth.Login", "auth.", "auth login", ""])
+def test_bad_action_names_are_refused(tenant_factory, action):
+    with pytest.raises(ValueError, match="dotted"):
+        record(tenant=tenant_factory(), action=action)
+
+
+def test_orm_refuses_to_change_or_delete_entries(tenant_factory):
+    tenant = tenant_factory()
+    entry = record(tenant=tenant, action="x.y", payload={"a": 1})
+    entry.payload = {"a": 2}
+    with pytest.raises(AuditImmutableError):
+        entry.save()
+    with pytest.raises(AuditImmutableError):
+        entry.delete()
+    with pytest.raises(AuditImmutableError):
+        AuditEntry.objects.for_tenant(tenant).update(action="y.z")
+    with pytest.raises(AuditImmutableError):
+        AuditEntry.objects.for_tenant(tenant).delete()
+    with pytest.raises(AuditImmutableError):
+        AuditEntry.dangerously_unscoped.all().update(action="y.z")
+    with pytest.raises(AuditImmutableError):
+        AuditEntry.dangerously_unscoped.all().delete()
+    with pytest.raises(AuditImmutableError):
+        AuditEntry._base_manager.all().delete()
+    assert AuditEntry.objects.for_tenant(tenant).get().payload == {"a": 1}

@@ -1,0 +1,173 @@
+"""Settings in production mode, the layout's stdlib safety, and the demo seed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from audit.verification import verify_all
+from tenancy.models import Membership, Role, Tenant
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PRODUCTION_ENV = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECRET_KEY": "k" * 30 + "-production-like-secret-" + "x" * 30,
+    "DJANGO_ALLOWED_HOSTS": "likeness.example.com",
+    "DATABASE_URL": "postgres://likeness:likeness@db.example.com:5432/likeness",
+    "REDIS_URL": "redis://redis.example.com:6379/0",
+}
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL"))
+    }
+    return subprocess.run(args, cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=180)
+
+
+def test_check_deploy_is_clean_with_production_environment():
+    result = _run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], PRODUCTION_ENV
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+    assert "WARNING" not in result.stdout + result.stderr
+
+
+def test_production_settings_refuse_a_missing_secret_key():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "DJANGO_SECRET_KEY"}
+    result = _run([sys.executable, "manage.py", "check"], env)
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is required unless DJANGO_DEBUG=1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import uuid, platform; print(platform.system())",
+        "import platform, celery, torch; print(platform.system())",
+    ],
+)
+def test_stdlib_platform_is_not_shadowed_from_the_repository_root(code):
+    result = _run([sys.executable, "-c", code], {"DJANGO_DEBUG": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Linux"
+    assert not (ROOT / "platform").exists() and not (ROOT / "platform.py").exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_is_idempotent_and_prints_the_logins(capsys, settings):
+    settings.DEBUG = True  # as under `make run`
+    call_command("seed_demo")
+    first = capsys.readouterr().out
+    call_command("seed_demo")
+    assert capsys.readouterr().out == first
+    for username in ("demo-admin", "demo-staff", "demo-legal"):
+        assert username in first
+    demo = Tenant.objects.get(slug="demo")
+    roles = dict(Membership.objects.filter(tenant=demo).values_list("user__username", "role"))
+    assert roles == {"demo-admin": Role.ADMIN, "demo-staff": Role.STAFF, "demo-legal": Role.LEGAL_REVIEWER}
+    assert all(report.intact for report in verify_all())
+    assert Membership.objects.count() == 4  # the admin also administers the second brand
+
+
+@pytest.mark.django_db
+def test_seed_demo_refuses_the_published_password_in_production(settings, monkeypatch):
+    settings.DEBUG = False
+    monkeypatch.delenv("LIKENESS_DEMO_PASSWORD", raising=False)
+    with pytest.raises(CommandError, match="LIKENESS_DEMO_PASSWORD"):
+        call_command("seed_demo")
+    assert not Tenant.objects.exists()
+
+
+@pytest.mark.django_db
+def test_create_tenant_command_opens_an_audited_brand(user_factory, capsys):
+    owner = user_factory(username="owner")
+    call_command("create_tenant", "Acme Studios", "acme", "--admin", "owner")
+    tenant = Tenant.objects.get(slug="acme")
+    assert Membership.objects.get(tenant=tenant).user == owner
+    assert [r.entries for r in verify_all([tenant])] == [2]
+    with pytest.raises(CommandError, match="No user"):
+        call_command("create_tenant", "Other", "other", "--admin", "ghost")
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("create_tenant", "Dup", "acme", "--admin", "owner")
+    assert Tenant.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_admin_is_a_read_only_window_across_tenants(tenant_factory, user_factory, client):
+    from audit.actions import record
+
+    a, b = tenant_factory(), tenant_factory()
+    record(tenant=a, action="test.event")
+    record(tenant=b, action="test.event")
+    client.force_login(user_factory(is_staff=True, is_superuser=True))
+    listing = client.get("/admin/audit/auditentry/")
+    assert listing.status_code == 200
+    assert "2 audit entries" in listing.content.decode()
+    assert client.get("/admin/tenancy/tenant/add/").status_code == 403
+
+
+SQLITE_SETUP = """
+import django
+django.setup()
+from django.core.management import call_command
+from tenancy import actions
+call_command("migrate", verbosity=0)
+actions.create_tenant(name="Shared", slug="shared")
+"""
+SQLITE_WRITER = """
+import sys
+import django
+django.setup()
+from audit.actions import record
+from tenancy.models import Tenant
+tenant = Tenant.objects.get(slug="shared")
+for i in range(25):
+    record(tenant=tenant, action="test.concurrent", payload={"writer": int(sys.argv[1]), "i": i})
+"""
+SQLITE_CHECK = """
+import django
+django.setup()
+from django.core.management import call_command
+from django.db import connection
+call_command("verify_audit")
+with connection.cursor() as cursor:
+    cursor.execute("PRAGMA journal_mode")
+    print("journal_mode", cursor.fetchone()[0])
+"""
+
+
+def test_embedded_sqlite_takes_concurrent_writers_in_wal_mode(tmp_path):
+    """The web server, the worker and beat share the SQLite file: four processes append to one chain."""
+    env = {
+        "DJANGO_DEBUG": "1",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    setup = _run([sys.executable, "-c", SQLITE_SETUP], env)
+    assert setup.returncode == 0, setup.stderr
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", SQLITE_WRITER, str(n)],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(4)
+    ]
+    for writer in writers:
+        _, err = writer.communicate(timeout=180)
+        assert writer.returncode == 0, err
+    check = _run([sys.executable, "-c", SQLITE_CHECK], env)
+    assert check.returncode == 0, check.stderr
+    assert "audit chains intact: 1 tenant(s), 101 entries" in check.stdout
+    assert "journal_mode wal" in check.stdout

@@ -1,0 +1,128 @@
+"""`python -m config.stack` (what `make run` starts): everything comes up, one Ctrl-C stops all of it.
+
+Runs against a fresh SQLite file and an embedded Redis on a free port, exactly
+as on a fresh machine; also checks the queue routing the worker depends on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support import requires_redis
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.worker
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _sessions_alive(session_ids: list[int]) -> list[int]:
+    """Processes still in the sessions the stack's children started (celery's pool included)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) in session_ids:  # field 6 of stat: session id
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def test_stack_starts_everything_and_one_ctrl_c_stops_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL"}}
+    env.update(DJANGO_DEBUG="1", DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", PYTHONUNBUFFERED="1")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300
+    )
+    web_port, redis_port = _free_port(), _free_port()
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "config.stack", "--port", str(web_port), "--redis-port", str(redis_port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    output = stack.stdout
+    assert output is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(output.readline, "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 240
+        while not any("likeness@" in line and "ready." in line for line in lines):
+            assert stack.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "stack not ready in time:\n" + "".join(lines[-40:])
+            time.sleep(0.5)
+        started = {
+            m[1]: int(m[2])
+            for line in lines
+            if (m := re.search(r"\[stack\] (\w+) started \(pid (\d+)\)", line))
+        }
+        assert set(started) == {"redis", "web", "worker", "beat"}
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/login/", timeout=10) as response:
+            assert response.status == 200
+        assert any("beat: Starting" in line for line in lines)
+
+        stack.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert stack.wait(timeout=60) == 0, "".join(lines[-40:])
+        reader.join(timeout=5)
+        assert "[stack] all stopped\n" in lines
+        assert _sessions_alive(list(started.values())) == []
+        for port in (web_port, redis_port):
+            with socket.socket() as sock:
+                assert sock.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        if stack.poll() is None:
+            stack.kill()
+
+
+def test_stack_refuses_a_busy_port():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "DJANGO_DEBUG": "1"}
+        result = subprocess.run(
+            [sys.executable, "-m", "config.stack", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert "already in use" in result.stdout
+
+
+@requires_redis
+def test_gpu_and_default_queues_receive_only_their_own_messages():
+    import redis
+    from django.conf import settings
+
+    from config.celery import app
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete("gpu", "default")
+    try:
+        app.send_task("likeness.probe", queue="gpu")
+        app.send_task("likeness.probe")
+        assert (client.llen("gpu"), client.llen("default")) == (1, 1)
+    finally:
+        client.delete("gpu", "default")
