@@ -266,6 +266,8 @@ def test_resume_equals_the_uninterrupted_run(multiconcept_run: Run, multiconcept
         assert all(torch.equal(first[key], second[key]) for key in first)
     assert resumed.result.final_losses == multiconcept_run.result.final_losses
     assert resumed.result.validation_losses == multiconcept_run.result.validation_losses
+    with pytest.raises(TrainingError, match="finished run"):
+        Trainer(replace(interrupted, resume=True)).run()
 
     with pytest.raises(TrainingError, match="other settings or data"):
         Trainer(replace(interrupted, out=out, resume=True, unet_lr=1e-3)).run()
