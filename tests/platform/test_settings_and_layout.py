@@ -21,12 +21,15 @@ PRODUCTION_ENV = {
     "DJANGO_ALLOWED_HOSTS": "likeness.example.com",
     "DATABASE_URL": "postgres://likeness:likeness@db.example.com:5432/likeness",
     "REDIS_URL": "redis://redis.example.com:6379/0",
+    "LIKENESS_MASTER_KEY": "m" * 30 + "-production-like-master-key-" + "y" * 30,
 }
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL", "LIKENESS_MASTER_KEY"))
     }
     return subprocess.run(args, cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=180)
 
@@ -45,6 +48,22 @@ def test_production_settings_refuse_a_missing_secret_key():
     result = _run([sys.executable, "manage.py", "check"], env)
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY is required unless DJANGO_DEBUG=1" in result.stderr
+
+
+def test_production_settings_refuse_a_missing_master_key():
+    """No subject file can be sealed without the key: refuse to start, not fail at the first photo."""
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "LIKENESS_MASTER_KEY"}
+    result = _run([sys.executable, "manage.py", "check"], env)
+    assert result.returncode != 0
+    assert "LIKENESS_MASTER_KEY is required unless DJANGO_DEBUG=1" in result.stderr
+
+
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_settings_refuse_a_master_key_too_short_to_derive_keys_from(debug):
+    env = {**PRODUCTION_ENV, "DJANGO_DEBUG": debug, "LIKENESS_MASTER_KEY": "x" * 31}
+    result = _run([sys.executable, "manage.py", "check"], env)
+    assert result.returncode != 0
+    assert "LIKENESS_MASTER_KEY must be at least 32 characters" in result.stderr
 
 
 @pytest.mark.parametrize(
