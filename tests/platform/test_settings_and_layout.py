@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,25 @@ def test_settings_refuse_a_master_key_too_short_to_derive_keys_from(debug):
     result = _run([sys.executable, "manage.py", "check"], env)
     assert result.returncode != 0
     assert "LIKENESS_MASTER_KEY must be at least 32 characters" in result.stderr
+
+
+def test_the_test_session_stores_private_files_in_a_temporary_folder():
+    """No test may leave a ciphertext in the repository's var/storage (or any real storage root)."""
+    from django.conf import settings
+    from django.core.files.storage import FileSystemStorage
+
+    from consent.storage import private_storage
+
+    storage = private_storage()
+    assert isinstance(storage, FileSystemStorage)
+    location = Path(storage.location).resolve()
+    assert (
+        location
+        == Path(os.environ["LIKENESS_STORAGE_ROOT"]).resolve()
+        == settings.LIKENESS_STORAGE_ROOT.resolve()
+    )
+    assert location.is_relative_to(Path(tempfile.gettempdir()).resolve())
+    assert not location.is_relative_to(ROOT)
 
 
 @pytest.mark.parametrize(
