@@ -146,15 +146,37 @@ def build_tiny_pipeline(
         vae = _vae(xl=xl)
         text_encoder = CLIPTextModel(_text_config(vocab_size, bos_id, eos_id))
         text_encoder_2 = CLIPTextModelWithProjection(_text_config(vocab_size, bos_id, eos_id)) if xl else None
-    # Same noise schedule as the real models: SD 1.5 ships PNDM, SDXL ships Euler.
+    return assemble_pipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=build_tiny_tokenizer() if xl else None,
+    )
+
+
+def assemble_pipeline(
+    *,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    text_encoder_2: CLIPTextModelWithProjection | None = None,
+    tokenizer_2: CLIPTokenizer | None = None,
+) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
+    """A pipeline from components, with the noise schedule the real models ship (PNDM / Euler).
+
+    Also used by bench/ to assemble random-weight models at the real SD 1.5 and SDXL sizes.
+    """
     schedule = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
-    if xl:
+    if text_encoder_2 is not None:
         return StableDiffusionXLPipeline(
             vae=vae,
             text_encoder=text_encoder,
             text_encoder_2=text_encoder_2,
             tokenizer=tokenizer,
-            tokenizer_2=build_tiny_tokenizer(),
+            tokenizer_2=tokenizer_2 or tokenizer,
             unet=unet,
             scheduler=EulerDiscreteScheduler(**schedule, timestep_spacing="leading"),
         )

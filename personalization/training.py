@@ -285,6 +285,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.elapsed_before = 0.0
         self.validation_before: dict[str, float] = {}
+        self.class_generated = 0  # class images this run had to generate (the rest came from the cache)
         self.pipe: Any = None
 
     # ---- configuration -------------------------------------------------------------------------
@@ -342,6 +343,7 @@ class Trainer:
         self.reference_identity = self._reference_identity() if self.embedder is not None else None
         self.text_frozen = config.method == "identity"
         self.text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._warn_long_prompts([item.caption for item in self.source_cache + self.style_cache])
         if self.text_frozen:
             prompts = [item.caption for item in self.source_cache] + [
                 prompt for _, prompt in self.class_images
@@ -500,6 +502,13 @@ class Trainer:
         return functional.normalize(embeddings, dim=-1).mean(dim=0)
 
     # ---- text ----------------------------------------------------------------------------------
+
+    def _warn_long_prompts(self, prompts: list[str]) -> None:
+        limit = self.tokenizers[0].model_max_length
+        for prompt in prompts:
+            length = len(self.tokenizers[0](prompt).input_ids)
+            if length > limit:
+                logger.warning("caption of %d tokens is cut to %d: %r", length, limit, prompt)
 
     def _token_ids(self, tokenizer: Any, prompts: list[str]) -> torch.Tensor:
         return tokenizer(
@@ -834,6 +843,8 @@ class Trainer:
         has_checkpoints = self._checkpoint_dir().is_dir() and any(self._checkpoint_dir().glob("step-*.pt"))
         if self.config.resume and not has_checkpoints:
             raise TrainingError(f"nothing to resume in {out}: it has no checkpoint")
+        if self.config.resume and (out / artifacts.MANIFEST_NAME).exists():
+            raise TrainingError(f"{out} holds a finished run: there is nothing left to resume")
         if not self.config.resume and (has_checkpoints or (out / artifacts.MANIFEST_NAME).exists()):
             raise TrainingError(
                 f"{out} holds an earlier run: pass --resume to continue it, or choose another --out"

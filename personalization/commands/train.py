@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="identity: LIPE identity prior; multiconcept: MagiCapture identity + style",
     )
     add(
-        "--base-model", default="var/models/tiny-sd", help="hub id or local diffusers folder (SD 1.5 or SDXL)"
+        "--base-model",
+        default=os.environ.get("LIKENESS_BASE_MODEL", "var/models/tiny-sd"),
+        help="hub id or local folder, SD 1.5 or SDXL (default: $LIKENESS_BASE_MODEL or var/models/tiny-sd)",
     )
     add("--images", type=Path, required=True, help="the subject's folder written by `prepare`")
     add("--style-images", type=Path, help="multiconcept: the style folder written by `prepare --style`")

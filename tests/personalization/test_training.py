@@ -252,6 +252,8 @@ def test_resume_equals_the_uninterrupted_run(multiconcept_run: Run, multiconcept
 
     with pytest.raises(TrainingError, match="pass --resume"):
         Trainer(interrupted).run()
+    with pytest.raises(TrainingError, match="other settings or data"):
+        Trainer(replace(interrupted, resume=True, unet_lr=1e-3)).run()
     resumed = _train(replace(interrupted, resume=True))
     assert resumed.result.status == "completed"
     assert [event.step for event in resumed.events] == list(range(15, 25))
@@ -266,9 +268,8 @@ def test_resume_equals_the_uninterrupted_run(multiconcept_run: Run, multiconcept
         assert all(torch.equal(first[key], second[key]) for key in first)
     assert resumed.result.final_losses == multiconcept_run.result.final_losses
     assert resumed.result.validation_losses == multiconcept_run.result.validation_losses
-
-    with pytest.raises(TrainingError, match="other settings or data"):
-        Trainer(replace(interrupted, out=out, resume=True, unet_lr=1e-3)).run()
+    with pytest.raises(TrainingError, match="finished run"):
+        Trainer(replace(interrupted, resume=True)).run()
 
 
 def test_identity_loss_with_a_configured_embedder(multiconcept_config: TrainConfig, tmp_path: Path) -> None:
