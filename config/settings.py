@@ -14,6 +14,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from consent.crypto import MIN_MASTER_SECRET_CHARS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -174,10 +176,16 @@ STORAGES = {
     "likeness_private": _PRIVATE_STORAGE,
 }
 # Deployment secret from which each tenant's key-encryption key is derived (HKDF);
-# the per-subject data keys are stored only wrapped by those. Required unless DEBUG.
+# the per-subject data keys are stored only wrapped by those. Checked here, not at
+# the first stored file: a deployment without a usable key must not start at all,
+# rather than accept subjects and fail on their first photo.
 LIKENESS_MASTER_KEY = os.environ.get("LIKENESS_MASTER_KEY", "")
-if not LIKENESS_MASTER_KEY and DEBUG:
+if not LIKENESS_MASTER_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("LIKENESS_MASTER_KEY is required unless DJANGO_DEBUG=1.")
     LIKENESS_MASTER_KEY = "likeness-insecure-development-master-key-never-in-production"
+if len(LIKENESS_MASTER_KEY) < MIN_MASTER_SECRET_CHARS:
+    raise ImproperlyConfigured(f"LIKENESS_MASTER_KEY must be at least {MIN_MASTER_SECRET_CHARS} characters.")
 # Reference photo intake limits (consent.intake) and the identity-consistency threshold.
 LIKENESS_MAX_UPLOAD_BYTES = int(os.environ.get("LIKENESS_MAX_UPLOAD_BYTES", str(20 * 1024 * 1024)))
 LIKENESS_MAX_IMAGE_PIXELS = int(os.environ.get("LIKENESS_MAX_IMAGE_PIXELS", "40000000"))

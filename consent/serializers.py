@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from consent import exports
@@ -21,11 +19,6 @@ from consent.models import (
 )
 from consent.status import subject_status
 from tenancy.api import TenantPrimaryKeyRelatedField
-
-
-@extend_schema_field(OpenApiTypes.INT)
-class TenantObjectId(TenantPrimaryKeyRelatedField):
-    """An id of an object of the active tenant, typed as an integer in the OpenAPI schema."""
 
 
 class SubjectSerializer(serializers.ModelSerializer[Subject]):
@@ -138,7 +131,7 @@ class ConsentLinkSerializer(serializers.ModelSerializer[ConsentLink]):
 
 
 class SendLinkSerializer(serializers.Serializer[Any]):
-    template = TenantObjectId(ConsentTemplate, help_text="id of a consent template version")
+    template = TenantPrimaryKeyRelatedField(ConsentTemplate, help_text="id of a consent template version")
     purposes = serializers.ListField(
         child=serializers.ChoiceField(choices=Purpose.choices), allow_empty=False
     )
@@ -161,7 +154,9 @@ class IssuedLinkSerializer(serializers.Serializer[Any]):
 
 
 class RevokeSerializer(serializers.Serializer[Any]):
-    record = TenantObjectId(ConsentRecord, help_text="id of the consent record the subject withdrew")
+    record = TenantPrimaryKeyRelatedField(
+        ConsentRecord, help_text="id of the consent record the subject withdrew"
+    )
     received_via = serializers.CharField(max_length=100)
     reason = serializers.CharField()
 

@@ -13,9 +13,11 @@ creation, so a bare `serializer.save()` can never bypass the actions module.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import models
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.utils import Direction
 from rest_framework import permissions, routers, serializers, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -25,6 +27,9 @@ from tenancy.access import scoped_queryset
 from tenancy.context import resolve_membership
 from tenancy.models import Membership
 from tenancy.permissions import has_perm, restrict_to_perm
+
+if TYPE_CHECKING:
+    from drf_spectacular.openapi import AutoSchema
 
 TENANT_HEADER = "X-Likeness-Tenant"
 
@@ -215,3 +220,24 @@ class TenantPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
         if tenant is None:
             return self.scoped_model._default_manager.none()
         return scoped_queryset(self.scoped_model, tenant)
+
+
+class TenantPrimaryKeyRelatedFieldSchema(OpenApiSerializerFieldExtension):
+    """The field's OpenAPI type: its scoped model's primary key.
+
+    drf-spectacular reads a related field's type from `field.queryset`, which this
+    field only builds per request; without this extension every such reference
+    would be a schema warning typed as a string. Defined beside the field, so
+    importing the field registers it.
+    """
+
+    target_class = TenantPrimaryKeyRelatedField
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: Direction) -> dict[str, Any]:
+        field: TenantPrimaryKeyRelatedField = self.target
+        schema: dict[str, Any] = auto_schema._map_model_field(field.scoped_model._meta.pk, direction)
+        # As drf-spectacular does for its own related fields: the key is read-only on
+        # its model, not in a reference that a client writes.
+        schema.pop("readOnly", None)
+        return schema

@@ -3,7 +3,8 @@
 Environment: DJANGO_DEBUG=1 (so no secret key is needed) unless the caller set
 it; DATABASE_URL and REDIS_URL come from the environment (PostgreSQL and Redis
 in CI and `make test`; SQLite when DATABASE_URL is unset, where PostgreSQL-only
-tests skip with a reason).
+tests skip with a reason). LIKENESS_STORAGE_ROOT is always a temporary folder
+of the session, removed at its end.
 
 Reusable fixtures: `tenant_factory`, `user_factory`, `member` (a user with a
 role in a tenant), `client_for` (a logged-in Django test client with an active
@@ -14,10 +15,16 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# Tests store ciphertexts; none may land in a real storage root (var/storage by
+# default, or whatever the caller's shell exports). Set before the settings load,
+# so the session and every process a test starts store in this folder instead.
+os.environ["LIKENESS_STORAGE_ROOT"] = tempfile.mkdtemp(prefix="likeness-test-storage-")
 os.environ.setdefault("DJANGO_DEBUG", "1")
 os.environ.setdefault("LIKENESS_LOG_LEVEL", "WARNING")
 # Four engineers share two cores: torch (imported later, by the tests that need
@@ -30,6 +37,8 @@ import pytest
 
 django.setup()
 
+SESSION_STORAGE_ROOT = os.environ["LIKENESS_STORAGE_ROOT"]
+
 from django.conf import settings  # noqa: E402
 
 # Password hashing at production strength costs ~0.3 s per user on these cores;
@@ -37,6 +46,12 @@ from django.conf import settings  # noqa: E402
 settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 _counter = itertools.count(1)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Removed only when pytest ends, because processes a test started may write there until then."""
+    shutil.rmtree(SESSION_STORAGE_ROOT, ignore_errors=True)
+
 
 TEST_PASSWORD = "correct-horse-battery-staple"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,15 @@ PRODUCTION_ENV = {
     "DJANGO_ALLOWED_HOSTS": "likeness.example.com",
     "DATABASE_URL": "postgres://likeness:likeness@db.example.com:5432/likeness",
     "REDIS_URL": "redis://redis.example.com:6379/0",
+    "LIKENESS_MASTER_KEY": "m" * 30 + "-production-like-master-key-" + "y" * 30,
 }
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL", "LIKENESS_MASTER_KEY"))
     }
     return subprocess.run(args, cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=180)
 
@@ -45,6 +49,41 @@ def test_production_settings_refuse_a_missing_secret_key():
     result = _run([sys.executable, "manage.py", "check"], env)
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY is required unless DJANGO_DEBUG=1" in result.stderr
+
+
+def test_production_settings_refuse_a_missing_master_key():
+    """No subject file can be sealed without the key: refuse to start, not fail at the first photo."""
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "LIKENESS_MASTER_KEY"}
+    result = _run([sys.executable, "manage.py", "check"], env)
+    assert result.returncode != 0
+    assert "LIKENESS_MASTER_KEY is required unless DJANGO_DEBUG=1" in result.stderr
+
+
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_settings_refuse_a_master_key_too_short_to_derive_keys_from(debug):
+    env = {**PRODUCTION_ENV, "DJANGO_DEBUG": debug, "LIKENESS_MASTER_KEY": "x" * 31}
+    result = _run([sys.executable, "manage.py", "check"], env)
+    assert result.returncode != 0
+    assert "LIKENESS_MASTER_KEY must be at least 32 characters" in result.stderr
+
+
+def test_the_test_session_stores_private_files_in_a_temporary_folder():
+    """No test may leave a ciphertext in the repository's var/storage (or any real storage root)."""
+    from django.conf import settings
+    from django.core.files.storage import FileSystemStorage
+
+    from consent.storage import private_storage
+
+    storage = private_storage()
+    assert isinstance(storage, FileSystemStorage)
+    location = Path(storage.location).resolve()
+    assert (
+        location
+        == Path(os.environ["LIKENESS_STORAGE_ROOT"]).resolve()
+        == settings.LIKENESS_STORAGE_ROOT.resolve()
+    )
+    assert location.is_relative_to(Path(tempfile.gettempdir()).resolve())
+    assert not location.is_relative_to(ROOT)
 
 
 @pytest.mark.parametrize(
