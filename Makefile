@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 # The product's default base model (LIKENESS_BASE_MODEL=var/models/tiny-sd): a tiny random-weight
 # Stable Diffusion written by our own CLI, so a fresh checkout runs offline with no model download.
-var/models/tiny-sd/model_index.json: | $(STAMP)
+var/models/tiny-sd/model_index.json: personalization/tiny.py | $(STAMP)
 	$(PY) -m personalization build-tiny-model var/models/tiny-sd --force
 
 # Development defaults; any of them can be overridden from the environment.

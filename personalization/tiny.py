@@ -18,6 +18,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -27,6 +28,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 TEXT_HIDDEN_SIZE = 32
@@ -128,8 +130,30 @@ def _vae(*, xl: bool) -> AutoencoderKL:
         norm_num_groups=8,
         latent_channels=4,
         sample_size=64,
-        scaling_factor=0.13025 if xl else 0.18215,
     )
+
+
+# Public-domain photos shipped by scikit-image: the calibration set for the latent scale.
+_CALIBRATION_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+@torch.no_grad()
+def calibrated_scaling_factor(vae: AutoencoderKL, resolution: int = 64) -> float:
+    """1 / std of the VAE's latents over real photos: how SD's 0.18215 was chosen for its VAE.
+
+    The noise schedule assumes unit-variance latents. A random VAE's latents are far
+    smaller than SD's (std about 0.17 instead of 5.5), so keeping SD's constant would put
+    the tiny model's latents some thirty times under the noise, and DDIM inversion,
+    training and sampling would all run on a scale no real model has.
+    """
+    from skimage import data
+
+    batch = []
+    for name in _CALIBRATION_IMAGES:
+        photo = Image.fromarray(getattr(data, name)()).convert("RGB").resize((resolution, resolution))
+        batch.append(torch.from_numpy(np.asarray(photo, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1))
+    latents = vae.encode(torch.stack(batch)).latent_dist.mean
+    return round(float(1.0 / latents.std()), 5)
 
 
 def build_tiny_pipeline(
@@ -144,6 +168,7 @@ def build_tiny_pipeline(
         torch.manual_seed(seed)
         unet = _unet(xl=xl)
         vae = _vae(xl=xl)
+        vae.register_to_config(scaling_factor=calibrated_scaling_factor(vae))
         text_encoder = CLIPTextModel(_text_config(vocab_size, bos_id, eos_id))
         text_encoder_2 = CLIPTextModelWithProjection(_text_config(vocab_size, bos_id, eos_id)) if xl else None
     return assemble_pipeline(

@@ -37,18 +37,9 @@ def photo() -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_lora_folder: Path, photo: Image.Image) -> Any:
-    """The tiny pipeline with the trained folder applied, its VAE scaling factor calibrated.
-
-    tiny.py keeps SD 1.5's 0.18215, which was measured for SD's own VAE (1 / std of its
-    latents). The random tiny VAE's latents have std ~0.17, so scaled latents come out at
-    ~0.03, thirty times below the unit variance the noise schedule assumes; the random
-    UNet then amplifies tiny differences and no inversion can recover a latent that small.
-    The factor is set here the way SD's was derived, on the test photo.
-    """
+def pipe(tiny_lora_folder: Path) -> Any:
+    """The tiny pipeline with the trained folder applied (its VAE scale calibrated by tiny.py)."""
     loaded, _ = load_generator(tiny_lora_folder, device="cpu")
-    raw = edit.encode_image(loaded, photo, (64, 56)) / loaded.vae.config.scaling_factor
-    loaded.vae.register_to_config(scaling_factor=float(1.0 / raw.std()))
     return loaded
 
 
