@@ -50,6 +50,15 @@ class EditError(ValueError):
 # Settings and result
 
 
+# Default dilation and feathering of the edit region, as a fraction of the working side:
+# 12 px at SD 1.5's 512 px, and proportionally less at smaller working sizes.
+DEFAULT_MARGIN_FRACTION = 12 / 512
+
+
+def _margin_px(value: float | None, working_size: tuple[int, int]) -> float:
+    return value if value is not None else DEFAULT_MARGIN_FRACTION * max(working_size)
+
+
 @dataclass
 class EditSettings:
     """One edit. Steps are sampling steps (0 = the noisiest).
@@ -58,7 +67,9 @@ class EditSettings:
     (default: all of them, as in the paper). The masks are read over the first
     `mask_steps` steps of the target branch; when blending starts before that, those
     steps are run once ahead to get the mask ("in advance") and then again with it.
-    Dilation and feathering are in pixels of the model's working resolution.
+    Dilation and feathering are in pixels of the model's working resolution; left unset, each
+    is DEFAULT_MARGIN_FRACTION of the working side (12 px at 512 px), so the region keeps the
+    same proportions at any resolution.
     """
 
     source_prompt: str
@@ -71,8 +82,8 @@ class EditSettings:
     mask_threshold: float = 0.5
     blend_start: int = 0
     blend_end: int | None = None
-    dilate_px: int = 12
-    feather_px: int = 12
+    dilate_px: float | None = None
+    feather_px: float | None = None
     masactrl: bool = False
     masactrl_start_step: int = 4
     masactrl_start_layer: int | None = None
@@ -491,7 +502,7 @@ def _check(settings: EditSettings, image: Image.Image) -> None:
         )
     if not 0.0 < settings.mask_threshold <= 1.0:
         raise EditError("mask_threshold must be in (0, 1]")
-    if settings.dilate_px < 0 or settings.feather_px < 0:
+    if (settings.dilate_px or 0) < 0 or (settings.feather_px or 0) < 0:
         raise EditError("dilation and feathering must not be negative")
     if settings.user_mask is not None:
         mask = settings.user_mask
@@ -586,8 +597,8 @@ def edit_image(
             None if union is None else _resize_mask(union, image.size),
             user,
             settings.user_mask_mode,
-            dilate_px=settings.dilate_px * scale,
-            feather_px=settings.feather_px * scale,
+            dilate_px=_margin_px(settings.dilate_px, inversion.working_size) * scale,
+            feather_px=_margin_px(settings.feather_px, inversion.working_size) * scale,
         )
         blend = _Blend(_latent_mask(weight, latent_size, latent_start.device), settings.blend_start, end)
         first, start_latent = resume if resume is not None else (0, latent_start)

@@ -39,9 +39,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-threshold", type=float, default=0.5, help="attention threshold (default 0.5)")
     parser.add_argument("--blend-start", type=int, default=0, help="first blended step (default 0)")
     parser.add_argument("--blend-end", type=int, help="blending stops before this step (default: all steps)")
-    parser.add_argument("--dilate", type=int, default=12, help="mask dilation in px at model resolution")
     parser.add_argument(
-        "--feather", type=int, default=12, help="composite feathering in px at model resolution"
+        "--dilate",
+        type=float,
+        default=None,
+        help="mask dilation in px at model resolution (default: 2.3%% of its side)",
+    )
+    parser.add_argument(
+        "--feather",
+        type=float,
+        default=None,
+        help="composite feathering in px at model resolution (default: 2.3%% of its side)",
     )
     parser.add_argument("--masactrl", action="store_true", help="mutual self-attention (keeps appearance)")
     parser.add_argument("--masactrl-start-step", type=int, default=4, help="MasaCtrl start step (default 4)")

@@ -158,8 +158,10 @@ def test_empty_mask_returns_the_input_and_a_full_mask_changes_it(pipe: Any, phot
         {"blend_start": 2},  # the window opens after the mask steps: they are not run twice
         {"masactrl": True, "masactrl_start_step": 1, "masactrl_start_layer": 2},
         {"guidance": 1.0},
+        # Unset margins scale with the working size: at 64 px they still leave a background.
+        {"dilate_px": None, "feather_px": None},
     ],
-    ids=["default", "late-window", "masactrl", "no-guidance"],
+    ids=["default", "late-window", "masactrl", "no-guidance", "proportional-margins"],
 )
 def test_every_pixel_outside_the_region_is_the_input(
     pipe: Any, photo: Image.Image, overrides: dict[str, Any]
