@@ -1,14 +1,15 @@
-"""Attention control for editing: cross-attention capture and mutual self-attention.
+"""Attention control: cross-attention capture, recording with gradients, mutual self-attention.
 
-LIPE's identity-aware mask comes from the cross-attention maps of the subject's
-identifier token; MasaCtrl keeps a subject's appearance while its pose changes by
-letting the edit's self-attention queries read the source's keys and values.
-Both need a hand inside the UNet's attention layers, and both are wanted only
-while an edit runs. So nothing here is installed permanently: `attention_control`
-swaps a processor into the UNet's transformer attention layers for the length of
-a `with` block and puts the original processors back on exit. Ordinary generation
-never sees these processors and pays nothing for them; inside the block, a layer
-with neither capture nor mutual attention active calls the original processor.
+Three users need a hand inside the UNet's attention layers. LIPE's identity-aware edit
+mask comes from the (detached) cross-attention maps of the subject's identifier token;
+MagiCapture's attention refocusing loss needs the head-averaged cross-attention
+probabilities of chosen layers *with* their gradients; MasaCtrl keeps a subject's
+appearance while its pose changes by letting the edit's self-attention queries read the
+source's keys and values. One processor serves all three, and nothing here is installed
+permanently: `attention_control` (or `CrossAttentionRecorder` for a training phase) swaps
+it into the UNet's transformer attention layers and puts the original processors back
+afterwards. Ordinary generation never sees it and pays nothing; while it is installed, a
+layer with nothing to capture, record or share calls the original processor.
 """
 
 from __future__ import annotations
@@ -49,12 +50,16 @@ class AttentionController:
     per layer over the steps they were captured in; `maps()` gives the means with
     shape (rows, h, w) in the order of `capture`'s rows. `step` is set by the sampling
     loop before each UNet call; mutual self-attention compares it with its start step.
+    `record` names cross-attention layers whose head-averaged probabilities are kept,
+    gradients and all, in `recorded[name]` as (batch, pixels, tokens) after each forward.
     """
 
-    latent_size: tuple[int, int]
+    latent_size: tuple[int, int] | None = None
     capture: dict[int, list[int]] | None = None
     mutual: MutualSelfAttention | None = None
     step: int = 0
+    record: frozenset[str] = frozenset()
+    recorded: dict[str, torch.Tensor] = field(default_factory=dict)
     _sums: dict[str, torch.Tensor] = field(default_factory=dict)
     _counts: dict[str, int] = field(default_factory=dict)
 
@@ -80,6 +85,8 @@ class AttentionController:
 
         The UNet's downsampling convolutions round up, so an odd side halves to its ceiling.
         """
+        if self.latent_size is None:
+            raise ValueError("capturing maps needs the latent size of the run")
         height, width = self.latent_size
         while height * width > tokens:
             height, width = math.ceil(height / 2), math.ceil(width / 2)
@@ -126,6 +133,7 @@ class _ControlledAttnProcessor:
         control = self.controller
         is_cross = encoder_hidden_states is not None
         capture = control.capture if is_cross else None
+        record = is_cross and self.name in control.record
         mutual = None
         if (
             not is_cross
@@ -135,10 +143,10 @@ class _ControlledAttnProcessor:
             and self.self_index >= control.mutual.start_layer
         ):
             mutual = control.mutual
-        if capture is None and mutual is None:
+        if capture is None and mutual is None and not record:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
         return self._controlled(
-            attn, hidden_states, encoder_hidden_states, attention_mask, temb, capture, mutual
+            attn, hidden_states, encoder_hidden_states, attention_mask, temb, capture, mutual, record
         )
 
     def _controlled(
@@ -150,10 +158,12 @@ class _ControlledAttnProcessor:
         temb: torch.Tensor | None,
         capture: dict[int, list[int]] | None,
         mutual: MutualSelfAttention | None,
+        record: bool,
     ) -> torch.Tensor:
         # Mirrors diffusers' AttnProcessor2_0 so that the layer's output is the same as the
-        # stock path's; capture reads the probabilities on the side, mutual attention swaps
-        # the key/value rows before the product.
+        # stock path's; capture and record read the probabilities on the side (the same
+        # softmax, so gradients of a loss on them reach to_q/to_k exactly as through the
+        # output), mutual attention swaps the key/value rows before the product.
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -192,8 +202,15 @@ class _ControlledAttnProcessor:
                 rows[target] = source
             key, value = key[rows], value[rows]
 
-        if capture is not None:
-            self._capture(query, key, attention_mask, capture, attn.scale)
+        if capture is not None or record:
+            scores = (query.float() @ key.float().transpose(-1, -2)) * attn.scale
+            if attention_mask is not None:
+                scores = scores + attention_mask.float()
+            probs = scores.softmax(dim=-1)  # (batch, heads, queries, tokens)
+            if record:
+                self.controller.recorded[self.name] = probs.mean(dim=1).to(query.dtype)
+            if capture is not None:
+                self._capture(probs.detach(), capture)
 
         out = nnf.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0)
         out = out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
@@ -205,21 +222,9 @@ class _ControlledAttnProcessor:
             out = out + residual
         return out / attn.rescale_output_factor
 
-    def _capture(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        capture: dict[int, list[int]],
-        scale: float,
-    ) -> None:
+    def _capture(self, probs: torch.Tensor, capture: dict[int, list[int]]) -> None:
         rows = list(capture)
-        index = torch.tensor(rows, device=query.device)
-        scores = (query[index].float() @ key[index].float().transpose(-1, -2)) * scale
-        if attention_mask is not None:
-            scores = scores + attention_mask[index].float()
-        probs = scores.softmax(dim=-1)  # (rows, heads, queries, tokens)
-        per_row = [probs[i, :, :, capture[row]].mean(dim=(0, 2)) for i, row in enumerate(rows)]
+        per_row = [probs[row, :, :, capture[row]].mean(dim=(0, 2)) for row in rows]
         maps = torch.stack(per_row)  # (rows, queries)
         h, w = self.controller.spatial_size(maps.shape[-1])
         self.controller._record(self.name, maps.view(len(rows), h, w))
@@ -262,3 +267,85 @@ def token_positions(tokenizer: Any, prompt: str, token: str) -> list[int]:
         if prompt_ids[start : start + span] == token_ids:
             return list(range(start, start + span))
     raise ValueError(f"the prompt {prompt!r} does not contain the token {token!r}")
+
+
+# A quarter of the latent side: the 16x16 maps of SD 1.5 at 512 px, 32x32 of SDXL at 1024 px,
+# 8x8 of the tiny model at 64 px.
+REFOCUS_LEVEL = 2
+
+
+def cross_attention_layers(unet: nn.Module, level: int = REFOCUS_LEVEL) -> list[str]:
+    """The cross-attention layers of the down and up blocks working at latent / 2**level.
+
+    down_blocks[i] works at latent / 2**i; up_blocks[j] at latent / 2**(n - 1 - j). The mid
+    block is left out, as in MagiCapture's code.
+    """
+    up_count = len(unet.up_blocks)  # type: ignore[arg-type]
+    prefixes = (f"down_blocks.{level}.", f"up_blocks.{up_count - 1 - level}.")
+    names = [
+        name
+        for name, _ in transformer_attention_layers(unet)
+        if name.endswith("attn2") and name.startswith(prefixes)
+    ]
+    if not names:
+        raise ValueError(f"the UNet has no cross-attention at level {level} (latent / {2**level})")
+    return names
+
+
+class CrossAttentionRecorder:
+    """Records `layers`' cross-attention with gradients, for a training phase.
+
+    `maps[name]` is (batch, pixels, tokens) after a forward. Use as a context manager, or
+    install()/remove() around a training phase; removed, the UNet has its own processors back.
+    """
+
+    def __init__(self, unet: nn.Module, layers: list[str] | None = None) -> None:
+        self.unet = unet
+        self.layers = layers if layers is not None else cross_attention_layers(unet)
+        self.controller = AttentionController(record=frozenset(self.layers))
+        self._control: contextlib.ExitStack | None = None
+
+    @property
+    def maps(self) -> dict[str, torch.Tensor]:
+        return self.controller.recorded
+
+    @property
+    def installed(self) -> bool:
+        return self._control is not None
+
+    def install(self) -> None:
+        if self._control is None:
+            stack = contextlib.ExitStack()
+            stack.enter_context(attention_control(self.unet, self.controller))
+            self._control = stack
+
+    def remove(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        self.maps.clear()
+
+    def __enter__(self) -> CrossAttentionRecorder:
+        self.install()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
+
+    def token_maps(self, positions: torch.Tensor, shape: tuple[int, int] | None = None) -> torch.Tensor:
+        """Mean over the recorded layers of each sample's maps for chosen token positions.
+
+        positions: (batch, K) long, the index of token k in sample b's prompt.
+        shape: the maps' (height, width); square when not given.
+        Returns (batch, K, height, width).
+        """
+        if not self.maps:
+            raise RuntimeError("no cross-attention recorded: run the UNet with the recorder installed")
+        stacked = torch.stack([self.maps[name] for name in self.layers]).mean(dim=0)  # (B, pixels, tokens)
+        side = round(stacked.shape[1] ** 0.5)
+        height, width = shape or (side, side)
+        if height * width != stacked.shape[1]:
+            raise ValueError(f"recorded maps of {stacked.shape[1]} pixels are not {height}x{width}")
+        index = positions[:, None, :].expand(-1, stacked.shape[1], -1)
+        chosen = torch.gather(stacked, 2, index)  # (B, pixels, K)
+        return chosen.permute(0, 2, 1).reshape(positions.shape[0], positions.shape[1], height, width)

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional
 
 from personalization import artifacts
-from personalization.cross_attention import CrossAttentionRecorder
+from personalization.attention import CrossAttentionRecorder
 from personalization.dataset import DatasetError, PreparedDataset, load_image_tensor, load_mask_tensor
 from personalization.losses import (
     attention_refocus_loss,
@@ -947,7 +947,7 @@ class Trainer:
 
     def preview(self) -> Image.Image:
         """An image from the current weights, with its own generator so training draws are unaffected."""
-        installed = self.recorder is not None and self.recorder._original is not None
+        installed = self.recorder is not None and self.recorder.installed
         if self.recorder is not None:
             self.recorder.remove()
         try:

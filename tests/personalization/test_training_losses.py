@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from personalization.cross_attention import CrossAttentionRecorder, cross_attention_layers
+from personalization.attention import CrossAttentionRecorder, cross_attention_layers
 from personalization.losses import attention_refocus_loss, masked_mse, min_max_scale
 from personalization.models import load_pipeline
 from personalization.training import TrainableTokenRows
@@ -85,9 +85,9 @@ def test_refocusing_gradient_reaches_the_lora_parameters(tiny_sd: Path) -> None:
             nn.init.normal_(parameter, std=0.1)  # a LoRA that has already trained a little
     layers = cross_attention_layers(unet)
     assert layers == [
-        "down_blocks.2.attentions.0.transformer_blocks.0.attn2.processor",
-        "up_blocks.0.attentions.0.transformer_blocks.0.attn2.processor",
-        "up_blocks.0.attentions.1.transformer_blocks.0.attn2.processor",
+        "down_blocks.2.attentions.0.transformer_blocks.0.attn2",
+        "up_blocks.0.attentions.0.transformer_blocks.0.attn2",
+        "up_blocks.0.attentions.1.transformer_blocks.0.attn2",
     ]
     ids = pipe.tokenizer(
         ["a photo of a person"], padding="max_length", max_length=77, return_tensors="pt"
@@ -102,11 +102,10 @@ def test_refocusing_gradient_reaches_the_lora_parameters(tiny_sd: Path) -> None:
         loss = attention_refocus_loss(maps, masks)
         loss.backward()
     assert loss.item() > 0
-    recorded = [name.removesuffix(".processor") for name in layers]
     grads = {
         name: parameter.grad
         for name, parameter in unet.named_parameters()
-        if "lora_" in name and any(name.startswith(layer) for layer in recorded)
+        if "lora_" in name and any(name.startswith(layer) for layer in layers)
     }
     assert grads and all(grad is not None and grad.abs().sum() > 0 for grad in grads.values())
     # Leaving the recorder restores the fused processors: inference pays nothing.
