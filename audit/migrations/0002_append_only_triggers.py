@@ -9,6 +9,8 @@ queryset guards and on `verify_audit`.
 
 from django.db import migrations
 
+from tenancy.migration_ops import postgresql_sql
+
 FORWARD = """
 CREATE OR REPLACE FUNCTION audit_reject_change() RETURNS trigger AS $$
 BEGIN
@@ -44,17 +46,7 @@ DROP FUNCTION IF EXISTS audit_reject_change();
 """
 
 
-def _run(sql: str):  # type: ignore[no-untyped-def]
-    def apply(apps, schema_editor):  # type: ignore[no-untyped-def]
-        if schema_editor.connection.vendor == "postgresql":
-            # Through the raw cursor with no parameters: the plpgsql bodies contain '%'.
-            with schema_editor.connection.cursor() as cursor:
-                cursor.execute(sql)
-
-    return apply
-
-
 class Migration(migrations.Migration):
     dependencies = [("audit", "0001_initial")]
 
-    operations = [migrations.RunPython(_run(FORWARD), _run(BACKWARD), elidable=False)]
+    operations = [postgresql_sql(FORWARD, BACKWARD)]

@@ -8,6 +8,8 @@ a record being exactly what was signed. Other databases rely on the model guard
 
 from django.db import migrations
 
+from tenancy.migration_ops import postgresql_sql
+
 TABLES = (
     "consent_retentionschedule",
     "consent_consenttemplate",
@@ -37,17 +39,7 @@ BACKWARD = "".join(f"DROP TRIGGER IF EXISTS {table}_write_once ON {table};\n" fo
 )
 
 
-def _run(sql: str):  # type: ignore[no-untyped-def]
-    def apply(apps, schema_editor):  # type: ignore[no-untyped-def]
-        if schema_editor.connection.vendor == "postgresql":
-            # Raw cursor, no parameters: the plpgsql body contains '%'.
-            with schema_editor.connection.cursor() as cursor:
-                cursor.execute(sql)
-
-    return apply
-
-
 class Migration(migrations.Migration):
     dependencies = [("consent", "0001_initial")]
 
-    operations = [migrations.RunPython(_run(FORWARD), _run(BACKWARD), elidable=False)]
+    operations = [postgresql_sql(FORWARD, BACKWARD)]
