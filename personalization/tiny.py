@@ -10,14 +10,22 @@ CrossAttnDownBlock2D (the SDXL layout), at 32, 16 and 8 latent pixels. MagiCaptu
 attention refocusing reads the cross-attention maps at a quarter of the latent side
 (16x16 for SD 1.5 at 512 px, 32x32 for SDXL at 1024 px); on the tiny model at 64 px that
 is the 8x8 level: down_blocks.2 and up_blocks.0.
+
+Latent scale: SD's VAE scaling factor (0.18215) is 1 / std of *its* VAE's latents, chosen so
+that the diffusion model sees unit-variance latents. A random VAE has its own spread, so the
+builder measures the factor the same way on skimage's bundled sample photos and saves it in
+the VAE config: training, generation, editing and the benchmarks all get unit-variance latents
+from `vae.config.scaling_factor` with no special case.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -27,9 +35,15 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from PIL import Image
+from skimage import data as sample_data
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 TEXT_HIDDEN_SIZE = 32
+# skimage's bundled photos (no download): portraits, an animal, objects, a scene, text-like coins.
+CALIBRATION_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins")
+# The tiny VAE's posterior standard deviation, in unscaled latent units (its means spread ~0.18).
+POSTERIOR_STD = 0.01
 START_OF_TEXT = "<|startoftext|>"
 END_OF_TEXT = "<|endoftext|>"
 
@@ -128,8 +142,42 @@ def _vae(*, xl: bool) -> AutoencoderKL:
         norm_num_groups=8,
         latent_channels=4,
         sample_size=64,
-        scaling_factor=0.13025 if xl else 0.18215,
     )
+
+
+def _narrow_posterior(vae: AutoencoderKL) -> None:
+    """Gives the random VAE a trained VAE's narrow posterior.
+
+    Random weights put the log-variance near 0, i.e. posterior noise of std ~1 on latents whose
+    means spread ~0.18: training (which samples the posterior) would learn noise, and no single
+    scaling factor could give both sampled and mean latents unit variance. The log-variance half
+    of quant_conv is set to a constant so the posterior std is POSTERIOR_STD everywhere.
+    """
+    channels = int(vae.config.latent_channels)
+    with torch.no_grad():
+        vae.quant_conv.weight[channels:].zero_()
+        vae.quant_conv.bias[channels:].fill_(2 * math.log(POSTERIOR_STD))
+
+
+def calibration_batch(size: int) -> torch.Tensor:
+    """CALIBRATION_IMAGES as RGB, resized to size x size, in [-1, 1]: (N, 3, size, size)."""
+    images = []
+    for name in CALIBRATION_IMAGES:
+        picture = Image.fromarray(getattr(sample_data, name)()).convert("RGB")
+        picture = picture.resize((size, size), Image.Resampling.LANCZOS)
+        images.append(torch.from_numpy(np.array(picture)).permute(2, 0, 1).float() / 127.5 - 1.0)
+    return torch.stack(images)
+
+
+def latent_scaling_factor(vae: AutoencoderKL) -> float:
+    """1 / std of the VAE's latents over the calibration photos, as SD's 0.18215 was measured.
+
+    The posterior means are used (deterministic); with the narrow posterior they are the samples
+    up to POSTERIOR_STD.
+    """
+    with torch.no_grad():
+        latents = vae.encode(calibration_batch(int(vae.config.sample_size))).latent_dist.mean
+    return float(1.0 / latents.float().std())
 
 
 def build_tiny_pipeline(
@@ -144,8 +192,10 @@ def build_tiny_pipeline(
         torch.manual_seed(seed)
         unet = _unet(xl=xl)
         vae = _vae(xl=xl)
+        _narrow_posterior(vae)
         text_encoder = CLIPTextModel(_text_config(vocab_size, bos_id, eos_id))
         text_encoder_2 = CLIPTextModelWithProjection(_text_config(vocab_size, bos_id, eos_id)) if xl else None
+    vae.register_to_config(scaling_factor=latent_scaling_factor(vae))
     return assemble_pipeline(
         unet=unet,
         vae=vae,
