@@ -25,7 +25,6 @@ import math
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -38,6 +37,8 @@ from diffusers import (
 from PIL import Image
 from skimage import data as sample_data
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from personalization.dataset import image_tensor
 
 TEXT_HIDDEN_SIZE = 32
 # skimage's bundled photos (no download): portraits, an animal, objects, a scene, text-like coins.
@@ -161,12 +162,10 @@ def _narrow_posterior(vae: AutoencoderKL) -> None:
 
 def calibration_batch(size: int) -> torch.Tensor:
     """CALIBRATION_IMAGES as RGB, resized to size x size, in [-1, 1]: (N, 3, size, size)."""
-    images = []
-    for name in CALIBRATION_IMAGES:
-        picture = Image.fromarray(getattr(sample_data, name)()).convert("RGB")
-        picture = picture.resize((size, size), Image.Resampling.LANCZOS)
-        images.append(torch.from_numpy(np.array(picture)).permute(2, 0, 1).float() / 127.5 - 1.0)
-    return torch.stack(images)
+    pictures = [Image.fromarray(getattr(sample_data, name)()) for name in CALIBRATION_IMAGES]
+    return torch.stack(
+        [image_tensor(picture.resize((size, size), Image.Resampling.LANCZOS)) for picture in pictures]
+    )
 
 
 def latent_scaling_factor(vae: AutoencoderKL) -> float:

@@ -23,9 +23,8 @@ from personalization.dataset import PreparedDataset
 from personalization.generate import GenerationSettings, generate, load_generator
 from personalization.prompts import PRESETS, PromptError, preset_prompt
 from personalization.training import TrainConfig, train
+from tests.personalization.conftest import FACES
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
 SOURCE = "a photo of <sks> person, neutral expression, looking at the camera"
 TARGET = "a photo of <sks> person, smiling with teeth, looking at the camera"
 

@@ -14,7 +14,7 @@ from PIL import Image
 from personalization.edit import encode_image
 from personalization.models import ModelLoadError, detect_kind, load_pipeline, pick_device, pipeline_kind
 from personalization.tiny import build_tiny_pipeline, calibration_batch
-from tests.personalization.conftest import FACES
+from tests.personalization.conftest import FACES, tiny_image
 
 
 def test_detects_and_loads_sd15(tiny_sd: Path) -> None:
@@ -63,14 +63,7 @@ def test_tiny_model_is_deterministic_and_generates(tiny_sd: Path) -> None:
     assert not all(torch.equal(first[key], other[key]) for key in first)
 
     pipe = load_pipeline(tiny_sd, device="cpu")
-    image = pipe(
-        "a photo of a person",
-        num_inference_steps=2,
-        height=64,
-        width=64,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-    ).images[0]
+    image = tiny_image(pipe, "a photo of a person")
     assert image.shape == (64, 64, 3)
     assert np.isfinite(image).all()
 
