@@ -1,15 +1,19 @@
-"""Attention control: cross-attention capture, recording with gradients, mutual self-attention.
+"""One attention processor for everything that needs a hand inside the UNet's attention layers.
 
-Three users need a hand inside the UNet's attention layers. LIPE's identity-aware edit
-mask comes from the (detached) cross-attention maps of the subject's identifier token;
-MagiCapture's attention refocusing loss needs the head-averaged cross-attention
-probabilities of chosen layers *with* their gradients; MasaCtrl keeps a subject's
-appearance while its pose changes by letting the edit's self-attention queries read the
-source's keys and values. One processor serves all three, and nothing here is installed
-permanently: `attention_control` (or `CrossAttentionRecorder` for a training phase) swaps
-it into the UNet's transformer attention layers and puts the original processors back
-afterwards. Ordinary generation never sees it and pays nothing; while it is installed, a
-layer with nothing to capture, record or share calls the original processor.
+Three users, one design:
+- training (MagiCapture's attention refocusing) needs the softmaxed text-to-image attention of
+  the identifier tokens at the "16x16" level *with gradients*, on every training step;
+- editing (LIPE's identity-aware mask) needs the identifier token's cross-attention maps,
+  detached and averaged over the sampling steps;
+- editing with MasaCtrl needs the edit's self-attention queries to read the source's keys and
+  values.
+
+An `AttentionController` holds what is switched on (`record`: layers whose full maps are kept
+with gradients; `capture`: rows and token positions recorded detached; `mutual`: mutual
+self-attention). `install` swaps one `_ControlledAttnProcessor` into every transformer attention
+layer; `remove` (or leaving `attention_control`'s `with` block) puts the original processors
+back. Nothing is installed permanently, so ordinary inference never runs this code; and while
+installed, a layer with nothing switched on for it calls its original (fused) processor.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from torch import nn
 from torch.nn import functional as nnf
 
 _BLOCK_ORDER = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+
+# A quarter of the latent side: the 16x16 maps of SD 1.5 at 512 px, 32x32 of SDXL at 1024 px,
+# 8x8 of the tiny model at 64 px.
+REFOCUS_LEVEL = 2
 
 
 @dataclass(frozen=True)
@@ -43,25 +51,67 @@ class MutualSelfAttention:
 
 @dataclass
 class AttentionController:
-    """Shared state of the processors that `attention_control` installs.
+    """What the installed processors do, and what they recorded.
 
-    `capture` maps a batch row to the prompt token positions whose cross-attention
-    probabilities are recorded (None: nothing is recorded). Recorded maps are summed
-    per layer over the steps they were captured in; `maps()` gives the means with
-    shape (rows, h, w) in the order of `capture`'s rows. `step` is set by the sampling
-    loop before each UNet call; mutual self-attention compares it with its start step.
-    `record` names cross-attention layers whose head-averaged probabilities are kept,
-    gradients and all, in `recorded[name]` as (batch, pixels, tokens) after each forward.
+    `record`: names of cross-attention layers (module names, e.g. "down_blocks.2.attentions.0.
+    transformer_blocks.0.attn2") whose head-averaged probabilities (batch, pixels, tokens) are kept
+    in `recorded` with their autograd graph, overwritten by every forward: the training path.
+    `capture`: batch row -> prompt token positions whose cross-attention probabilities are
+    recorded detached, in every cross-attention layer, and summed over the forwards they were
+    captured in; `maps()` gives the means with shape (rows, h, w): the editing path.
+    `mutual`: MasaCtrl's mutual self-attention, compared with `step`, which the sampling loop
+    sets before each UNet call.
+    `latent_size` is the (h, w) of the UNet's input, from which each layer's map shape follows.
     """
 
-    latent_size: tuple[int, int] | None = None
+    latent_size: tuple[int, int]
+    record: tuple[str, ...] = ()
     capture: dict[int, list[int]] | None = None
     mutual: MutualSelfAttention | None = None
     step: int = 0
-    record: frozenset[str] = frozenset()
     recorded: dict[str, torch.Tensor] = field(default_factory=dict)
     _sums: dict[str, torch.Tensor] = field(default_factory=dict)
     _counts: dict[str, int] = field(default_factory=dict)
+    _installed: tuple[nn.Module, dict[str, Any]] | None = field(default=None, repr=False)
+
+    # ---- installation ------------------------------------------------------------------------
+
+    @property
+    def installed(self) -> bool:
+        return self._installed is not None
+
+    def install(self, unet: nn.Module) -> None:
+        """Swap the controlled processor into every transformer attention layer (idempotent)."""
+        if self._installed is not None:
+            if self._installed[0] is not unet:
+                raise RuntimeError("the controller is installed on another UNet")
+            return
+        layers = transformer_attention_layers(unet)
+        known = {name for name, _ in layers}
+        unknown = [name for name in self.record if name not in known or not name.endswith("attn2")]
+        if unknown:
+            raise ValueError(f"not cross-attention layers of this UNet: {', '.join(unknown)}")
+        originals = {name: module.processor for name, module in layers}
+        self_index = 0
+        for name, module in layers:
+            index = None
+            if name.endswith("attn1"):
+                index = self_index
+                self_index += 1
+            module.set_processor(_ControlledAttnProcessor(self, name, index, originals[name]))
+        self._installed = (unet, originals)
+
+    def remove(self) -> None:
+        """Put the original processors back and drop the graph-carrying records."""
+        if self._installed is None:
+            return
+        unet, originals = self._installed
+        for name, module in transformer_attention_layers(unet):
+            module.set_processor(originals[name])
+        self._installed = None
+        self.recorded.clear()
+
+    # ---- detached capture (editing) ------------------------------------------------------------
 
     def reset_maps(self) -> None:
         self._sums.clear()
@@ -71,8 +121,7 @@ class AttentionController:
         """Mean captured map per layer, float32, shape (len(capture rows), h, w)."""
         return {name: total / self._counts[name] for name, total in self._sums.items()}
 
-    def _record(self, name: str, maps: torch.Tensor) -> None:
-        maps = maps.detach().float()
+    def _accumulate(self, name: str, maps: torch.Tensor) -> None:
         if name in self._sums:
             self._sums[name] += maps
             self._counts[name] += 1
@@ -80,19 +129,44 @@ class AttentionController:
             self._sums[name] = maps.clone()
             self._counts[name] = 1
 
+    # ---- recorded maps with gradients (training) -----------------------------------------------
+
+    def token_maps(self, positions: torch.Tensor) -> torch.Tensor:
+        """Mean over the `record` layers of each sample's maps for chosen token positions.
+
+        positions: (batch, K) long, the index of token k in sample b's prompt.
+        Returns (batch, K, h, w), differentiable.
+        """
+        missing = [name for name in self.record if name not in self.recorded]
+        if not self.record or missing:
+            raise RuntimeError("no cross-attention recorded: run the UNet with the controller installed")
+        stacked = torch.stack([self.recorded[name] for name in self.record]).mean(dim=0)  # (B, P, T)
+        height, width = self.spatial_size(stacked.shape[1])
+        index = positions[:, None, :].expand(-1, stacked.shape[1], -1)
+        chosen = torch.gather(stacked, 2, index)  # (B, pixels, K)
+        return chosen.permute(0, 2, 1).reshape(positions.shape[0], positions.shape[1], height, width)
+
     def spatial_size(self, tokens: int) -> tuple[int, int]:
         """The (h, w) of a layer with `tokens` query positions: the latent halved until it matches.
 
         The UNet's downsampling convolutions round up, so an odd side halves to its ceiling.
         """
-        if self.latent_size is None:
-            raise ValueError("capturing maps needs the latent size of the run")
         height, width = self.latent_size
         while height * width > tokens:
             height, width = math.ceil(height / 2), math.ceil(width / 2)
         if height * width != tokens:
             raise ValueError(f"{tokens} query positions do not match latent size {self.latent_size}")
         return height, width
+
+
+@contextlib.contextmanager
+def attention_control(unet: nn.Module, controller: AttentionController) -> Iterator[AttentionController]:
+    """The controller installed on the UNet for the length of a `with` block."""
+    controller.install(unet)
+    try:
+        yield controller
+    finally:
+        controller.remove()
 
 
 def transformer_attention_layers(unet: nn.Module) -> list[tuple[str, Any]]:
@@ -109,8 +183,46 @@ def transformer_attention_layers(unet: nn.Module) -> list[tuple[str, Any]]:
     return sorted(layers, key=lambda item: _BLOCK_ORDER.get(item[0].split(".", 1)[0], 3))
 
 
+def cross_attention_layers(unet: Any, level: int = REFOCUS_LEVEL) -> tuple[str, ...]:
+    """Names of the cross-attention layers of the down and up blocks working at latent / 2**level.
+
+    down_blocks[i] works at latent / 2**i; up_blocks[j] at latent / 2**(n - 1 - j). The mid block
+    is left out, as in MagiCapture's code.
+    """
+    up_count = len(unet.up_blocks)
+    prefixes = (f"down_blocks.{level}.", f"up_blocks.{up_count - 1 - level}.")
+    names = tuple(
+        name
+        for name, _ in transformer_attention_layers(unet)
+        if name.endswith("attn2") and name.startswith(prefixes)
+    )
+    if not names:
+        raise ValueError(f"the UNet has no cross-attention at level {level} (latent / {2**level})")
+    return names
+
+
+def count_self_attention_layers(unet: nn.Module) -> int:
+    """How many self-attention layers MasaCtrl's start layer is counted over (16 in SD 1.5)."""
+    return sum(1 for name, _ in transformer_attention_layers(unet) if name.endswith("attn1"))
+
+
+def _probabilities(
+    attn: Any, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """softmax(q kᵀ · scale + mask) of (batch, heads, queries, dim) tensors, upcast as the layer asks."""
+    dtype = query.dtype
+    if attn.upcast_attention:
+        query, key = query.float(), key.float()
+    scores = (query @ key.transpose(-1, -2)) * attn.scale
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    if attn.upcast_softmax:
+        scores = scores.float()
+    return scores.softmax(dim=-1).to(dtype)
+
+
 class _ControlledAttnProcessor:
-    """Replaces one layer's processor while `attention_control` is active."""
+    """Replaces one layer's processor while a controller is installed."""
 
     def __init__(
         self, controller: AttentionController, name: str, self_index: int | None, original: Any
@@ -132,8 +244,8 @@ class _ControlledAttnProcessor:
     ) -> torch.Tensor:
         control = self.controller
         is_cross = encoder_hidden_states is not None
+        keep = is_cross and self.name in control.record
         capture = control.capture if is_cross else None
-        record = is_cross and self.name in control.record
         mutual = None
         if (
             not is_cross
@@ -143,10 +255,10 @@ class _ControlledAttnProcessor:
             and self.self_index >= control.mutual.start_layer
         ):
             mutual = control.mutual
-        if capture is None and mutual is None and not record:
+        if not keep and capture is None and mutual is None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
         return self._controlled(
-            attn, hidden_states, encoder_hidden_states, attention_mask, temb, capture, mutual, record
+            attn, hidden_states, encoder_hidden_states, attention_mask, temb, keep, capture, mutual
         )
 
     def _controlled(
@@ -156,14 +268,15 @@ class _ControlledAttnProcessor:
         encoder_hidden_states: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
         temb: torch.Tensor | None,
+        keep: bool,
         capture: dict[int, list[int]] | None,
         mutual: MutualSelfAttention | None,
-        record: bool,
     ) -> torch.Tensor:
-        # Mirrors diffusers' AttnProcessor2_0 so that the layer's output is the same as the
-        # stock path's; capture and record read the probabilities on the side (the same
-        # softmax, so gradients of a loss on them reach to_q/to_k exactly as through the
-        # output), mutual attention swaps the key/value rows before the product.
+        # Mirrors diffusers' AttnProcessor2_0 so that the layer's output is the stock path's.
+        # Mutual attention swaps the key/value rows before the product. Detached capture reads the
+        # probabilities on the side and keeps the fused SDPA; a recorded (graph-carrying) layer
+        # computes the probabilities explicitly and uses them for the output, so the refocusing
+        # loss's gradient reaches the layer's query and key projections.
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -202,17 +315,16 @@ class _ControlledAttnProcessor:
                 rows[target] = source
             key, value = key[rows], value[rows]
 
-        if capture is not None or record:
-            scores = (query.float() @ key.float().transpose(-1, -2)) * attn.scale
-            if attention_mask is not None:
-                scores = scores + attention_mask.float()
-            probs = scores.softmax(dim=-1)  # (batch, heads, queries, tokens)
-            if record:
-                self.controller.recorded[self.name] = probs.mean(dim=1).to(query.dtype)
-            if capture is not None:
-                self._capture(probs.detach(), capture)
+        probs = _probabilities(attn, query, key, attention_mask) if keep else None
+        if probs is not None:
+            self.controller.recorded[self.name] = probs.mean(dim=1)  # (batch, pixels, tokens)
+        if capture is not None:
+            self._capture(attn, query, key, attention_mask, capture, probs)
 
-        out = nnf.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0)
+        if probs is not None:
+            out = probs @ value
+        else:
+            out = nnf.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0)
         out = out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
         out = attn.to_out[0](out)
         out = attn.to_out[1](out)
@@ -222,36 +334,27 @@ class _ControlledAttnProcessor:
             out = out + residual
         return out / attn.rescale_output_factor
 
-    def _capture(self, probs: torch.Tensor, capture: dict[int, list[int]]) -> None:
+    def _capture(
+        self,
+        attn: Any,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        capture: dict[int, list[int]],
+        probs: torch.Tensor | None,
+    ) -> None:
         rows = list(capture)
-        per_row = [probs[row, :, :, capture[row]].mean(dim=(0, 2)) for row in rows]
-        maps = torch.stack(per_row)  # (rows, queries)
+        index = torch.tensor(rows, device=query.device)
+        with torch.no_grad():
+            if probs is None:
+                mask = None if attention_mask is None else attention_mask[index].float()
+                chosen = _probabilities(attn, query[index].float(), key[index].float(), mask)
+            else:
+                chosen = probs[index].float()  # (rows, heads, queries, tokens)
+            per_row = [chosen[i, :, :, capture[row]].mean(dim=(0, 2)) for i, row in enumerate(rows)]
+            maps = torch.stack(per_row)  # (rows, queries)
         h, w = self.controller.spatial_size(maps.shape[-1])
-        self.controller._record(self.name, maps.view(len(rows), h, w))
-
-
-@contextlib.contextmanager
-def attention_control(unet: nn.Module, controller: AttentionController) -> Iterator[AttentionController]:
-    """Install controlled processors on the UNet's transformer attention for the block's length."""
-    layers = transformer_attention_layers(unet)
-    originals = {name: module.processor for name, module in layers}
-    self_index = 0
-    try:
-        for name, module in layers:
-            index = None
-            if name.endswith("attn1"):
-                index = self_index
-                self_index += 1
-            module.set_processor(_ControlledAttnProcessor(controller, name, index, originals[name]))
-        yield controller
-    finally:
-        for name, module in layers:
-            module.set_processor(originals[name])
-
-
-def count_self_attention_layers(unet: nn.Module) -> int:
-    """How many self-attention layers MasaCtrl's start layer is counted over (16 in SD 1.5)."""
-    return sum(1 for name, _ in transformer_attention_layers(unet) if name.endswith("attn1"))
+        self.controller._accumulate(self.name, maps.view(len(rows), h, w))
 
 
 def token_positions(tokenizer: Any, prompt: str, token: str) -> list[int]:
@@ -267,85 +370,3 @@ def token_positions(tokenizer: Any, prompt: str, token: str) -> list[int]:
         if prompt_ids[start : start + span] == token_ids:
             return list(range(start, start + span))
     raise ValueError(f"the prompt {prompt!r} does not contain the token {token!r}")
-
-
-# A quarter of the latent side: the 16x16 maps of SD 1.5 at 512 px, 32x32 of SDXL at 1024 px,
-# 8x8 of the tiny model at 64 px.
-REFOCUS_LEVEL = 2
-
-
-def cross_attention_layers(unet: nn.Module, level: int = REFOCUS_LEVEL) -> list[str]:
-    """The cross-attention layers of the down and up blocks working at latent / 2**level.
-
-    down_blocks[i] works at latent / 2**i; up_blocks[j] at latent / 2**(n - 1 - j). The mid
-    block is left out, as in MagiCapture's code.
-    """
-    up_count = len(unet.up_blocks)  # type: ignore[arg-type]
-    prefixes = (f"down_blocks.{level}.", f"up_blocks.{up_count - 1 - level}.")
-    names = [
-        name
-        for name, _ in transformer_attention_layers(unet)
-        if name.endswith("attn2") and name.startswith(prefixes)
-    ]
-    if not names:
-        raise ValueError(f"the UNet has no cross-attention at level {level} (latent / {2**level})")
-    return names
-
-
-class CrossAttentionRecorder:
-    """Records `layers`' cross-attention with gradients, for a training phase.
-
-    `maps[name]` is (batch, pixels, tokens) after a forward. Use as a context manager, or
-    install()/remove() around a training phase; removed, the UNet has its own processors back.
-    """
-
-    def __init__(self, unet: nn.Module, layers: list[str] | None = None) -> None:
-        self.unet = unet
-        self.layers = layers if layers is not None else cross_attention_layers(unet)
-        self.controller = AttentionController(record=frozenset(self.layers))
-        self._control: contextlib.ExitStack | None = None
-
-    @property
-    def maps(self) -> dict[str, torch.Tensor]:
-        return self.controller.recorded
-
-    @property
-    def installed(self) -> bool:
-        return self._control is not None
-
-    def install(self) -> None:
-        if self._control is None:
-            stack = contextlib.ExitStack()
-            stack.enter_context(attention_control(self.unet, self.controller))
-            self._control = stack
-
-    def remove(self) -> None:
-        if self._control is not None:
-            self._control.close()
-            self._control = None
-        self.maps.clear()
-
-    def __enter__(self) -> CrossAttentionRecorder:
-        self.install()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.remove()
-
-    def token_maps(self, positions: torch.Tensor, shape: tuple[int, int] | None = None) -> torch.Tensor:
-        """Mean over the recorded layers of each sample's maps for chosen token positions.
-
-        positions: (batch, K) long, the index of token k in sample b's prompt.
-        shape: the maps' (height, width); square when not given.
-        Returns (batch, K, height, width).
-        """
-        if not self.maps:
-            raise RuntimeError("no cross-attention recorded: run the UNet with the recorder installed")
-        stacked = torch.stack([self.maps[name] for name in self.layers]).mean(dim=0)  # (B, pixels, tokens)
-        side = round(stacked.shape[1] ** 0.5)
-        height, width = shape or (side, side)
-        if height * width != stacked.shape[1]:
-            raise ValueError(f"recorded maps of {stacked.shape[1]} pixels are not {height}x{width}")
-        index = positions[:, None, :].expand(-1, stacked.shape[1], -1)
-        chosen = torch.gather(stacked, 2, index)  # (B, pixels, K)
-        return chosen.permute(0, 2, 1).reshape(positions.shape[0], positions.shape[1], height, width)

@@ -129,10 +129,14 @@ def dataset_hash(dataset: PreparedDataset) -> str:
     return digest.hexdigest()
 
 
-def load_image_tensor(path: Path) -> torch.Tensor:
+def image_tensor(image: Image.Image) -> torch.Tensor:
     """(3, H, W) float in [-1, 1], the VAE's input range."""
-    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def load_image_tensor(path: Path) -> torch.Tensor:
+    return image_tensor(Image.open(path))
 
 
 def load_mask_tensor(path: Path) -> torch.Tensor:

@@ -10,15 +10,21 @@ CrossAttnDownBlock2D (the SDXL layout), at 32, 16 and 8 latent pixels. MagiCaptu
 attention refocusing reads the cross-attention maps at a quarter of the latent side
 (16x16 for SD 1.5 at 512 px, 32x32 for SDXL at 1024 px); on the tiny model at 64 px that
 is the 8x8 level: down_blocks.2 and up_blocks.0.
+
+Latent scale: SD's VAE scaling factor (0.18215) is 1 / std of *its* VAE's latents, chosen so
+that the diffusion model sees unit-variance latents. A random VAE has its own spread, so the
+builder measures the factor the same way on skimage's bundled sample photos and saves it in
+the VAE config: training, generation, editing and the benchmarks all get unit-variance latents
+from `vae.config.scaling_factor` with no special case.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -29,9 +35,16 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from PIL import Image
+from skimage import data as sample_data
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from personalization.dataset import image_tensor
+
 TEXT_HIDDEN_SIZE = 32
+# skimage's bundled photos (no download): portraits, an animal, objects, a scene, text-like coins.
+CALIBRATION_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins")
+# The tiny VAE's posterior standard deviation, in unscaled latent units (its means spread ~0.18).
+POSTERIOR_STD = 0.01
 START_OF_TEXT = "<|startoftext|>"
 END_OF_TEXT = "<|endoftext|>"
 
@@ -133,27 +146,37 @@ def _vae(*, xl: bool) -> AutoencoderKL:
     )
 
 
-# Public-domain photos shipped by scikit-image: the calibration set for the latent scale.
-_CALIBRATION_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
+def _narrow_posterior(vae: AutoencoderKL) -> None:
+    """Gives the random VAE a trained VAE's narrow posterior.
 
-
-@torch.no_grad()
-def calibrated_scaling_factor(vae: AutoencoderKL, resolution: int = 64) -> float:
-    """1 / std of the VAE's latents over real photos: how SD's 0.18215 was chosen for its VAE.
-
-    The noise schedule assumes unit-variance latents. A random VAE's latents are far
-    smaller than SD's (std about 0.17 instead of 5.5), so keeping SD's constant would put
-    the tiny model's latents some thirty times under the noise, and DDIM inversion,
-    training and sampling would all run on a scale no real model has.
+    Random weights put the log-variance near 0, i.e. posterior noise of std ~1 on latents whose
+    means spread ~0.18: training (which samples the posterior) would learn noise, and no single
+    scaling factor could give both sampled and mean latents unit variance. The log-variance half
+    of quant_conv is set to a constant so the posterior std is POSTERIOR_STD everywhere.
     """
-    from skimage import data
+    channels = int(vae.config.latent_channels)
+    with torch.no_grad():
+        vae.quant_conv.weight[channels:].zero_()
+        vae.quant_conv.bias[channels:].fill_(2 * math.log(POSTERIOR_STD))
 
-    batch = []
-    for name in _CALIBRATION_IMAGES:
-        photo = Image.fromarray(getattr(data, name)()).convert("RGB").resize((resolution, resolution))
-        batch.append(torch.from_numpy(np.asarray(photo, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1))
-    latents = vae.encode(torch.stack(batch)).latent_dist.mean
-    return round(float(1.0 / latents.std()), 5)
+
+def calibration_batch(size: int) -> torch.Tensor:
+    """CALIBRATION_IMAGES as RGB, resized to size x size, in [-1, 1]: (N, 3, size, size)."""
+    pictures = [Image.fromarray(getattr(sample_data, name)()) for name in CALIBRATION_IMAGES]
+    return torch.stack(
+        [image_tensor(picture.resize((size, size), Image.Resampling.LANCZOS)) for picture in pictures]
+    )
+
+
+def latent_scaling_factor(vae: AutoencoderKL) -> float:
+    """1 / std of the VAE's latents over the calibration photos, as SD's 0.18215 was measured.
+
+    The posterior means are used (deterministic); with the narrow posterior they are the samples
+    up to POSTERIOR_STD.
+    """
+    with torch.no_grad():
+        latents = vae.encode(calibration_batch(int(vae.config.sample_size))).latent_dist.mean
+    return float(1.0 / latents.float().std())
 
 
 def build_tiny_pipeline(
@@ -168,9 +191,10 @@ def build_tiny_pipeline(
         torch.manual_seed(seed)
         unet = _unet(xl=xl)
         vae = _vae(xl=xl)
-        vae.register_to_config(scaling_factor=calibrated_scaling_factor(vae))
+        _narrow_posterior(vae)
         text_encoder = CLIPTextModel(_text_config(vocab_size, bos_id, eos_id))
         text_encoder_2 = CLIPTextModelWithProjection(_text_config(vocab_size, bos_id, eos_id)) if xl else None
+    vae.register_to_config(scaling_factor=latent_scaling_factor(vae))
     return assemble_pipeline(
         unet=unet,
         vae=vae,

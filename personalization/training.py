@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional
 
 from personalization import artifacts
-from personalization.attention import CrossAttentionRecorder
+from personalization.attention import AttentionController, cross_attention_layers
 from personalization.dataset import DatasetError, PreparedDataset, load_image_tensor, load_mask_tensor
 from personalization.losses import (
     attention_refocus_loss,
@@ -327,7 +327,12 @@ class Trainer:
             self._prepare_class_set()  # the base model, before any token or LoRA is added
         self._add_tokens()
         self._add_lora()
-        self.recorder = CrossAttentionRecorder(self.unet) if config.method == "multiconcept" else None
+        self.recorder: AttentionController | None = None
+        if config.method == "multiconcept":
+            latent_side = self.resolution // int(self.pipe.vae_scale_factor)
+            self.recorder = AttentionController(
+                latent_size=(latent_side, latent_side), record=cross_attention_layers(self.unet)
+            )
         self.embedder: Any = None
         if config.method == "multiconcept":
             if config.identity_embedder is None:
@@ -591,7 +596,7 @@ class Trainer:
             spec["name"] = group_name
         if self.recorder is not None:
             if name == "joint":
-                self.recorder.install()
+                self.recorder.install(self.unet)
             else:
                 self.recorder.remove()
         return _Phase(name=name, kinds=kinds, optimizer=self._make_optimizer(specs), groups=groups)
@@ -667,7 +672,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             embeds, added = self._conditioning(prompts)
             if self.recorder is not None:
-                self.recorder.maps.clear()
+                self.recorder.recorded.clear()
             prediction = self.unet_forward(
                 noisy.to(self.weight_dtype), timesteps, embeds, added_cond_kwargs=added
             ).sample
@@ -961,7 +966,7 @@ class Trainer:
                 ).images[0]
         finally:
             if installed and self.recorder is not None:
-                self.recorder.install()
+                self.recorder.install(self.unet)
         return image
 
     def _final_losses(self) -> dict[str, float]:

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +20,19 @@ from personalization.tiny import build_tiny_model
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
 TRAIN_RESOLUTION = 64
+
+
+def tiny_image(pipe: Any, prompt: str) -> np.ndarray:
+    """One seeded 64 px, 3-step image as an array: the tiny models' comparable output."""
+    image: np.ndarray = pipe(
+        prompt,
+        num_inference_steps=3,
+        height=TRAIN_RESOLUTION,
+        width=TRAIN_RESOLUTION,
+        generator=torch.Generator().manual_seed(7),
+        output_type="np",
+    ).images[0]
+    return image
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,8 +10,7 @@ from PIL import Image
 from skimage import data
 
 from personalization import faces
-
-FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces"
+from tests.personalization.conftest import FACES
 
 
 def _photo(name: str) -> np.ndarray:

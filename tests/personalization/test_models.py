@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from PIL import Image
 
+from personalization.edit import encode_image
 from personalization.models import ModelLoadError, detect_kind, load_pipeline, pick_device, pipeline_kind
-from personalization.tiny import build_tiny_pipeline
+from personalization.tiny import build_tiny_pipeline, calibration_batch
+from tests.personalization.conftest import FACES, tiny_image
 
 
 def test_detects_and_loads_sd15(tiny_sd: Path) -> None:
@@ -60,14 +63,7 @@ def test_tiny_model_is_deterministic_and_generates(tiny_sd: Path) -> None:
     assert not all(torch.equal(first[key], other[key]) for key in first)
 
     pipe = load_pipeline(tiny_sd, device="cpu")
-    image = pipe(
-        "a photo of a person",
-        num_inference_steps=2,
-        height=64,
-        width=64,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-    ).images[0]
+    image = tiny_image(pipe, "a photo of a person")
     assert image.shape == (64, 64, 3)
     assert np.isfinite(image).all()
 
@@ -92,3 +88,21 @@ def test_build_tiny_model_cli(tmp_path: Path, cli) -> None:
     again = cli("build-tiny-model", str(out))
     assert again.returncode == 2
     assert "not empty" in again.stderr
+
+
+@pytest.mark.parametrize("fixture", ["tiny_sd", "tiny_sdxl"])
+def test_tiny_vae_scaling_factor_gives_unit_variance_latents(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """The saved factor is measured on the builder's calibration photos; a photo outside that set
+    (person A's face) must land near unit variance too, and the posterior must be narrow so that
+    training's sampled latents are as unit-variance as editing's posterior means."""
+    pipe = load_pipeline(request.getfixturevalue(fixture), device="cpu")
+    factor = pipe.vae.config.scaling_factor
+    assert factor not in (0.18215, 0.13025)  # not SD's numbers, which were measured on SD's VAE
+    with torch.no_grad():
+        calibration = pipe.vae.encode(calibration_batch(64)).latent_dist
+    assert abs(float((calibration.mean * factor).std()) - 1.0) < 1e-3
+    assert float(calibration.std.max() * factor) < 0.1
+    face = Image.open(FACES / "obama.jpg").convert("RGB")
+    assert 0.5 < float(encode_image(pipe, face, (64, 64)).std()) < 2.0

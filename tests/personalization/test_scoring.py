@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 from personalization import faces, scoring
-
-FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces"
+from tests.personalization.conftest import FACES
 
 
 @pytest.fixture(scope="module")

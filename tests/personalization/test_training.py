@@ -17,6 +17,7 @@ from personalization.artifacts import load_token_embeddings, load_trained, read_
 from personalization.dataset import PreparedDataset
 from personalization.models import load_pipeline
 from personalization.training import TrainConfig, Trainer, TrainingError, TrainProgress, TrainResult
+from tests.personalization.conftest import tiny_image
 
 
 @dataclass
@@ -35,17 +36,6 @@ def _train(config: TrainConfig, stop_at: int | None = None) -> Run:
 
     trainer = Trainer(config, progress)
     return Run(trainer, trainer.run(), events)
-
-
-def _generate(pipe: Any, prompt: str) -> np.ndarray:
-    return pipe(
-        prompt,
-        num_inference_steps=3,
-        height=64,
-        width=64,
-        generator=torch.Generator().manual_seed(7),
-        output_type="np",
-    ).images[0]
 
 
 def _assert_frozen(trained: Any, base_model: Path, new_tokens: int) -> None:
@@ -173,19 +163,19 @@ def test_progress_reports_eta_lr_and_previews(identity_run: Run) -> None:
 def test_identity_artifacts_reload_pixel_identical(identity_run: Run, tiny_sd: Path) -> None:
     out = identity_run.result.out_dir
     prompt = "a photo of <sks> person, head turned slightly to the left"
-    trained = _generate(identity_run.trainer.pipe, prompt)
+    trained = tiny_image(identity_run.trainer.pipe, prompt)
 
     fresh = load_pipeline(tiny_sd, device="cpu")
-    base_output = _generate(fresh, "a photo of a person, head turned slightly to the left")
+    base_output = tiny_image(fresh, "a photo of a person, head turned slightly to the left")
     fresh.load_textual_inversion(str(out / "embeddings" / "identity.safetensors"))
     fresh.load_lora_weights(str(out))  # diffusers' own API on the folder as written
-    assert np.array_equal(_generate(fresh, prompt), trained)
+    assert np.array_equal(tiny_image(fresh, prompt), trained)
     assert not np.array_equal(trained, base_output)
 
     kohya = load_pipeline(tiny_sd, device="cpu")
     load_token_embeddings(kohya, out / "kohya" / "embeddings" / "sks.safetensors", "<sks>")
     kohya.load_lora_weights(str(out / "kohya" / "lora.safetensors"))
-    assert np.array_equal(_generate(kohya, prompt), trained)
+    assert np.array_equal(tiny_image(kohya, prompt), trained)
     keys = load_file(str(out / "kohya" / "lora.safetensors"))
     assert all(key.startswith("lora_unet_") for key in keys)
 
@@ -193,18 +183,18 @@ def test_identity_artifacts_reload_pixel_identical(identity_run: Run, tiny_sd: P
 def test_multiconcept_artifacts_reload_pixel_identical(multiconcept_run: Run, tiny_sd: Path) -> None:
     out = multiconcept_run.result.out_dir
     prompt = "a photo of <sks> person in the <style1> style"
-    trained = _generate(multiconcept_run.trainer.pipe, prompt)
+    trained = tiny_image(multiconcept_run.trainer.pipe, prompt)
 
     fresh = load_pipeline(tiny_sd, device="cpu")
     manifest = load_trained(fresh, out, unet_scale=1.0, text_scale=1.0)
     assert manifest.tokens == {"identity": "<sks>", "style": "<style1>"}
-    assert np.array_equal(_generate(fresh, prompt), trained)
+    assert np.array_equal(tiny_image(fresh, prompt), trained)
 
     kohya = load_pipeline(tiny_sd, device="cpu")
     for role, token in manifest.tokens.items():
         load_token_embeddings(kohya, out / manifest.files["kohya_embeddings"][role], token)
     kohya.load_lora_weights(str(out / "kohya" / "lora.safetensors"))
-    assert np.array_equal(_generate(kohya, prompt), trained)
+    assert np.array_equal(tiny_image(kohya, prompt), trained)
     keys = load_file(str(out / "kohya" / "lora.safetensors"))
     assert any(key.startswith("lora_te_text_model_encoder_layers_") for key in keys)
     assert any("ff_net_0_proj" in key for key in keys)  # GEGLU is a target, as in the official code
@@ -212,7 +202,7 @@ def test_multiconcept_artifacts_reload_pixel_identical(multiconcept_run: Run, ti
     # The recommended MagiCapture scales (0.6 UNet / 0.9 text) are the default.
     scaled = load_pipeline(tiny_sd, device="cpu")
     load_trained(scaled, out)
-    assert not np.array_equal(_generate(scaled, prompt), trained)
+    assert not np.array_equal(tiny_image(scaled, prompt), trained)
 
 
 def test_manifest_describes_the_run(
@@ -324,15 +314,15 @@ def test_sdxl_multiconcept_trains_and_reloads(
     run = _train(config)
     _assert_frozen(run.trainer.pipe, tiny_sdxl, new_tokens=2)
     prompt = "a photo of <sks> person in the <style1> style"
-    trained = _generate(run.trainer.pipe, prompt)
+    trained = tiny_image(run.trainer.pipe, prompt)
     fresh = load_pipeline(tiny_sdxl, device="cpu")
     load_trained(fresh, config.out, unet_scale=1.0, text_scale=1.0)
-    assert np.array_equal(_generate(fresh, prompt), trained)
+    assert np.array_equal(tiny_image(fresh, prompt), trained)
     kohya = load_pipeline(tiny_sdxl, device="cpu")
     load_token_embeddings(kohya, config.out / "kohya" / "embeddings" / "sks.safetensors", "<sks>")
     load_token_embeddings(kohya, config.out / "kohya" / "embeddings" / "style1.safetensors", "<style1>")
     kohya.load_lora_weights(str(config.out / "kohya" / "lora.safetensors"))
-    assert np.array_equal(_generate(kohya, prompt), trained)
+    assert np.array_equal(tiny_image(kohya, prompt), trained)
 
 
 def test_sdxl_identity_trains(tiny_sdxl: Path, prepared_source: PreparedDataset, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from personalization.attention import CrossAttentionRecorder, cross_attention_layers
+from personalization.attention import AttentionController, attention_control, cross_attention_layers
 from personalization.losses import attention_refocus_loss, masked_mse, min_max_scale
 from personalization.models import load_pipeline
 from personalization.training import TrainableTokenRows
@@ -84,17 +84,17 @@ def test_refocusing_gradient_reaches_the_lora_parameters(tiny_sd: Path) -> None:
         if "lora_B" in name:
             nn.init.normal_(parameter, std=0.1)  # a LoRA that has already trained a little
     layers = cross_attention_layers(unet)
-    assert layers == [
+    assert layers == (
         "down_blocks.2.attentions.0.transformer_blocks.0.attn2",
         "up_blocks.0.attentions.0.transformer_blocks.0.attn2",
         "up_blocks.0.attentions.1.transformer_blocks.0.attn2",
-    ]
+    )
     ids = pipe.tokenizer(
         ["a photo of a person"], padding="max_length", max_length=77, return_tensors="pt"
     ).input_ids
     embeds = pipe.text_encoder(ids)[0]
     latents = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(1))
-    with CrossAttentionRecorder(unet) as recorder:
+    with attention_control(unet, AttentionController(latent_size=(32, 32), record=layers)) as recorder:
         unet(latents, torch.tensor([500]), embeds)
         maps = recorder.token_maps(torch.tensor([[4, 12]]))
         assert maps.shape == (1, 2, 8, 8)  # the tiny model's "16x16" level at 64 px
