@@ -186,6 +186,18 @@ if not LIKENESS_MASTER_KEY:
     LIKENESS_MASTER_KEY = "likeness-insecure-development-master-key-never-in-production"
 if len(LIKENESS_MASTER_KEY) < MIN_MASTER_SECRET_CHARS:
     raise ImproperlyConfigured(f"LIKENESS_MASTER_KEY must be at least {MIN_MASTER_SECRET_CHARS} characters.")
+# Master keys that LIKENESS_MASTER_KEY replaced (whitespace-separated, newest first): subject keys still
+# wrapped by one of them keep opening until `manage.py rotate_master_key` has rewrapped them all under
+# the current key (docs/operations.md, "Rotating the master key"); then remove them from here.
+LIKENESS_PREVIOUS_MASTER_KEYS = os.environ.get("LIKENESS_PREVIOUS_MASTER_KEYS", "").split()
+if any(len(previous) < MIN_MASTER_SECRET_CHARS for previous in LIKENESS_PREVIOUS_MASTER_KEYS):
+    raise ImproperlyConfigured(
+        f"every key in LIKENESS_PREVIOUS_MASTER_KEYS must be at least {MIN_MASTER_SECRET_CHARS} characters."
+    )
+if LIKENESS_MASTER_KEY in LIKENESS_PREVIOUS_MASTER_KEYS:
+    raise ImproperlyConfigured(
+        "LIKENESS_PREVIOUS_MASTER_KEYS must not contain the current LIKENESS_MASTER_KEY."
+    )
 # Reference photo intake limits (consent.intake) and the identity-consistency threshold.
 LIKENESS_MAX_UPLOAD_BYTES = int(os.environ.get("LIKENESS_MAX_UPLOAD_BYTES", str(20 * 1024 * 1024)))
 LIKENESS_MAX_IMAGE_PIXELS = int(os.environ.get("LIKENESS_MAX_IMAGE_PIXELS", "40000000"))

@@ -23,11 +23,16 @@ class KeyDestroyedError(Exception):
     """The data key that sealed this file no longer exists: the subject was erased."""
 
 
-def _tenant_kek(tenant_id: int) -> bytes:
+def _master_secrets() -> list[str]:
+    """The current master secret first, then the ones it replaced (still accepted for unwrapping)."""
     secret = settings.LIKENESS_MASTER_KEY
     if not secret:
         raise ImproperlyConfigured("LIKENESS_MASTER_KEY is not set: subject files cannot be encrypted.")
-    return crypto.derive_tenant_kek(secret, tenant_id)
+    return [secret, *settings.LIKENESS_PREVIOUS_MASTER_KEYS]
+
+
+def _tenant_kek(tenant_id: int) -> bytes:
+    return crypto.derive_tenant_kek(_master_secrets()[0], tenant_id)
 
 
 def new_wrapped_key(tenant_id: int) -> tuple[uuid.UUID, bytes]:
@@ -36,13 +41,41 @@ def new_wrapped_key(tenant_id: int) -> tuple[uuid.UUID, bytes]:
     return key_id, crypto.wrap_data_key(_tenant_kek(tenant_id), tenant_id, key_id, crypto.new_data_key())
 
 
-def unwrap(subject_key: SubjectKey) -> bytes:
-    return crypto.unwrap_data_key(
-        _tenant_kek(subject_key.tenant_id),
-        subject_key.tenant_id,
-        subject_key.key_id,
-        bytes(subject_key.wrapped_key),
+def _unwrap_with_index(subject_key: SubjectKey) -> tuple[bytes, int]:
+    """The data key and the position of the master secret that opened it (0: the current one).
+
+    A wrong key fails GCM authentication, so trying the previous secrets in turn can never
+    return a wrong data key; it only costs one HKDF per secret during a rotation.
+    """
+    for index, secret in enumerate(_master_secrets()):
+        kek = crypto.derive_tenant_kek(secret, subject_key.tenant_id)
+        try:
+            data_key = crypto.unwrap_data_key(
+                kek, subject_key.tenant_id, subject_key.key_id, bytes(subject_key.wrapped_key)
+            )
+        except crypto.DecryptionError:
+            continue
+        return data_key, index
+    raise crypto.DecryptionError(
+        f"subject key {subject_key.key_id} opens with none of the configured master keys "
+        "(LIKENESS_MASTER_KEY, LIKENESS_PREVIOUS_MASTER_KEYS)"
     )
+
+
+def unwrap(subject_key: SubjectKey) -> bytes:
+    return _unwrap_with_index(subject_key)[0]
+
+
+def rewrapped(subject_key: SubjectKey) -> bytes | None:
+    """The data key wrapped anew under the current master secret; None when it already is.
+
+    The data key itself does not change, so no stored file needs re-encrypting.
+    """
+    data_key, index = _unwrap_with_index(subject_key)
+    if index == 0:
+        return None
+    kek = _tenant_kek(subject_key.tenant_id)
+    return crypto.wrap_data_key(kek, subject_key.tenant_id, subject_key.key_id, data_key)
 
 
 def storage_name(tenant_id: int, subject_id: int, key_id: uuid.UUID, kind: str, extension: str) -> str:

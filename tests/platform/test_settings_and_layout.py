@@ -67,6 +67,23 @@ def test_settings_refuse_a_master_key_too_short_to_derive_keys_from(debug):
     assert "LIKENESS_MASTER_KEY must be at least 32 characters" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("previous", "message"),
+    [
+        (
+            "p" * 40 + " " + "q" * 31,
+            "every key in LIKENESS_PREVIOUS_MASTER_KEYS must be at least 32 characters",
+        ),
+        (PRODUCTION_ENV["LIKENESS_MASTER_KEY"], "must not contain the current LIKENESS_MASTER_KEY"),
+    ],
+)
+def test_settings_refuse_unusable_previous_master_keys(previous, message):
+    env = {**PRODUCTION_ENV, "LIKENESS_PREVIOUS_MASTER_KEYS": previous}
+    result = _run([sys.executable, "manage.py", "check"], env)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
 def test_the_test_session_stores_private_files_in_a_temporary_folder():
     """No test may leave a ciphertext in the repository's var/storage (or any real storage root)."""
     from django.conf import settings
