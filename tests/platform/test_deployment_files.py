@@ -19,6 +19,7 @@ SETTINGS_VARIABLES = {
     "REDIS_URL",
     "LIKENESS_STORAGE_ROOT",
     "LIKENESS_MASTER_KEY",
+    "LIKENESS_PREVIOUS_MASTER_KEYS",
     "LIKENESS_BASE_MODEL",
 }
 
@@ -43,6 +44,11 @@ def test_compose_declares_the_services_and_configures_every_app_container():
         assert environment["REDIS_URL"].startswith("redis://redis:")
         assert "@postgres:5432/" in environment["DATABASE_URL"]
         assert {"postgres", "redis"} <= set(services[name]["depends_on"])
+
+
+def test_the_web_container_spools_uploads_to_memory_only():
+    """Plaintext photo bodies Django spools before encryption must not reach a disk (docs/compliance.md)."""
+    assert "/tmp" in _compose()["services"]["web"]["tmpfs"]
 
 
 def test_workers_consume_exactly_the_declared_queues():
