@@ -1,6 +1,7 @@
 """Sampling speed: the product's generation and editing against a plain diffusers call.
 
     python bench/sample_speed.py --sd15 PATH --sdxl PATH [--model TRAINED_DIR] [--device cuda]
+    python bench/sample_speed.py --real            # random weights, real SD 1.5 / SDXL architectures
     python bench/sample_speed.py --tiny            # the tiny random models at 64 px (CPU smoke run)
 
 Measures, on one device and in one run, the median seconds of
@@ -20,7 +21,6 @@ import datetime
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,11 +31,10 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import DEFAULT_FACES, DEFAULT_WORK, ensure_model, quiet_loading
 from personalization import edit, generate
 from personalization.models import load_pipeline, pick_device
-from personalization.tiny import build_tiny_model
 
-PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "obama.jpg"
 PROMPT = "a photo of a person"
 
 
@@ -97,7 +96,7 @@ def _generation_pair(pipe: Any, manifest: Any, size: int, steps: int) -> dict[st
     return {"generate": ours, "plain diffusers": plain}
 
 
-def _edit_call(pipe: Any, manifest: Any, size: int, steps: int) -> Callable[[], Any]:
+def _edit_call(pipe: Any, manifest: Any, size: int, steps: int, photo_path: Path) -> Callable[[], Any]:
     # Without a trained folder the edit follows an existing word of the prompt instead of a token.
     identifier = "person" if manifest is None else manifest.tokens["identity"]
     source = f"a photo of {identifier}" if manifest is None else f"a photo of {identifier} person"
@@ -109,7 +108,7 @@ def _edit_call(pipe: Any, manifest: Any, size: int, steps: int) -> Callable[[], 
         resolution=size,
     )
     # A photo the size of a generation: the comparison is like for like (composite included).
-    photo = ImageOps.fit(Image.open(PHOTO).convert("RGB"), (size, size))
+    photo = ImageOps.fit(Image.open(photo_path).convert("RGB"), (size, size))
 
     def run() -> Any:
         return edit.edit_image(pipe, photo, settings)
@@ -124,7 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sd15", help="SD 1.5 base model (folder or hub id)")
     parser.add_argument("--sdxl", help="SDXL base model (folder or hub id)")
     parser.add_argument("--model", help="trained SD 1.5 folder to apply (LoRA + tokens) for both sides")
-    parser.add_argument("--tiny", action="store_true", help="build and use the tiny random models at 64 px")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--tiny", action="store_true", help="build and use the tiny random models at 64 px")
+    sizes.add_argument(
+        "--real", action="store_true", help="build and use random-weight SD 1.5 / SDXL (real architectures)"
+    )
+    parser.add_argument("--kinds", default="sd15,sdxl", help="with --tiny/--real: which (default sd15,sdxl)")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="where built models are kept")
+    parser.add_argument("--photo", type=Path, default=DEFAULT_FACES / "obama.jpg", help="the photo to edit")
     parser.add_argument("--device", help="cuda or cpu (default: CUDA when present)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--size", type=int, help="SD 1.5 size in px (default 512; 64 with --tiny)")
@@ -133,57 +139,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args(argv)
 
+    quiet_loading()
     device = pick_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    scratch = tempfile.TemporaryDirectory()
     sd15, sdxl = args.sd15, args.sdxl
-    if args.tiny:
-        sd15 = sd15 or str(build_tiny_model(Path(scratch.name) / "tiny-sd"))
-        sdxl = sdxl or str(build_tiny_model(Path(scratch.name) / "tiny-sdxl", xl=True))
+    if args.tiny or args.real:
+        built = "tiny" if args.tiny else "real"
+        kinds = args.kinds.split(",")
+        sd15 = sd15 or (str(ensure_model(built, "sd15", args.work)) if "sd15" in kinds else None)
+        sdxl = sdxl or (str(ensure_model(built, "sdxl", args.work)) if "sdxl" in kinds else None)
     size = args.size or (64 if args.tiny else 512)
     xl_size = args.xl_size or (64 if args.tiny else 1024)
     if sd15 is None and sdxl is None:
-        parser.error("give --sd15 and/or --sdxl, or --tiny")
-
-    rows: list[tuple[str, tuple[float, float], str]] = []
-    if sd15 is not None:
-        pipe, manifest = _pipeline(sd15, args.model, device)
-        timings = _alternate(device, _generation_pair(pipe, manifest, size, args.steps), args.repeats)
-        plain = timings["plain diffusers"]
-        label = f"SD 1.5 {size} px, {args.steps} steps"
-        rows.append((f"{label}: plain diffusers", plain, "1.00x"))
-        rows.append((f"{label}: generate", timings["generate"], _ratio(timings["generate"][0], plain[0])))
-        edit_call = _edit_call(pipe, manifest, size, args.steps)
-        edit_time = _alternate(device, {"edit": edit_call}, args.repeats)["edit"]
-        rows.append((f"{label}: edit (inversion + edit)", edit_time, _ratio(edit_time[0], plain[0])))
-    if sdxl is not None:
-        pipe, _ = _pipeline(sdxl, None, device)
-        timings = _alternate(device, _generation_pair(pipe, None, xl_size, args.steps), args.repeats)
-        plain = timings["plain diffusers"]
-        label = f"SDXL {xl_size} px, {args.steps} steps"
-        rows.append((f"{label}: plain diffusers", plain, "1.00x"))
-        rows.append((f"{label}: generate", timings["generate"], _ratio(timings["generate"][0], plain[0])))
+        parser.error("give --sd15 and/or --sdxl, or --tiny / --real")
 
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
         name = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
-    dtype = next(iter(pipe.unet.parameters())).dtype if rows else None
-    print(
-        f"device: {name}; dtype {dtype}; torch {torch.__version__}; date {datetime.date.today().isoformat()}"
-    )
+    print(f"device: {name}; torch {torch.__version__}; date {datetime.date.today().isoformat()}")
     print(f"{args.repeats} calls per measurement after one warm-up call each, interleaved")
     print("| measurement | median s | fastest s | median vs plain generation |")
-    print("| --- | ---: | ---: | ---: |")
-    for label, (median, fastest), ratio in rows:
-        print(f"| {label} | {median:.3f} | {fastest:.3f} | {ratio} |")
-    scratch.cleanup()
+    print("| --- | ---: | ---: | ---: |", flush=True)
+
+    def row(label: str, timing: tuple[float, float], baseline: float) -> None:
+        # Printed as measured: a run stopped at a time limit keeps its finished rows.
+        median, fastest = timing
+        print(f"| {label} | {median:.3f} | {fastest:.3f} | {median / baseline:.2f}x |", flush=True)
+
+    if sd15 is not None:
+        pipe, manifest = _pipeline(sd15, args.model, device)
+        subject = ", trained subject (LoRA + token)" if manifest is not None else ""
+        label = f"SD 1.5 {size} px, {args.steps} steps, {pipe.unet.dtype}{subject}"
+        timings = _alternate(device, _generation_pair(pipe, manifest, size, args.steps), args.repeats)
+        plain = timings["plain diffusers"][0]
+        row(f"{label}: plain diffusers", timings["plain diffusers"], plain)
+        row(f"{label}: generate", timings["generate"], plain)
+        edit_call = _edit_call(pipe, manifest, size, args.steps, args.photo)
+        edit_time = _alternate(device, {"edit": edit_call}, args.repeats)["edit"]
+        row(f"{label}: edit (inversion + edit)", edit_time, plain)
+        del pipe
+    if sdxl is not None:
+        pipe, _ = _pipeline(sdxl, None, device)
+        label = f"SDXL {xl_size} px, {args.steps} steps, {pipe.unet.dtype}"
+        timings = _alternate(device, _generation_pair(pipe, None, xl_size, args.steps), args.repeats)
+        plain = timings["plain diffusers"][0]
+        row(f"{label}: plain diffusers", timings["plain diffusers"], plain)
+        row(f"{label}: generate", timings["generate"], plain)
     return 0
-
-
-def _ratio(value: float, baseline: float) -> str:
-    return f"{value / baseline:.2f}x"
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,120 +35,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.common import DEFAULT_FACES, DEFAULT_WORK, ensure_data, ensure_model, quiet_loading  # noqa: E402
+
 RESOLUTION = {("tiny", "sd15"): 64, ("tiny", "sdxl"): 64, ("real", "sd15"): 512, ("real", "sdxl"): 1024}
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
-
-
-# ---- models and data ---------------------------------------------------------------------------
-
-
-def _real_pipeline(kind: str) -> Any:
-    """Random weights, real architectures: SD 1.5 (runwayml v1-5 configs) and SDXL base 1.0."""
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from personalization.tiny import END_OF_TEXT, START_OF_TEXT, assemble_pipeline, build_tiny_tokenizer
-
-    tokenizer = build_tiny_tokenizer()  # vocabulary size does not change the speed of a step
-    ids = {"bos_token_id": tokenizer.convert_tokens_to_ids(START_OF_TEXT)}
-    ids["eos_token_id"] = ids["pad_token_id"] = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
-    clip_l = CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        max_position_embeddings=77,
-        hidden_act="quick_gelu",
-        projection_dim=768,
-        **ids,
-    )
-    vae_config: dict[str, Any] = {
-        "block_out_channels": (128, 256, 512, 512),
-        "down_block_types": ("DownEncoderBlock2D",) * 4,
-        "up_block_types": ("UpDecoderBlock2D",) * 4,
-        "layers_per_block": 2,
-        "latent_channels": 4,
-    }
-    torch.manual_seed(0)
-    if kind == "sd15":
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            cross_attention_dim=768,
-            attention_head_dim=8,
-        )
-        vae = AutoencoderKL(sample_size=512, scaling_factor=0.18215, **vae_config)
-        return assemble_pipeline(unet=unet, vae=vae, text_encoder=CLIPTextModel(clip_l), tokenizer=tokenizer)
-    clip_g = CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=1280,
-        intermediate_size=5120,
-        num_hidden_layers=32,
-        num_attention_heads=20,
-        max_position_embeddings=77,
-        hidden_act="gelu",
-        projection_dim=1280,
-        **ids,
-    )
-    unet = UNet2DConditionModel(
-        sample_size=128,
-        block_out_channels=(320, 640, 1280),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 10),
-        attention_head_dim=(5, 10, 20),
-        cross_attention_dim=2048,
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=256,
-        projection_class_embeddings_input_dim=2816,
-    )
-    vae = AutoencoderKL(sample_size=1024, scaling_factor=0.13025, force_upcast=True, **vae_config)
-    return assemble_pipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=CLIPTextModel(clip_l),
-        text_encoder_2=CLIPTextModelWithProjection(clip_g),
-        tokenizer=tokenizer,
-        tokenizer_2=build_tiny_tokenizer(),
-    )
-
-
-def ensure_model(size: str, kind: str, work: Path) -> Path:
-    import torch
-
-    from personalization.tiny import build_tiny_model
-
-    folder = work / "models" / f"{size}-{kind}"
-    if (folder / "model_index.json").is_file():
-        return folder
-    if size == "tiny":
-        return build_tiny_model(folder, xl=kind == "sdxl")
-    pipe = _real_pipeline(kind)
-    pipe.to(torch.bfloat16)  # half the disk; loading casts to the run's dtype
-    pipe.save_pretrained(folder)
-    return folder
-
-
-def ensure_data(faces: Path, resolution: int, work: Path) -> tuple[Path, Path]:
-    from personalization.prepare import PrepareOptions, prepare
-
-    folders = []
-    for style, pattern in ((False, "obama*.jpg"), (True, "biden*.jpg")):
-        out = work / "data" / f"{'style' if style else 'source'}-{resolution}"
-        if not (out / "manifest.json").is_file():
-            photos = Path(tempfile.mkdtemp())
-            for photo in sorted(faces.glob(pattern)):
-                shutil.copy(photo, photos / photo.name)
-            prepare(photos, out, PrepareOptions(resolution=resolution, style=style, force=True))
-        folders.append(out)
-    return folders[0], folders[1]
 
 
 # ---- one measurement (runs in a child process) -------------------------------------------------
@@ -304,6 +193,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    quiet_loading()
 
     torch.backends.cuda.matmul.allow_tf32 = True
     if spec["variant"] == "plain":
@@ -328,13 +218,23 @@ def _device_description(device: str | None) -> str:
     return f"CPU ({processor}, {torch.get_num_threads()} threads), torch {torch.__version__}"
 
 
+class MeasurementError(RuntimeError):
+    """One measurement's process failed (out of memory, say); the others still run."""
+
+
 def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        raise RuntimeError(f"measurement {spec['variant']} failed:\n{done.stderr[-4000:]}")
+        last = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        print(done.stderr[-4000:], file=sys.stderr, flush=True)
+        raise MeasurementError(last[0])
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _names(listed: str) -> list[str]:
+    return [name for name in listed.split(",") if name]
 
 
 def main() -> int:
@@ -352,9 +252,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads per measurement (default: torch's)")
     parser.add_argument("--full-run", action="store_true", help="also time an 800-step identity run (sd15)")
     parser.add_argument(
-        "--work", type=Path, default=REPO_ROOT / "var" / "bench", help="models, data, outputs"
+        "--px", type=int, help="override the resolution (a smoke run of the real architectures on a CPU)"
     )
-    parser.add_argument("--faces", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "faces")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="models, data, outputs")
+    parser.add_argument("--faces", type=Path, default=DEFAULT_FACES, help="folder of the shared face photos")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -362,6 +263,7 @@ def main() -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
 
+    quiet_loading()
     device = _device_description(args.device)
     date = datetime.now(UTC).date().isoformat()
     rows: list[dict[str, Any]] = []
@@ -370,13 +272,20 @@ def main() -> int:
         "| model | px | batch | loop | steps/s median | vs plain | steps/s best step | vs plain | peak MiB |"
     )
     print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for kind in args.kinds.split(","):
+
+    def keep(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if args.json:  # after every row: a run stopped at a time limit keeps what it measured
+            args.json.write_text(json.dumps(rows, indent=2))
+
+    # An empty list measures nothing of that kind: `--kinds= --full-run` times the full run alone.
+    for kind in _names(args.kinds):
         model = ensure_model(args.size, kind, args.work)
-        resolution = RESOLUTION[(args.size, kind)]
+        resolution = args.px or RESOLUTION[(args.size, kind)]
         source, style = ensure_data(args.faces, resolution, args.work)
-        for batch in (int(value) for value in args.batches.split(",")):
+        for batch in (int(value) for value in _names(args.batches)):
             plain_rate: dict[str, float] | None = None
-            for variant in args.variants.split(","):
+            for variant in _names(args.variants):
                 out = args.work / "runs" / f"{kind}-{batch}-{variant}"
                 shutil.rmtree(out, ignore_errors=True)
                 spec = {
@@ -392,7 +301,13 @@ def main() -> int:
                     "compile": args.compile,
                     "threads": args.threads,
                 }
-                result = _spawn(spec)
+                where = {"date": date, "device": device, "model": kind, "size": args.size, "px": resolution}
+                try:
+                    result = _spawn(spec)
+                except MeasurementError as failure:
+                    keep({**where, "batch": batch, "loop": variant, "failed": str(failure)})
+                    print(f"| {kind} {args.size} | {resolution} | {batch} | {variant} | failed: {failure} |")
+                    continue
                 for phase, rate in result["phases"].items():
                     label = variant if phase in (variant, "plain") else f"{variant} ({phase})"
                     if variant == "plain":
@@ -401,18 +316,15 @@ def main() -> int:
                         f"{rate[key] / plain_rate[key]:.2f}x" if plain_rate else "-"
                         for key in ("median", "best")
                     ]
-                    row = {
-                        "date": date,
-                        "device": device,
-                        "model": kind,
-                        "size": args.size,
-                        "px": resolution,
-                        "batch": batch,
-                        "loop": label,
-                        "steps_per_s": rate,
-                        "peak_mib": result["peak_mib"],
-                    }
-                    rows.append(row)
+                    keep(
+                        {
+                            **where,
+                            "batch": batch,
+                            "loop": label,
+                            "steps_per_s": rate,
+                            "peak_mib": result["peak_mib"],
+                        }
+                    )
                     print(
                         f"| {kind} {args.size} | {resolution} | {batch} | {label} | {rate['median']:.2f} | "
                         f"{ratios[0]} | {rate['best']:.2f} | {ratios[1]} | {result['peak_mib']:.0f} |",
@@ -420,7 +332,8 @@ def main() -> int:
                     )
     if args.full_run:
         model = ensure_model(args.size, "sd15", args.work)
-        source, _ = ensure_data(args.faces, RESOLUTION[(args.size, "sd15")], args.work)
+        full_px = args.px or RESOLUTION[(args.size, "sd15")]
+        source, _ = ensure_data(args.faces, full_px, args.work)
         out = args.work / "runs" / "full"
         shutil.rmtree(out, ignore_errors=True)
         result = _spawn(
@@ -434,13 +347,12 @@ def main() -> int:
                 "threads": args.threads,
             }
         )
-        rows.append({"date": date, "device": device, "loop": "identity 800 steps", **result})
+        keep({"date": date, "device": device, "loop": "identity 800 steps", **result})
         print(
-            f"identity, 800 steps at {RESOLUTION[(args.size, 'sd15')]} px: {result['wall_s']:.0f} s wall, "
-            f"peak {result['peak_mib']:.0f} MiB"
+            f"identity, 800 steps at {full_px} px: {result['wall_s']:.0f} s wall, "
+            f"peak {result['peak_mib']:.0f} MiB",
+            flush=True,
         )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: speed and memory, measured, never asserted in tests."""
