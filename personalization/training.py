@@ -257,10 +257,13 @@ class Trainer:
         self.notices: list[str] = []
         self._validate()
         self.device = pick_device(config.device)
-        self.autocast = self.device.type == "cuda" and config.mixed_precision in ("auto", "bf16")
-        if config.mixed_precision == "bf16" and self.device.type != "cuda":
-            raise TrainingError("bf16 mixed precision needs a CUDA device")
-        if self.autocast and not torch.cuda.is_bf16_supported():
+        # "auto" is bf16 on CUDA only (CPU bf16 is slow without AMX); an explicit "bf16" also runs on
+        # CPU, which is how the GPU's default dtype path is tested on machines without one.
+        requested = config.mixed_precision == "bf16"
+        self.autocast = requested or (self.device.type == "cuda" and config.mixed_precision == "auto")
+        if self.autocast and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            if requested:
+                raise TrainingError("this GPU has no bf16: use --mixed-precision no")
             self.autocast = False
             self._notice("this GPU has no bf16: training in fp32")
         self.weight_dtype = torch.bfloat16 if self.autocast else torch.float32

@@ -70,7 +70,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mixed-precision",
         choices=("auto", "no", "bf16"),
         default="auto",
-        help="auto: bf16 autocast on CUDA, fp32 on CPU",
+        help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16: bf16 autocast on any device",
     )
     add("--device", help="cuda, cuda:1, cpu (default: CUDA when present)")
     add("--checkpoint-every", type=int, default=250, help="checkpoint every N steps (default 250; 0 off)")

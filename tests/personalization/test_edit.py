@@ -20,7 +20,7 @@ from personalization import edit
 from personalization.attention import AttentionController, attention_control, token_positions
 from personalization.cli import main
 from personalization.dataset import PreparedDataset
-from personalization.generate import GenerationSettings, generate, load_generator
+from personalization.generate import GenerationSettings, HiresSettings, generate, load_generator
 from personalization.prompts import PRESETS, PromptError, preset_prompt
 from personalization.training import TrainConfig, train
 from tests.personalization.conftest import FACES
@@ -308,3 +308,27 @@ def test_a_folder_from_the_trainer_generates_in_style_and_edits(
     region = np.asarray(edited.region) > 0
     assert 0 < region.sum() < region.size
     assert np.array_equal(np.asarray(edited.image)[~region], np.asarray(photo)[~region])
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_bf16_pipelines_the_gpu_default_generate_and_edit(
+    kind: str, tiny_lora_folder: Path, tiny_xl_lora_folder: Path, photo: Image.Image
+) -> None:
+    """GPUs load pipelines in bf16 by default; CI has none, so the bf16 dtype path runs here on CPU:
+    the SD 1.5 second pass, inversion, attention masks, mutual self-attention and the composite."""
+    folder = tiny_lora_folder if kind == "sd15" else tiny_xl_lora_folder
+    pipe, manifest = load_generator(folder, device="cpu", dtype=torch.bfloat16)
+    assert pipe.unet.dtype == torch.bfloat16
+    hires = HiresSettings() if kind == "sd15" else None
+    generated = generate(
+        pipe, manifest, GenerationSettings(steps=2, count=2, width=64, height=64, hires=hires)
+    )
+    expected = 128 if kind == "sd15" else 64
+    assert [image.size for image in generated.images] == [(expected, expected)] * 2
+    assert all(np.asarray(image).std() > 0 for image in generated.images)
+    result = edit.edit_image(pipe, photo, _settings(masactrl=True, masactrl_start_step=1, mask_threshold=0.7))
+    source, output = np.asarray(photo), np.asarray(result.image)
+    region = np.asarray(result.region) > 0
+    assert 0 < region.sum() < region.size
+    assert np.array_equal(output[~region], source[~region])
+    assert (output[region] != source[region]).any()

@@ -262,8 +262,8 @@ def test_resume_equals_the_uninterrupted_run(multiconcept_run: Run, multiconcept
         Trainer(replace(interrupted, resume=True)).run()
 
 
-def test_identity_loss_with_a_configured_embedder(multiconcept_config: TrainConfig, tmp_path: Path) -> None:
-    # A small differentiable network stands in for ArcFace: the plumbing is what is under test.
+def _stand_in_embedder(folder: Path) -> Path:
+    """A small differentiable network stands in for ArcFace: the plumbing is what is under test."""
     torch.manual_seed(0)
     network = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3, stride=4),
@@ -272,10 +272,15 @@ def test_identity_loss_with_a_configured_embedder(multiconcept_config: TrainConf
         torch.nn.Flatten(),
         torch.nn.Linear(8, 16),
     )
-    embedder = tmp_path / "embedder.pt2"
+    embedder = folder / "embedder.pt2"
     batch = torch.export.Dim("batch", min=1, max=64)
     program = torch.export.export(network, (torch.zeros(2, 3, 112, 112),), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(embedder))
+    return embedder
+
+
+def test_identity_loss_with_a_configured_embedder(multiconcept_config: TrainConfig, tmp_path: Path) -> None:
+    embedder = _stand_in_embedder(tmp_path)
     embedder.with_suffix(".txt").write_text("not a network")
     config = replace(
         multiconcept_config,
@@ -352,6 +357,51 @@ def test_gradient_checkpointing_computes_the_same_run(identity_config: TrainConf
     checkpointed = replace(plain, out=tmp_path / "checkpointed", gradient_checkpointing=True)
     first, second = _train(plain), _train(checkpointed)
     assert [event.losses for event in first.events] == [event.losses for event in second.events]
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_bf16_mixed_precision_the_cuda_default_runs_on_cpu(
+    kind: str,
+    tiny_sd: Path,
+    tiny_sdxl: Path,
+    prepared_source: PreparedDataset,
+    prepared_style: PreparedDataset,
+    tmp_path: Path,
+) -> None:
+    """bf16 frozen weights under autocast with fp32 trainable weights is what a GPU runs by default;
+    CI has no GPU, so the same dtype path runs here on CPU, identity loss and preview included."""
+    config = TrainConfig(
+        method="multiconcept",
+        base_model=str(tiny_sd if kind == "sd15" else tiny_sdxl),
+        images=prepared_source.root,
+        style_images=prepared_style.root,
+        out=tmp_path / "out",
+        steps=4,
+        phase1_steps=1,
+        batch_size=3,
+        identity_embedder=_stand_in_embedder(tmp_path),
+        identity_max_timestep=1.0,
+        mixed_precision="bf16",
+        checkpoint_every=2,
+        preview_every=4,
+        preview_steps=2,
+        validation_repeats=1,
+    )
+    run = _train(config)
+    assert run.result.status == "completed" and run.events[-1].preview is not None
+    assert all(np.isfinite(list(event.losses.values())).all() for event in run.events)
+    assert {"attention", "identity"} <= set(run.events[-1].losses)
+    unet = run.trainer.unet
+    trainable = [value for name, value in unet.named_parameters() if "lora_" in name]
+    frozen = [value for name, value in unet.named_parameters() if "lora_" not in name]
+    assert trainable and all(value.dtype == torch.float32 for value in trainable)
+    assert all(value.dtype == torch.bfloat16 for value in frozen)
+    # What is saved is the fp32 training state, and it loads into an fp32 pipeline as usual.
+    saved = load_file(str(config.out / "pytorch_lora_weights.safetensors"))
+    assert {value.dtype for value in saved.values()} == {torch.float32}
+    pipe = load_pipeline(config.base_model, device="cpu")
+    load_trained(pipe, config.out)
+    assert tiny_image(pipe, run.trainer.preview_prompt()).std() > 0
 
 
 def test_bad_configurations_are_refused(
