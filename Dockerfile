@@ -30,8 +30,11 @@ FROM runtime-base AS builder
 ARG PIP_EXTRA_INDEX_URL=""
 RUN likeness-python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+# Optional-dependency groups of pyproject to install too (space-separated): s3 = the S3 storage backend.
+ARG EXTRAS="s3"
 COPY pyproject.toml /build/pyproject.toml
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/build/pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import os, tomllib; p = tomllib.load(open('/build/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + [d for e in os.environ['EXTRAS'].split() for d in p['optional-dependencies'][e]]))" \
         > /build/requirements.txt \
     && pip install --upgrade pip \
     && pip install ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} -r /build/requirements.txt

@@ -150,10 +150,12 @@ if LIKENESS_STORAGE_BACKEND == "s3":
     if not os.environ.get("LIKENESS_S3_BUCKET"):
         raise ImproperlyConfigured("LIKENESS_STORAGE_BACKEND=s3 needs LIKENESS_S3_BUCKET.")
     _PRIVATE_STORAGE: dict[str, object] = {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "consent.s3storage.PrivateS3Storage",
         "OPTIONS": {
             "bucket_name": os.environ["LIKENESS_S3_BUCKET"],
             "location": os.environ.get("LIKENESS_S3_PREFIX", "likeness"),
+            # An S3-compatible store (MinIO, Ceph, a cloud's S3 API); unset means AWS itself.
+            "endpoint_url": os.environ.get("LIKENESS_S3_ENDPOINT_URL") or None,
             "default_acl": "private",
             "querystring_auth": True,
             "file_overwrite": False,

@@ -12,15 +12,14 @@ from __future__ import annotations
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
 PRIVATE_STORAGE_ALIAS = "likeness_private"
+NO_URL = "private files have no URL: serve them through consent.views.asset_download"
 
 
 class PrivateFileSystemStorage(FileSystemStorage):
     """Filesystem storage without URLs: a template that tries `.url` fails loudly."""
 
     def url(self, name: str | None) -> str:
-        raise NotImplementedError(
-            "private files have no URL: serve them through consent.views.asset_download"
-        )
+        raise NotImplementedError(NO_URL)
 
 
 def private_storage() -> Storage:

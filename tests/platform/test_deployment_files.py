@@ -72,6 +72,9 @@ def test_dockerfile_is_multi_stage_non_root_with_a_base_image_argument():
     assert "FROM ${BASE_IMAGE} AS runtime-base" in text
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1] not in {"root", "0"}
+    # LIKENESS_STORAGE_BACKEND=s3 works in the image: the s3 extra (boto3) is installed.
+    extras = re.search(r'^ARG EXTRAS="([^"]*)"', text, re.MULTILINE)
+    assert extras and "s3" in extras.group(1).split()
     # Every top-level package the product imports at run time is copied into the image.
     for package in (
         "config",

@@ -84,6 +84,25 @@ def test_settings_refuse_unusable_previous_master_keys(previous, message):
     assert message in result.stderr
 
 
+def test_the_s3_backend_is_the_private_one_and_names_an_s3_compatible_endpoint():
+    env = {
+        **PRODUCTION_ENV,
+        "LIKENESS_STORAGE_BACKEND": "s3",
+        "LIKENESS_S3_BUCKET": "likeness-private",
+        "LIKENESS_S3_ENDPOINT_URL": "https://minio.example.com:9000",
+    }
+    show = "from django.conf import settings; print(settings.STORAGES['likeness_private'])"
+    result = _run([sys.executable, "manage.py", "shell", "-c", show], env)
+    assert result.returncode == 0, result.stderr
+    assert "'BACKEND': 'consent.s3storage.PrivateS3Storage'" in result.stdout
+    assert "'endpoint_url': 'https://minio.example.com:9000'" in result.stdout
+    assert "'bucket_name': 'likeness-private'" in result.stdout
+    missing = _run([sys.executable, "manage.py", "check"], {**env, "LIKENESS_S3_BUCKET": ""})
+    assert (
+        missing.returncode != 0 and "LIKENESS_STORAGE_BACKEND=s3 needs LIKENESS_S3_BUCKET" in missing.stderr
+    )
+
+
 def test_the_test_session_stores_private_files_in_a_temporary_folder():
     """No test may leave a ciphertext in the repository's var/storage (or any real storage root)."""
     from django.conf import settings
