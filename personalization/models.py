@@ -45,6 +45,17 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def _load_failure(base_model: str | Path, error: Exception) -> str:
+    """One line for a model diffusers could not load, saying where it looked (diffusers says why)."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if Path(base_model).is_dir():
+        return f"cannot load the base model folder {str(base_model)!r}: {reason}"
+    return (
+        f"cannot load the base model {str(base_model)!r}: it is not a local model folder, and the hub "
+        f"did not serve it ({reason})"
+    )
+
+
 def detect_kind(base_model: str | Path, *, revision: str | None = None) -> ModelKind:
     """Reads model_index.json (a local file, or the hub's copy) to tell SD 1.5 from SDXL."""
     local = Path(base_model)
@@ -54,7 +65,10 @@ def detect_kind(base_model: str | Path, *, revision: str | None = None) -> Model
             raise ModelLoadError(f"{local} is not a diffusers model folder: it has no model_index.json")
         config: dict[str, Any] = json.loads(index_path.read_text())
     else:
-        config = dict(DiffusionPipeline.load_config(str(base_model), revision=revision))
+        try:
+            config = dict(DiffusionPipeline.load_config(str(base_model), revision=revision))
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(_load_failure(base_model, error)) from error
     class_name = str(config.get("_class_name", ""))
     if class_name not in _PIPELINE_CLASSES:
         supported = ", ".join(sorted(_PIPELINE_CLASSES))
@@ -91,9 +105,12 @@ def load_pipeline(
     target_device = pick_device(device)
     target_dtype = dtype if dtype is not None else default_dtype(target_device)
     pipeline_class = StableDiffusionXLPipeline if resolved_kind == "sdxl" else StableDiffusionPipeline
-    pipe = pipeline_class.from_pretrained(
-        str(base_model), dtype=target_dtype, revision=revision, **from_pretrained_kwargs
-    )
+    try:
+        pipe = pipeline_class.from_pretrained(
+            str(base_model), dtype=target_dtype, revision=revision, **from_pretrained_kwargs
+        )
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(_load_failure(base_model, error)) from error
     pipe.to(target_device)
     pipe.set_progress_bar_config(disable=True)
     return pipe

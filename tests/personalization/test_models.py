@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,14 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from PIL import Image
 
 from personalization.edit import encode_image
-from personalization.models import ModelLoadError, detect_kind, load_pipeline, pick_device, pipeline_kind
+from personalization.models import (
+    KindChoice,
+    ModelLoadError,
+    detect_kind,
+    load_pipeline,
+    pick_device,
+    pipeline_kind,
+)
 from personalization.tiny import build_tiny_pipeline, calibration_batch
 from tests.personalization.conftest import FACES, tiny_image
 
@@ -47,6 +55,27 @@ def test_pick_device_honours_an_explicit_choice() -> None:
 def test_folder_without_model_index_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"no model_index\.json"):
         load_pipeline(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["auto", "sd15"])
+def test_a_model_neither_on_disk_nor_on_the_hub_is_one_clear_error(
+    kind: KindChoice, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # this machine has no hub; never wait for one
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(
+        ModelLoadError, match=r"cannot load the base model .*no-such-model.* not a local model folder"
+    ):
+        load_pipeline(missing, kind=kind)
+
+
+def test_a_model_folder_missing_weights_is_one_clear_error(tiny_sd: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_sd, broken)
+    for weights in (broken / "unet").glob("diffusion_pytorch_model*"):
+        weights.unlink()
+    with pytest.raises(ModelLoadError, match=r"cannot load the base model folder .*broken"):
+        load_pipeline(broken)
 
 
 def test_unsupported_pipeline_class_is_refused(tmp_path: Path) -> None:
