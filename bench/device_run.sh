@@ -50,4 +50,6 @@ measure sample-sd15 150 "${sample[@]}" --kinds sd15 --photo var/bench/data/edit-
 measure train-sd15-b4 120 "${train[@]}" --kinds sd15 --batches 4
 measure train-sdxl-b1 150 "${train[@]}" --kinds sdxl --batches 1
 measure sample-sdxl 120 "${sample[@]}" --kinds sdxl
+# Last, with what time is left: whether torch.compile pays for itself (the 8th and last file back).
+measure train-sd15-compile 150 "${train[@]}" --kinds sd15 --batches 1 --variants identity --compile --warmup 10
 echo "== done at ${SECONDS} s"
