@@ -28,11 +28,12 @@ def quiet_loading() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def real_pipeline(kind: str) -> Any:
+def real_pipeline(kind: str, device: str = "cpu") -> Any:
     """Random weights, real architectures: SD 1.5 (runwayml v1-5 configs) and SDXL base 1.0.
 
-    Built on the current default torch device: under `torch.device("cuda")` the random
-    initialisation of SDXL's 3.5 B parameters takes seconds instead of a minute of CPU time.
+    The weights are initialised on `device`: on "cuda" SDXL's 3.5 B random parameters take
+    seconds instead of a minute of CPU time. Only the modules are built there; the schedulers
+    turn tensors into numpy arrays as they are built, so they are built outside it.
     """
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -63,17 +64,19 @@ def real_pipeline(kind: str) -> Any:
     }
     torch.manual_seed(0)
     if kind == "sd15":
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            cross_attention_dim=768,
-            attention_head_dim=8,
-        )
-        vae = AutoencoderKL(sample_size=512, scaling_factor=0.18215, **vae_config)
-        return assemble_pipeline(unet=unet, vae=vae, text_encoder=CLIPTextModel(clip_l), tokenizer=tokenizer)
+        with torch.device(device):
+            unet = UNet2DConditionModel(
+                sample_size=64,
+                block_out_channels=(320, 640, 1280, 1280),
+                layers_per_block=2,
+                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                cross_attention_dim=768,
+                attention_head_dim=8,
+            )
+            vae = AutoencoderKL(sample_size=512, scaling_factor=0.18215, **vae_config)
+            text_encoder = CLIPTextModel(clip_l)
+        return assemble_pipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
     clip_g = CLIPTextConfig(
         vocab_size=49408,
         hidden_size=1280,
@@ -85,26 +88,28 @@ def real_pipeline(kind: str) -> Any:
         projection_dim=1280,
         **ids,
     )
-    unet = UNet2DConditionModel(
-        sample_size=128,
-        block_out_channels=(320, 640, 1280),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 10),
-        attention_head_dim=(5, 10, 20),
-        cross_attention_dim=2048,
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=256,
-        projection_class_embeddings_input_dim=2816,
-    )
-    vae = AutoencoderKL(sample_size=1024, scaling_factor=0.13025, force_upcast=True, **vae_config)
+    with torch.device(device):
+        unet = UNet2DConditionModel(
+            sample_size=128,
+            block_out_channels=(320, 640, 1280),
+            layers_per_block=2,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10),
+            attention_head_dim=(5, 10, 20),
+            cross_attention_dim=2048,
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+        )
+        vae = AutoencoderKL(sample_size=1024, scaling_factor=0.13025, force_upcast=True, **vae_config)
+        text_encoder, text_encoder_2 = CLIPTextModel(clip_l), CLIPTextModelWithProjection(clip_g)
     return assemble_pipeline(
         unet=unet,
         vae=vae,
-        text_encoder=CLIPTextModel(clip_l),
-        text_encoder_2=CLIPTextModelWithProjection(clip_g),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
         tokenizer=tokenizer,
         tokenizer_2=build_tiny_tokenizer(),
     )
@@ -121,8 +126,7 @@ def ensure_model(size: str, kind: str, work: Path) -> Path:
         return folder
     if size == "tiny":
         return build_tiny_model(folder, xl=kind == "sdxl")
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        pipe = real_pipeline(kind)
+    pipe = real_pipeline(kind, "cuda" if torch.cuda.is_available() else "cpu")
     pipe.to(torch.bfloat16)  # half the disk; loading casts to the run's dtype
     pipe.save_pretrained(folder)
     return folder

@@ -81,3 +81,18 @@ def test_sample_speed_times_generation_and_editing_beside_plain_diffusers(tmp_pa
 def test_the_device_scripts_parse() -> None:
     for script in ("bench/device_prepare.sh", "bench/device_run.sh"):
         subprocess.run(["bash", "-n", script], cwd=REPO_ROOT, check=True)
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_real_models_initialise_their_weights_on_another_device(kind: str) -> None:
+    """On a GPU the real-size weights are initialised there; anything else built on that device
+    (a scheduler turning tensors into numpy) would fail only there. The meta device fails the same
+    way and costs nothing, so the real architectures are assembled on it here."""
+    from bench.common import real_pipeline
+
+    pipe = real_pipeline(kind, "meta")
+    assert pipe.unet.device.type == "meta" and pipe.vae.device.type == "meta"
+    assert sum(parameter.numel() for parameter in pipe.unet.parameters()) > (
+        2.5e9 if kind == "sdxl" else 8.5e8
+    )
+    assert pipe.scheduler.alphas_cumprod.device.type == "cpu"
