@@ -96,3 +96,11 @@ def test_real_models_initialise_their_weights_on_another_device(kind: str) -> No
         2.5e9 if kind == "sdxl" else 8.5e8
     )
     assert pipe.scheduler.alphas_cumprod.device.type == "cpu"
+
+
+def test_train_flops_counts_both_steps_at_the_real_sizes() -> None:
+    rows = _table_rows(_run("bench/train_flops.py"))
+    assert [cells[:2] for cells in rows] == [["sd15", "512"], ["sdxl", "1024"]]
+    for cells in rows:
+        flop_ratio, launch_ratio = (float(cell.rstrip("x")) for cell in cells[-2:])
+        assert flop_ratio > launch_ratio >= 1.0  # caching removes the VAE's arithmetic, few of the launches
