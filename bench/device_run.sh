@@ -47,9 +47,10 @@ measure train-sd15-full 240 "${train[@]}" --kinds= --full-run
 trained=()
 [[ -f var/bench/runs/full/manifest.json ]] && trained=(--model var/bench/runs/full)
 measure sample-sd15 150 "${sample[@]}" --kinds sd15 --photo var/bench/data/edit-photo.jpg "${trained[@]}"
+# docs/benchmarks.md predicts eager batch-1 steps to be launch-bound (identity ~1.13x plain): does
+# torch.compile's fusion close that gap? 10 untimed warm-up steps absorb the compilation.
+measure train-sd15-compile 180 "${train[@]}" --kinds sd15 --batches 1 --variants identity --compile --warmup 10
+measure sample-sdxl 120 "${sample[@]}" --kinds sdxl
 measure train-sd15-b4 120 "${train[@]}" --kinds sd15 --batches 4
 measure train-sdxl-b1 150 "${train[@]}" --kinds sdxl --batches 1
-measure sample-sdxl 120 "${sample[@]}" --kinds sdxl
-# Last, with what time is left: whether torch.compile pays for itself (the 8th and last file back).
-measure train-sd15-compile 150 "${train[@]}" --kinds sd15 --batches 1 --variants identity --compile --warmup 10
 echo "== done at ${SECONDS} s"
