@@ -179,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         edit_call = _edit_call(pipe, manifest, size, args.steps, args.photo)
         edit_time = _alternate(device, {"edit": edit_call}, args.repeats)["edit"]
         row(f"{label}: edit (inversion + edit)", edit_time, plain)
-        del pipe
     if sdxl is not None:
         pipe, _ = _pipeline(sdxl, None, device)
         label = f"SDXL {xl_size} px, {args.steps} steps, {pipe.unet.dtype}"
