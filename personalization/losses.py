@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.export.passes import move_to_device_pass
 from torch.nn import functional
 
 
@@ -80,10 +81,12 @@ def load_identity_embedder(path: str | Path, device: torch.device) -> Any:
     if not file.is_file():
         raise FileNotFoundError(f"identity embedder {file} does not exist")
     try:
-        model = torch.export.load(str(file)).module()
+        program = torch.export.load(str(file))
     except (RuntimeError, ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
         raise ValueError(f"identity embedder {file} is not a torch.export program (.pt2): {error}") from error
-    model.to(device)
+    # The program moves as a whole: `.module().to(device)` would leave its lifted constants (an
+    # exported normalisation, say) on the CPU, and the first call on a GPU would fail.
+    model = move_to_device_pass(program, device).module()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     with torch.no_grad():
