@@ -35,18 +35,20 @@ def _counted(work: Any) -> tuple[float, int]:
     from torch.utils.flop_counter import FlopCounterMode
 
     class Launches(TorchDispatchMode):
-        count = 0
+        """Counts the operations that launch work: views only re-describe memory."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            if not func._schema.is_mutable and func.is_view:
-                return func(*args, **(kwargs or {}))
-            Launches.count += 1
+            self.count += 0 if func.is_view else 1
             return func(*args, **(kwargs or {}))
 
-    Launches.count = 0
-    with FlopCounterMode(display=False) as flops, Launches():
+    launches = Launches()
+    with FlopCounterMode(display=False) as flops, launches:
         work()
-    return flops.get_total_flops() / 1e9, Launches.count
+    return flops.get_total_flops() / 1e9, launches.count
 
 
 def count(kind: str, batch: int) -> dict[str, tuple[float, int]]:
