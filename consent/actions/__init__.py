@@ -1,0 +1,116 @@
+"""The consent app's only write path: consent, retention, storage of subject files, erasure.
+
+Views, API viewsets, tasks and the enforce_retention command call these
+functions and nothing else writes consent rows. Each function checks the
+actor's permission in the subject's tenant, re-reads what it needs under a row
+lock on the subject (consent.locks has the lock order), writes, and appends
+ID-only audit entries in the same transaction.
+
+One module per sub-domain; this package re-exports the public names, so callers
+write `consent.actions.require(...)` whatever module holds it:
+
+- gate: `require()` and the consent records in force;
+- retention: schedules and retain_until clocks;
+- subjects: subjects, consent texts, evidence exports;
+- signing: links, the subject's signature, revocation;
+- files: encrypted subject files and the photo intake;
+- erasure: key destruction and file deletion; sweep: the retention sweep;
+- keys: master-key rotation.
+
+Rules enforced here (docs/compliance.md has the why):
+- consent is signed only by the subject, through the signed link (sign_consent
+  takes a token, never a user); staff can only send links and record a
+  revocation they received by other means;
+- nothing of a subject is stored unless a consent is in force at that moment;
+- when no consent is in force any more, erasure starts in the same transaction
+  as the revocation: the subject key is destroyed first, the files follow
+  (complete_erasure, on the default Celery queue, or inline in the sweep);
+- every file carries retain_until and enforce_retention erases what is due.
+"""
+
+from consent.actions.common import (
+    Actor,
+    ConsentActionError,
+    ConsentReason,
+    ConsentRequired,
+    ConsentRequiredError,
+    InvalidLinkError,
+)
+from consent.actions.erasure import complete_erasure, erase_subject
+from consent.actions.files import (
+    IntakeReport,
+    RejectedPhoto,
+    UploadedPhoto,
+    enrollment_embedding,
+    intake_limits,
+    set_enrollment_photo,
+    store_subject_file,
+    upload_reference_photos,
+)
+from consent.actions.gate import PURPOSE_PHRASES, records_in_force, require
+from consent.actions.keys import RotationReport, rotate_master_key
+from consent.actions.retention import (
+    BIPA_DEFAULT_TITLE,
+    MAX_YEARS_AFTER_LAST_INTERACTION,
+    mark_purpose_satisfied,
+    publish_retention_schedule,
+    retention_statement,
+    schedule_in_force,
+    subject_retain_until,
+    touch_subject,
+)
+from consent.actions.signing import (
+    MIN_INTENDED_USES_CHARS,
+    IssuedLink,
+    record_revocation,
+    resolve_link,
+    revoke_via_link,
+    send_consent_link,
+    sign_consent,
+)
+from consent.actions.subjects import create_subject, publish_consent_template, record_export
+from consent.actions.sweep import SweepReport, enforce_retention
+
+__all__ = [
+    "BIPA_DEFAULT_TITLE",
+    "MAX_YEARS_AFTER_LAST_INTERACTION",
+    "MIN_INTENDED_USES_CHARS",
+    "PURPOSE_PHRASES",
+    "Actor",
+    "ConsentActionError",
+    "ConsentReason",
+    "ConsentRequired",
+    "ConsentRequiredError",
+    "IntakeReport",
+    "InvalidLinkError",
+    "IssuedLink",
+    "RejectedPhoto",
+    "RotationReport",
+    "SweepReport",
+    "UploadedPhoto",
+    "complete_erasure",
+    "create_subject",
+    "enforce_retention",
+    "enrollment_embedding",
+    "erase_subject",
+    "intake_limits",
+    "mark_purpose_satisfied",
+    "publish_consent_template",
+    "publish_retention_schedule",
+    "record_export",
+    "record_revocation",
+    "records_in_force",
+    "require",
+    "resolve_link",
+    "retention_statement",
+    "revoke_via_link",
+    "rotate_master_key",
+    "schedule_in_force",
+    "send_consent_link",
+    "set_enrollment_photo",
+    "sign_consent",
+    "store_subject_file",
+    "subject_retain_until",
+    "touch_subject",
+    "upload_reference_photos",
+]

@@ -1,0 +1,178 @@
+"""Erasure: the key is destroyed in the triggering transaction, the files follow."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.actions import record as audit
+from consent import vault
+from consent.actions.common import Actor, ConsentActionError, acting_user
+from consent.erasure import registered_hooks
+from consent.faults import crash_point
+from consent.locks import locked_subject
+from consent.models import (
+    Asset,
+    DeletionCertificate,
+    ErasureTrigger,
+    Subject,
+    SubjectKey,
+)
+from consent.storage import private_storage, subject_prefix, walk
+from tenancy.permissions import require_perm
+
+
+def _enqueue_completion(certificate_id: int) -> None:
+    from consent.tasks import complete_erasure_task
+
+    complete_erasure_task.delay(certificate_id)
+
+
+def begin_erasure(
+    subject: Subject,
+    *,
+    trigger: ErasureTrigger,
+    actor: Actor,
+    reason: str,
+    enqueue: bool = True,
+) -> DeletionCertificate | None:
+    """Open a certificate and destroy the key, in the caller's transaction (which holds the subject lock).
+
+    Idempotent: an open certificate is returned as is; a subject with neither
+    key nor files gets none (there is nothing to destroy). Certificates carry
+    wall-clock times, also when a sweep decides with a simulated `--now`.
+    """
+    tenant = subject.tenant
+    open_certificate = subject.deletion_certificates.filter(completed_at__isnull=True).first()
+    if open_certificate is not None:
+        return open_certificate
+    subject_key = SubjectKey.objects.for_tenant(tenant).filter(subject=subject).first()
+    if subject_key is None and not subject.assets.exists():
+        return None
+    certificate = DeletionCertificate.objects.for_tenant(tenant).create(
+        subject=subject,
+        scope=DeletionCertificate.Scope.SUBJECT,
+        trigger=trigger,
+        reason=reason,
+        requested_by=acting_user(actor),
+        started_at=timezone.now(),
+    )
+    audit(
+        tenant=tenant,
+        action="erasure.started",
+        actor=actor,
+        target=certificate,
+        payload={"subject_id": subject.pk, "trigger": trigger.value, "scope": certificate.scope},
+    )
+    if subject_key is not None:
+        key_id = subject_key.key_id
+        subject_key.delete()
+        certificate.key_id = key_id
+        certificate.key_destroyed_at = timezone.now()
+        certificate.save(update_fields=["key_id", "key_destroyed_at"])
+        audit(
+            tenant=tenant,
+            action="subject_key.destroyed",
+            actor=actor,
+            target_type="consent.subjectkey",
+            target_id=str(key_id),
+            payload={"subject_id": subject.pk, "certificate_id": certificate.pk},
+        )
+    if enqueue:
+        transaction.on_commit(lambda: _enqueue_completion(certificate.pk), robust=True)
+    return certificate
+
+
+def erase_subject(*, actor: Actor, subject: Subject, reason: str) -> DeletionCertificate | None:
+    """Erasure on request (GDPR Art. 17) by a tenant admin; consent records stay as the history."""
+    require_perm(actor, subject.tenant, "consent.erase_subject", subject)
+    if not reason.strip():
+        raise ConsentActionError("Give the reason for the erasure (for example the request it answers).")
+    with transaction.atomic():
+        locked = locked_subject(subject)
+        return begin_erasure(locked, trigger=ErasureTrigger.ADMIN, actor=actor, reason=reason.strip())
+
+
+def _call_hooks(subject: Subject) -> tuple[list[str], list[str]]:
+    cancelled: list[str] = []
+    withdrawn: list[str] = []
+    for hook in registered_hooks():
+        if hook.cancel_jobs is not None:
+            cancelled.extend(f"{hook.name}:{ident}" for ident in hook.cancel_jobs(subject))
+    for hook in registered_hooks():
+        if hook.withdraw_outputs is not None:
+            withdrawn.extend(f"{hook.name}:{ident}" for ident in hook.withdraw_outputs(subject))
+    return cancelled, withdrawn
+
+
+def complete_erasure(certificate_id: int) -> DeletionCertificate | None:
+    """Cancel jobs, withdraw outputs, delete files and rows, sweep the storage prefix, close the certificate.
+
+    One transaction under a lock on the certificate: a crash rolls the rows back
+    while the deleted files stay deleted, so a rerun redoes the rows, skips the
+    missing files and counts each file once. Safe to call any number of times.
+    """
+    with transaction.atomic():
+        certificate = (
+            # Lock the certificate and the subject, never the tenant row: audit.record takes that one
+            # later, and every writer takes subject before tenant, so no two of them can deadlock.
+            DeletionCertificate.dangerously_unscoped.select_for_update(of=("self", "subject"))
+            .select_related("tenant", "subject")
+            .filter(pk=certificate_id)
+            .first()
+        )
+        if certificate is None or certificate.completed_at is not None:
+            return certificate
+        subject = certificate.subject
+        tenant = certificate.tenant
+        storage = private_storage()
+        live_key = SubjectKey.objects.for_tenant(tenant).filter(subject=subject).first()
+        if certificate.scope == DeletionCertificate.Scope.SUBJECT:
+            cancelled, withdrawn = _call_hooks(subject)
+            doomed = subject.assets.all()
+            if live_key is not None:
+                # A new consent after the erasure began has its own key: its files are not this erasure's.
+                doomed = doomed.exclude(key_id=live_key.key_id)
+        else:
+            cancelled, withdrawn = [], []
+            doomed = subject.assets.filter(pk__in=certificate.planned_asset_ids)
+        counts: Counter[str] = Counter()
+        file_ids: list[int] = []
+        for asset in doomed.order_by("id"):
+            storage.delete(asset.storage_name)
+            counts[asset.kind] += 1
+            file_ids.append(asset.pk)
+            crash_point("erasure.file_deleted")
+        Asset.objects.for_tenant(tenant).filter(pk__in=file_ids).delete()
+        strays = 0
+        if certificate.scope == DeletionCertificate.Scope.SUBJECT:
+            keep = vault.key_folder(tenant.pk, subject.pk, live_key.key_id) + "/" if live_key else None
+            for name in walk(storage, subject_prefix(tenant.pk, subject.pk)):
+                if keep is None or not name.startswith(keep):
+                    storage.delete(name)
+                    strays += 1
+        certificate.destroyed_counts = dict(sorted(counts.items()))
+        certificate.file_ids = file_ids
+        certificate.stray_files_removed = strays
+        certificate.cancelled_jobs = cancelled
+        certificate.withdrawn_outputs = withdrawn
+        certificate.completed_at = timezone.now()
+        certificate.save()
+        audit(
+            tenant=tenant,
+            action="erasure.completed",
+            target=certificate,
+            payload={
+                "subject_id": subject.pk,
+                "trigger": certificate.trigger,
+                "files_by_kind": certificate.destroyed_counts,
+                "file_ids": file_ids,
+                "stray_files_removed": strays,
+                "cancelled_jobs": cancelled,
+                "withdrawn_outputs": withdrawn,
+                "key_destroyed": certificate.key_destroyed_at is not None,
+            },
+        )
+    return certificate

@@ -1,0 +1,312 @@
+"""Consent links, the subject's signature and revocation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+
+from audit.actions import record as audit
+from consent.actions.common import Actor, ConsentActionError, InvalidLinkError, acting_user, format_day
+from consent.actions.erasure import begin_erasure
+from consent.actions.gate import records_in_force
+from consent.actions.retention import refresh_retention
+from consent.locks import locked_subject
+from consent.models import (
+    CaptureChannel,
+    ConsentLink,
+    ConsentRecord,
+    ConsentRevocation,
+    ConsentTemplate,
+    ErasureTrigger,
+    Purpose,
+    Representation,
+    RevocationChannel,
+    Subject,
+)
+from consent.tokens import (
+    InvalidLinkTokenError,
+    make_link_token,
+    read_link_token,
+    token_fingerprint,
+)
+from tenancy.permissions import require_perm
+
+MIN_INTENDED_USES_CHARS = 20
+
+
+def _clean_list(values: Iterable[str]) -> list[str]:
+    return sorted({value.strip() for value in values if value and value.strip()})
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    link: ConsentLink
+    token: str  # shown to staff once and emailed; only its SHA-256 is stored
+
+
+def send_consent_link(
+    *,
+    actor: Actor,
+    subject: Subject,
+    template: ConsentTemplate,
+    purposes: Iterable[str],
+    intended_uses: str,
+    identity_verification: str,
+    channels: Iterable[str] = (),
+    territories: Iterable[str] = (),
+    valid_from: datetime | None = None,
+    expires_at: datetime | None = None,
+    sign_within_hours: int | None = None,
+) -> IssuedLink:
+    """Ask the subject to consent: terms fixed now, signature only by the subject through the link."""
+    tenant = subject.tenant
+    require_perm(actor, tenant, "consent.add_consentlink")
+    require_perm(actor, tenant, "consent.view_subject", subject)
+    if template.tenant_id != tenant.pk:
+        raise ConsentActionError("That consent template belongs to another tenant.")
+    try:
+        offered = sorted({Purpose(value).value for value in purposes})
+    except ValueError as exc:
+        raise ConsentActionError(f"Unknown purpose: {exc}") from None
+    if not offered:
+        raise ConsentActionError("Offer at least one purpose.")
+    uses = intended_uses.strip()
+    if len(uses) < MIN_INTENDED_USES_CHARS:
+        raise ConsentActionError(
+            "Describe the intended uses specifically (what, where, for how long); "
+            f"at least {MIN_INTENDED_USES_CHARS} characters."
+        )
+    verification = identity_verification.strip()
+    if not verification:
+        raise ConsentActionError("Say how the subject's identity was verified.")
+    now = timezone.now()
+    start = valid_from or now
+    if expires_at is not None and expires_at <= max(start, now):
+        raise ConsentActionError("The consent must end after it starts, and in the future.")
+    hours = sign_within_hours or settings.LIKENESS_CONSENT_LINK_HOURS
+    if not 1 <= hours <= 24 * 90:
+        raise ConsentActionError("A link may be valid for signing between 1 hour and 90 days.")
+    link = ConsentLink(
+        tenant=tenant,
+        subject=subject,
+        template=template,
+        purposes_offered=offered,
+        intended_uses=uses,
+        channels=_clean_list(channels),
+        territories=_clean_list(territories),
+        valid_from=start,
+        expires_at=expires_at,
+        identity_verification=verification,
+        sign_by=now + timedelta(hours=hours),
+        sent_to=subject.contact_email,
+        created_at=now,
+        created_by=acting_user(actor),
+    )
+    token = make_link_token(link.public_id)
+    link.token_sha256 = token_fingerprint(token)
+    with transaction.atomic():
+        link.save()
+        audit(
+            tenant=tenant,
+            action="consent.link_sent",
+            actor=actor,
+            target=link,
+            payload={"subject_id": subject.pk, "template_id": template.pk, "purposes": offered},
+        )
+    return IssuedLink(link=link, token=token)
+
+
+def resolve_link(token: str) -> ConsentLink:
+    """The link a token names, across tenants: the token (unguessable, signed) is what names the tenant.
+
+    This is the consent app's one lookup without a request tenant; the subject
+    has no account, so the signed token is the credential.
+    """
+    try:
+        public_id = read_link_token(token)
+    except InvalidLinkTokenError as exc:
+        raise InvalidLinkError("This consent link is not valid. Ask the sender for a new one.") from exc
+    link = (
+        ConsentLink.dangerously_unscoped.select_related("tenant", "subject", "template")
+        .filter(public_id=public_id)
+        .first()
+    )
+    if link is None or not constant_time_compare(link.token_sha256, token_fingerprint(token)):
+        raise InvalidLinkError("This consent link is not valid. Ask the sender for a new one.")
+    return link
+
+
+def sign_consent(
+    *,
+    token: str,
+    purposes: Iterable[str],
+    full_name: str,
+    representation: str,
+    representation_detail: str = "",
+    ip: str | None = None,
+    user_agent: str = "",
+    at: datetime | None = None,
+) -> ConsentRecord:
+    """The subject signs on the link page: each purpose ticked separately, typed full name as signature."""
+    moment = at or timezone.now()
+    link = resolve_link(token)
+    tenant = link.tenant
+    with transaction.atomic():
+        subject = locked_subject(link.subject)
+        if ConsentRecord.objects.for_tenant(tenant).filter(link=link).exists():
+            raise ConsentActionError(
+                "This link has already been used to sign. You can revoke your consent here."
+            )
+        if moment > link.sign_by:
+            raise ConsentActionError(
+                f"This link could be signed until {format_day(link.sign_by)}. "
+                f"Ask {tenant.name} for a new one."
+            )
+        try:
+            ticked = sorted({Purpose(value).value for value in purposes})
+        except ValueError:
+            raise ConsentActionError("Unknown purpose ticked.") from None
+        if not ticked:
+            raise ConsentActionError(
+                "You did not tick any purpose, so nothing was signed. That is fine: nothing happens without "
+                "your consent and saying no has no consequence."
+            )
+        if not set(ticked) <= set(link.purposes_offered):
+            raise ConsentActionError("A purpose that was not offered in this link cannot be granted.")
+        signer = full_name.strip()
+        if len(signer) < 2:
+            raise ConsentActionError("Type your full name to sign.")
+        try:
+            represented = Representation(representation).value
+        except ValueError:
+            raise ConsentActionError("Say whether you were represented (counsel, union, or none).") from None
+        valid_from = max(link.valid_from, moment)
+        if link.expires_at is not None and link.expires_at <= valid_from:
+            raise ConsentActionError(
+                f"The consent period offered has already ended. Ask {tenant.name} for a new link."
+            )
+        record = ConsentRecord.objects.for_tenant(tenant).create(
+            subject=subject,
+            link=link,
+            template=link.template,
+            template_version=link.template.version,
+            template_sha256=link.template.sha256,
+            retention_schedule=subject.retention_schedule,
+            purposes=ticked,
+            intended_uses=link.intended_uses,
+            channels=link.channels,
+            territories=link.territories,
+            representation=represented,
+            representation_detail=representation_detail.strip()[:300],
+            identity_verification=link.identity_verification,
+            valid_from=valid_from,
+            expires_at=link.expires_at,
+            capture_channel=CaptureChannel.SIGNED_LINK,
+            signer_full_name=signer[:200],
+            signed_at=moment,
+            signer_ip=ip or None,
+            signer_user_agent=user_agent[:500],
+            link_token_sha256=link.token_sha256,
+        )
+        if moment > subject.last_interaction_at:
+            subject.last_interaction_at = moment
+            subject.save(update_fields=["last_interaction_at"])
+        refresh_retention(subject)
+        audit(
+            tenant=tenant,
+            action="consent.signed",
+            target=record,
+            payload={
+                "subject_id": subject.pk,
+                "link_id": link.pk,
+                "template_id": link.template_id,
+                "template_sha256": link.template.sha256,
+                "purposes": ticked,
+                "representation": represented,
+            },
+        )
+    return record
+
+
+def _revoke(
+    *,
+    record: ConsentRecord,
+    channel: RevocationChannel,
+    actor: Actor,
+    reason: str,
+    received_via: str,
+    ip: str | None,
+    user_agent: str,
+    at: datetime,
+) -> ConsentRevocation:
+    tenant = record.tenant
+    with transaction.atomic():
+        subject = locked_subject(record.subject)
+        existing = ConsentRevocation.objects.for_tenant(tenant).filter(record=record).first()
+        if existing is not None:
+            return existing  # a double submit of the same withdrawal changes nothing
+        revocation = ConsentRevocation.objects.for_tenant(tenant).create(
+            record=record,
+            revoked_at=at,
+            channel=channel,
+            reason=reason,
+            received_via=received_via,
+            recorded_by=acting_user(actor),
+            ip=ip or None,
+            user_agent=user_agent[:500],
+        )
+        audit(
+            tenant=tenant,
+            action="consent.revoked",
+            actor=actor,
+            target=revocation,
+            payload={"record_id": record.pk, "subject_id": subject.pk, "channel": channel.value},
+        )
+        if not records_in_force(subject, at):
+            begin_erasure(subject, trigger=ErasureTrigger.REVOCATION, actor=actor, reason="")
+    return revocation
+
+
+def revoke_via_link(
+    *, token: str, ip: str | None = None, user_agent: str = "", at: datetime | None = None
+) -> ConsentRevocation:
+    """Withdrawal by the subject: one action on the same page where they signed."""
+    link = resolve_link(token)
+    record = ConsentRecord.objects.for_tenant(link.tenant).filter(link=link).first()
+    if record is None:
+        raise ConsentActionError("Nothing was signed with this link, so there is nothing to revoke.")
+    return _revoke(
+        record=record,
+        channel=RevocationChannel.SUBJECT_LINK,
+        actor=None,
+        reason="",
+        received_via="",
+        ip=ip,
+        user_agent=user_agent,
+        at=at or timezone.now(),
+    )
+
+
+def record_revocation(
+    *, actor: Actor, record: ConsentRecord, reason: str, received_via: str, at: datetime | None = None
+) -> ConsentRevocation:
+    """Staff record a withdrawal the subject made by other means (letter, email, phone), with a reason."""
+    require_perm(actor, record.tenant, "consent.add_consentrevocation")
+    if not reason.strip() or not received_via.strip():
+        raise ConsentActionError("Say how the withdrawal was received and give its reason or wording.")
+    return _revoke(
+        record=record,
+        channel=RevocationChannel.STAFF_RECORDED,
+        actor=actor,
+        reason=reason.strip(),
+        received_via=received_via.strip()[:100],
+        ip=None,
+        user_agent="",
+        at=at or timezone.now(),
+    )

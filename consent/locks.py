@@ -1,0 +1,24 @@
+"""Row locks of the consent app, in the one order every writer takes them.
+
+Lock order: subject before tenant. Consent, storage and erasure of one subject
+run one at a time under the subject's row lock; the tenant row is locked last,
+by audit.actions.record (every audited write appends to the tenant's chain under
+that lock) and by versioned publishing (consent texts, retention schedules). A
+writer that holds the tenant row never asks for a subject row afterwards, so no
+two writers can wait for each other.
+"""
+
+from __future__ import annotations
+
+from consent.models import Subject
+from tenancy.models import Tenant
+
+
+def locked_subject(subject: Subject) -> Subject:
+    """Re-read the subject under a row lock: consent, storage and erasure of one subject run one at a time."""
+    return Subject.objects.for_tenant(subject.tenant).select_for_update().get(pk=subject.pk)
+
+
+def lock_tenant_row(tenant: Tenant) -> None:
+    """Take the tenant row lock (last, see the lock order above) without loading the row."""
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True).get()
