@@ -65,25 +65,69 @@ def record(
         Tenant.objects.using(using).select_for_update().filter(pk=tenant.pk).values_list(
             "pk", flat=True
         ).get()
-        head, _ = AuditChainHead.objects.using(using).get_or_create(
-            tenant_id=tenant.pk, defaults={"last_seq": 0, "last_hash": GENESIS_HASH}
+        last_seq, last_hash = _chain_end(tenant.pk, using)
+        entry = _append(
+            using,
+            last_seq,
+            last_hash,
+            tenant_id=tenant.pk,
+            actor_id=actor.pk if actor is not None else None,
+            action=action,
+            target_type=kind,
+            target_id=ident,
+            payload=body,
         )
-        fields: dict[str, Any] = {
-            "tenant_id": tenant.pk,
-            "seq": head.last_seq + 1,
-            "at": timezone.now(),
-            "actor_id": actor.pk if actor is not None else None,
-            "action": action,
-            "target_type": kind,
-            "target_id": ident,
-            "payload": body,
-        }
-        digest = chain_hash(head.last_hash, canonical_entry(**fields))
-        entry = AuditEntry(**fields, prev_hash=head.last_hash, hash=digest)
-        entry.save(using=using)
-        AuditChainHead.objects.using(using).filter(tenant_id=tenant.pk).update(
-            last_seq=entry.seq, last_hash=digest
+    return entry
+
+
+def _chain_end(tenant_id: int, using: str) -> tuple[int, str]:
+    """The seq and hash to append after, from the head row, rebuilt when that row was lost.
+
+    The head is normally right; a database owner can still delete it or move it back (the
+    trigger stops everyone else). Appending after such a head would collide with an existing
+    seq on every write from then on, so the head is rebuilt from the last stored entry and an
+    `audit.head_rebuilt` entry says so; what was lost shows against the signed checkpoints. A
+    head ahead of the entries (a cut tail) is kept: the gap it leaves is the evidence.
+    """
+    head = AuditChainHead.objects.using(using).filter(tenant_id=tenant_id).first()
+    last = (
+        AuditEntry.dangerously_unscoped.using(using)
+        .filter(tenant_id=tenant_id)
+        .order_by("-seq")
+        .values_list("seq", "hash")
+        .first()
+    )
+    if head is None:
+        head = AuditChainHead.objects.using(using).create(
+            tenant_id=tenant_id, last_seq=0, last_hash=GENESIS_HASH
         )
+        reason, head_seq = "missing", None
+    else:
+        reason, head_seq = "behind", head.last_seq
+    if last is None or last[0] <= head.last_seq:
+        return head.last_seq, head.last_hash
+    rebuilt = _append(
+        using,
+        *last,
+        tenant_id=tenant_id,
+        actor_id=None,
+        action="audit.head_rebuilt",
+        target_type="",
+        target_id="",
+        payload={"reason": reason, "head_seq": head_seq, "last_entry_seq": last[0]},
+    )
+    return rebuilt.seq, rebuilt.hash
+
+
+def _append(using: str, after_seq: int, after_hash: str, **fields: Any) -> AuditEntry:
+    """Insert the entry after (after_seq, after_hash) and move the head to it (the caller holds the lock)."""
+    fields.update(seq=after_seq + 1, at=timezone.now())
+    digest = chain_hash(after_hash, canonical_entry(**fields))
+    entry = AuditEntry(**fields, prev_hash=after_hash, hash=digest)
+    entry.save(using=using)
+    AuditChainHead.objects.using(using).filter(tenant_id=fields["tenant_id"]).update(
+        last_seq=entry.seq, last_hash=digest
+    )
     return entry
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +12,7 @@ from django.utils import timezone
 
 from audit.chain import canonical_json, format_timestamp
 from audit.models import AuditEntry
+from tenancy.spreadsheet import SpreadsheetSafeWriter
 
 COLUMNS = [
     "seq",
@@ -50,7 +50,7 @@ class _Echo:
 
 
 def _csv_lines(entries: QuerySet[AuditEntry]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
+    writer = SpreadsheetSafeWriter(_Echo())
     yield writer.writerow(COLUMNS)
     for entry in entries.iterator(chunk_size=1000):
         row = entry_row(entry)

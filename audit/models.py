@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from django.conf import settings
 from django.db import models
 
+from audit.checkpoints import MAX_SINK_CHARS
 from tenancy.models import Tenant, TenantOwnedModel
 from tenancy.scoping import TenantScopedManager, TenantScopedQuerySet
 
@@ -122,3 +123,45 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}@{self.last_seq}"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed checkpoint of a tenant's chain, queued here until every configured sink has it.
+
+    This table is an outbox, not the evidence: verification reads checkpoints back from the
+    sinks outside the database. Someone who controls the database can delete rows here (the
+    next checkpoint then names a predecessor the sinks never got, which shows) but cannot make
+    one: the signature needs the anchor key, which is not in the database.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    number = models.PositiveIntegerField(help_text="1, 2, 3... per tenant.")
+    seq = models.PositiveBigIntegerField(help_text="The chain entry the checkpoint covers up to.")
+    head_hash = models.CharField(max_length=64)
+    digest = models.CharField(max_length=64, help_text="SHA-256 of the signed body: the next one's previous.")
+    line = models.TextField(help_text="The signed line, exactly as written to every sink.")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "number"], name="auditcheckpoint_unique_tenant_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}#{self.number}@{self.seq}"
+
+
+class AuditCheckpointDelivery(models.Model):
+    """That a checkpoint reached one sink (named as configured); missing rows are retried."""
+
+    checkpoint = models.ForeignKey(AuditCheckpoint, on_delete=models.CASCADE, related_name="deliveries")
+    sink = models.CharField(max_length=MAX_SINK_CHARS)
+    delivered_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["checkpoint", "sink"], name="auditcheckpointdelivery_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.checkpoint} -> {self.sink}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from audit.models import AuditEntry
+from audit.verification import ChainStatus
 
 
 class AuditEntrySerializer(serializers.ModelSerializer[AuditEntry]):
@@ -21,6 +22,14 @@ class AuditEntrySerializer(serializers.ModelSerializer[AuditEntry]):
 class ChainReportSerializer(serializers.Serializer[object]):
     tenant_slug = serializers.CharField()
     entries = serializers.IntegerField()
+    status = serializers.ChoiceField(
+        choices=[status.value for status in ChainStatus],
+        help_text="intact: holds and matches its latest signed checkpoint; unanchored: holds, but no "
+        "checkpoint outside the database covers it; broken: see problem",
+    )
     intact = serializers.BooleanField()
     first_bad_seq = serializers.IntegerField(allow_null=True)
     problem = serializers.CharField()
+    anchored_seq = serializers.IntegerField(allow_null=True, help_text="seq the latest checkpoint covers")
+    anchored_at = serializers.CharField(allow_null=True, help_text="when the latest checkpoint was signed")
+    notes = serializers.ListField(child=serializers.CharField())

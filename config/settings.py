@@ -8,12 +8,14 @@ documented in README.md; `manage.py check --deploy` is then clean.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from audit.checkpoints import load_public_key, parse_sinks
 from consent.crypto import MIN_MASTER_SECRET_CHARS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -200,6 +202,41 @@ if LIKENESS_MASTER_KEY in LIKENESS_PREVIOUS_MASTER_KEYS:
     raise ImproperlyConfigured(
         "LIKENESS_PREVIOUS_MASTER_KEYS must not contain the current LIKENESS_MASTER_KEY."
     )
+# The audit chains are anchored outside the database (audit.anchoring, docs/operations.md): signed
+# checkpoints go to every sink listed here; verification reads them back from the first file: or s3://
+# one. Production must say where (a place the database's owner cannot rewrite); development appends
+# to a file under var/.
+LIKENESS_AUDIT_ANCHOR_SINKS = _env_list(
+    "LIKENESS_AUDIT_ANCHOR_SINKS", f"file:{VAR_DIR / 'audit-anchors.jsonl'}" if DEBUG else ""
+)
+if not LIKENESS_AUDIT_ANCHOR_SINKS:
+    raise ImproperlyConfigured(
+        "LIKENESS_AUDIT_ANCHOR_SINKS is required unless DJANGO_DEBUG=1: where the audit log's signed "
+        "checkpoints go (file:/path, s3://bucket/prefix, email:legal@example.com; comma-separated)."
+    )
+try:
+    _ANCHOR_SINKS = parse_sinks(LIKENESS_AUDIT_ANCHOR_SINKS)
+    # Public keys of retired anchor keys (ed25519:<base64>, whitespace-separated): their checkpoints
+    # still verify.
+    LIKENESS_AUDIT_ANCHOR_TRUSTED_KEYS = os.environ.get("LIKENESS_AUDIT_ANCHOR_TRUSTED_KEYS", "").split()
+    for _public in LIKENESS_AUDIT_ANCHOR_TRUSTED_KEYS:
+        load_public_key(_public)
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
+if any(sink.kind == "s3" for sink in _ANCHOR_SINKS) and importlib.util.find_spec("boto3") is None:
+    raise ImproperlyConfigured("an s3:// audit anchor sink needs the `s3` extra of pyproject (boto3).")
+# The secret the checkpoint signing key is derived from; by default the master key (with its own HKDF
+# salt and info, so the two keys are unrelated). Never stored in the database.
+LIKENESS_AUDIT_ANCHOR_KEY = os.environ.get("LIKENESS_AUDIT_ANCHOR_KEY", "")
+if LIKENESS_AUDIT_ANCHOR_KEY and len(LIKENESS_AUDIT_ANCHOR_KEY) < MIN_MASTER_SECRET_CHARS:
+    raise ImproperlyConfigured(
+        f"LIKENESS_AUDIT_ANCHOR_KEY must be at least {MIN_MASTER_SECRET_CHARS} characters."
+    )
+LIKENESS_AUDIT_ANCHOR_MINUTES = int(os.environ.get("LIKENESS_AUDIT_ANCHOR_MINUTES", "60"))
+if LIKENESS_AUDIT_ANCHOR_MINUTES < 1:
+    raise ImproperlyConfigured("LIKENESS_AUDIT_ANCHOR_MINUTES must be at least 1.")
+# An S3-compatible store for s3:// sinks (MinIO, Ceph); unset means AWS itself.
+LIKENESS_AUDIT_ANCHOR_S3_ENDPOINT_URL = os.environ.get("LIKENESS_AUDIT_ANCHOR_S3_ENDPOINT_URL") or None
 # Reference photo intake limits (consent.intake) and the identity-consistency threshold.
 LIKENESS_MAX_UPLOAD_BYTES = int(os.environ.get("LIKENESS_MAX_UPLOAD_BYTES", str(20 * 1024 * 1024)))
 LIKENESS_MAX_IMAGE_PIXELS = int(os.environ.get("LIKENESS_MAX_IMAGE_PIXELS", "40000000"))
@@ -229,7 +266,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "consent.enforce_retention",
         "schedule": LIKENESS_RETENTION_SWEEP_MINUTES * 60.0,
         "options": {"queue": "default"},
-    }
+    },
+    "audit-anchor-chains": {
+        "task": "audit.anchor_chains",
+        "schedule": LIKENESS_AUDIT_ANCHOR_MINUTES * 60.0,
+        "options": {"queue": "default"},
+    },
 }
 # Base diffusion model: a hub id or a local folder. The default is the tiny
 # random-init model that `make setup` builds, so the product runs offline.

@@ -6,7 +6,6 @@ their templates); these functions build the same facts as data.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from django.utils import timezone
 
 from consent.models import ConsentLink, ConsentRecord, DeletionCertificate, RetentionSchedule, Subject
 from consent.status import subject_status
+from tenancy.spreadsheet import SpreadsheetSafeWriter
 
 
 def _when(value: datetime | None) -> str | None:
@@ -132,7 +132,7 @@ def _csv_cell(value: Any) -> Any:
 
 def csv_text(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = SpreadsheetSafeWriter(buffer)
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_csv_cell(row.get(column)) for column in columns])

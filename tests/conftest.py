@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -25,6 +26,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # default, or whatever the caller's shell exports). Set before the settings load,
 # so the session and every process a test starts store in this folder instead.
 os.environ["LIKENESS_STORAGE_ROOT"] = tempfile.mkdtemp(prefix="likeness-test-storage-")
+# Likewise the audit log's signed checkpoints (the development default is a file under var/), for the
+# processes tests start; in-process, each test has a file of its own (audit_anchor_file).
+os.environ["LIKENESS_AUDIT_ANCHOR_SINKS"] = f"file:{os.environ['LIKENESS_STORAGE_ROOT']}/audit-anchors.jsonl"
 os.environ.setdefault("DJANGO_DEBUG", "1")
 os.environ.setdefault("LIKENESS_LOG_LEVEL", "WARNING")
 # Four engineers share two cores: torch (imported later, by the tests that need
@@ -51,6 +55,15 @@ _counter = itertools.count(1)
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Removed only when pytest ends, because processes a test started may write there until then."""
     shutil.rmtree(SESSION_STORAGE_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def audit_anchor_file(settings: Any, tmp_path: Path) -> Path:
+    """Each test's signed audit checkpoints go to a file of its own (verification reads them back):
+    a checkpoint of one test's tenant must never meet another test's tenant that got the same id."""
+    path = tmp_path / "audit-anchors.jsonl"
+    settings.LIKENESS_AUDIT_ANCHOR_SINKS = [f"file:{path}"]
+    return path
 
 
 TEST_PASSWORD = "correct-horse-battery-staple"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -28,3 +31,55 @@ def redis_reachable() -> bool:
 requires_redis = pytest.mark.skipif(
     not redis_reachable(), reason="needs Redis at REDIS_URL (CI and `make test` provide one)"
 )
+
+
+def tamper_audit(sql: str, params: list[Any]) -> None:
+    """Raw SQL as the table owner, with the audit tables' append-only triggers off on PostgreSQL.
+
+    What an attacker who owns the database can do; the tamper tests show what verification sees.
+    """
+    from django.db import connection
+
+    triggers = (
+        ("audit_auditentry", "audit_entry_append_only"),
+        ("audit_auditchainhead", "audit_chain_head_forward_only"),
+    )
+    with connection.cursor() as cursor:
+        if IS_POSTGRESQL:
+            # Fire the deferred foreign-key checks of this test's inserts, or ALTER TABLE refuses.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            for table, trigger in triggers:
+                cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
+        cursor.execute(sql, params)
+        if IS_POSTGRESQL:
+            for table, trigger in triggers:
+                cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
+
+
+S3_CREDENTIALS = {
+    "aws_access_key_id": "test-key",
+    "aws_secret_access_key": "test-secret",
+    "region_name": "us-east-1",
+}
+
+
+@contextmanager
+def moto_s3(*buckets: str) -> Iterator[str]:
+    """moto's S3 server over real HTTP on a free port, with these buckets; yields its endpoint URL.
+
+    No S3 is reachable from here: boto3 and django-storages run their real code against it.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        client = boto3.client("s3", endpoint_url=endpoint, **S3_CREDENTIALS)
+        for bucket in buckets:
+            client.create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        server.stop()

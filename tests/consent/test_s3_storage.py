@@ -14,11 +14,11 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from consent import actions, vault
 from consent.models import Asset, Subject
 from consent.storage import private_storage, subject_prefix
+from tests.support import S3_CREDENTIALS, moto_s3
 
 from . import photos
 from .conftest import NamedBytes
@@ -27,22 +27,13 @@ pytestmark = pytest.mark.django_db
 
 BUCKET = "likeness-private"
 PREFIX = "likeness-test"
-CREDENTIALS = {
-    "aws_access_key_id": "test-key",
-    "aws_secret_access_key": "test-secret",
-    "region_name": "us-east-1",
-}
+CREDENTIALS = S3_CREDENTIALS
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
+    with moto_s3(BUCKET) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

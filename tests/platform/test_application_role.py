@@ -43,7 +43,9 @@ def app_role() -> Iterator[tuple[str, str]]:
     _as_owner(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
-def test_a_non_owner_role_runs_the_app_and_cannot_touch_the_audit_log(app_role, tenant_factory) -> None:
+def test_a_non_owner_role_runs_the_app_and_cannot_touch_the_audit_log(
+    app_role, tenant_factory, tmp_path
+) -> None:
     name, password = app_role
     said = io.StringIO()
     call_command("grant_application_role", name, stdout=said)
@@ -55,6 +57,7 @@ def test_a_non_owner_role_runs_the_app_and_cannot_touch_the_audit_log(app_role, 
         **os.environ,
         "DJANGO_DEBUG": "1",
         "DATABASE_URL": f"postgres://{name}:{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "LIKENESS_AUDIT_ANCHOR_SINKS": f"file:{tmp_path / 'audit-anchors.jsonl'}",
     }
     append = (
         "from audit.actions import record; from tenancy.models import Tenant; "
@@ -62,6 +65,7 @@ def test_a_non_owner_role_runs_the_app_and_cannot_touch_the_audit_log(app_role, 
     )
     for command, expected in (
         (["shell", "-c", append], "2"),  # the tenant row lock and the chain head move as this role
+        (["anchor_audit"], "1 new checkpoint(s)"),  # the outbox tables are the app role's to write
         (["verify_audit"], "audit chains intact"),
     ):
         done = subprocess.run(
@@ -84,6 +88,8 @@ def test_a_non_owner_role_runs_the_app_and_cannot_touch_the_audit_log(app_role, 
             "DELETE FROM audit_auditentry",
             "TRUNCATE audit_auditentry",
             "DELETE FROM audit_auditchainhead",
+            "DELETE FROM audit_auditcheckpoint",
+            "UPDATE audit_auditcheckpointdelivery SET sink = ''",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 as_app.execute(statement)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -14,22 +15,10 @@ from django.db import DatabaseError, connection, transaction
 
 from audit.actions import record
 from audit.models import AuditEntry
-from audit.verification import verify_chain
-from tests.support import IS_POSTGRESQL, requires_postgresql
+from audit.verification import ChainStatus, verify_chain
+from tests.support import requires_postgresql, tamper_audit
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _tamper(sql: str, params: list[int | str]) -> None:
-    """Raw SQL as the table owner; on PostgreSQL with the append-only trigger switched off for it."""
-    with connection.cursor() as cursor:
-        if IS_POSTGRESQL:
-            # Fire the deferred foreign-key checks of this test's inserts, or ALTER TABLE refuses.
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            cursor.execute("ALTER TABLE audit_auditentry DISABLE TRIGGER audit_entry_append_only")
-        cursor.execute(sql, params)
-        if IS_POSTGRESQL:
-            cursor.execute("ALTER TABLE audit_auditentry ENABLE TRIGGER audit_entry_append_only")
 
 
 def _verify_failure(slug: str | None = None) -> str:
@@ -41,10 +30,12 @@ def _verify_failure(slug: str | None = None) -> str:
 
 @pytest.fixture
 def chain(tenant_factory):
+    """Two tenants of five entries each, anchored by a signed checkpoint (in this test's own file)."""
     tenant, bystander = tenant_factory(), tenant_factory()
     for i in range(1, 6):
         record(tenant=tenant, action="test.event", payload={"n": i})
         record(tenant=bystander, action="test.event", payload={"n": i})
+    call_command("anchor_audit", stdout=io.StringIO())
     return tenant, bystander
 
 
@@ -59,7 +50,7 @@ def test_intact_chains_verify(chain, capsys):
 @pytest.mark.django_db
 def test_altered_payload_names_its_seq(chain):
     tenant, bystander = chain
-    _tamper(
+    tamper_audit(
         "UPDATE audit_auditentry SET payload = %s WHERE tenant_id = %s AND seq = 3", ['{"n": 99}', tenant.pk]
     )
     message = _verify_failure()
@@ -72,7 +63,7 @@ def test_altered_payload_names_its_seq(chain):
 def test_altered_actor_or_time_names_its_seq(chain, user_factory):
     tenant, _ = chain
     intruder = user_factory()
-    _tamper(
+    tamper_audit(
         "UPDATE audit_auditentry SET actor_id = %s WHERE tenant_id = %s AND seq = 4", [intruder.pk, tenant.pk]
     )
     assert "BROKEN at seq 4" in _verify_failure(tenant.slug)
@@ -81,7 +72,7 @@ def test_altered_actor_or_time_names_its_seq(chain, user_factory):
 @pytest.mark.django_db
 def test_deleted_row_names_the_missing_seq(chain):
     tenant, _ = chain
-    _tamper("DELETE FROM audit_auditentry WHERE tenant_id = %s AND seq = 3", [tenant.pk])
+    tamper_audit("DELETE FROM audit_auditentry WHERE tenant_id = %s AND seq = 3", [tenant.pk])
     message = _verify_failure()
     assert f"tenant {tenant.slug}: BROKEN at seq 3" in message and "missing" in message
 
@@ -89,7 +80,7 @@ def test_deleted_row_names_the_missing_seq(chain):
 @pytest.mark.django_db
 def test_deleted_last_row_shows_against_the_chain_head(chain):
     tenant, _ = chain
-    _tamper("DELETE FROM audit_auditentry WHERE tenant_id = %s AND seq = 5", [tenant.pk])
+    tamper_audit("DELETE FROM audit_auditentry WHERE tenant_id = %s AND seq = 5", [tenant.pk])
     assert f"tenant {tenant.slug}: BROKEN at seq 5" in _verify_failure()
 
 
@@ -98,7 +89,7 @@ def test_swapped_rows_name_the_first_swapped_seq(chain):
     tenant, _ = chain
     # Through a free seq: the unique (tenant, seq) constraint is checked row by row.
     for old, new in ((2, 1000), (4, 2), (1000, 4)):
-        _tamper(
+        tamper_audit(
             "UPDATE audit_auditentry SET seq = %s WHERE tenant_id = %s AND seq = %s", [new, tenant.pk, old]
         )
     assert sorted(AuditEntry.objects.for_tenant(tenant).values_list("seq", flat=True)) == [1, 2, 3, 4, 5]
@@ -159,8 +150,8 @@ def test_eight_concurrent_writers_keep_one_gapless_chain(tenant_factory):
     assert not errors, errors
     seqs = list(AuditEntry.objects.for_tenant(tenant).order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, writers * per_writer + 1))
-    report = verify_chain(tenant)
-    assert report.intact and report.entries == 1000, report.describe()
+    report = verify_chain(tenant)  # holds together (nothing anchored it: that is not this test's point)
+    assert report.status == ChainStatus.UNANCHORED and report.entries == 1000, report.describe()
     written = {
         (e["writer"], e["i"]) for e in AuditEntry.objects.for_tenant(tenant).values_list("payload", flat=True)
     }
@@ -169,7 +160,7 @@ def test_eight_concurrent_writers_keep_one_gapless_chain(tenant_factory):
 
 @requires_postgresql
 @pytest.mark.django_db(transaction=True)
-def test_verify_audit_exit_status_from_the_command_line(tenant_factory):
+def test_verify_audit_exit_status_from_the_command_line(tenant_factory, tmp_path):
     tenant = tenant_factory()
     for i in range(3):
         record(tenant=tenant, action="test.event", payload={"n": i})
@@ -178,15 +169,30 @@ def test_verify_audit_exit_status_from_the_command_line(tenant_factory):
         **os.environ,
         "DJANGO_DEBUG": "1",
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "LIKENESS_AUDIT_ANCHOR_SINKS": f"file:{tmp_path / 'anchors.jsonl'}",
     }
-    command = [sys.executable, "manage.py", "verify_audit"]
-    ok = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    def manage(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", name],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    unanchored = manage("verify_audit")
+    assert unanchored.returncode == 3, unanchored.stderr
+    assert f"tenant {tenant.slug}: UNANCHORED, 3 entries" in unanchored.stderr
+    assert manage("anchor_audit").returncode == 0
+    ok = manage("verify_audit")
     assert ok.returncode == 0, ok.stderr
     assert "audit chains intact: 1 tenant(s), 3 entries" in ok.stdout
 
-    _tamper(
+    tamper_audit(
         "UPDATE audit_auditentry SET payload = '{\"n\": 7}' WHERE tenant_id = %s AND seq = 2", [tenant.pk]
     )
-    broken = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    broken = manage("verify_audit")
     assert broken.returncode == 1
     assert f"tenant {tenant.slug}: BROKEN at seq 2" in broken.stderr

@@ -7,6 +7,7 @@ import io
 import json
 
 import pytest
+from django.core.management import call_command
 
 from audit.actions import record
 from audit.models import AuditEntry
@@ -102,13 +103,33 @@ def test_api_list_rejects_a_malformed_filter(log):
     assert "date_from" in response.json()
 
 
-def test_verify_endpoint_reports_the_chain(log):
+def test_verify_endpoint_and_page_report_the_chain_and_its_anchor(log):
+    """Unanchored until a signed checkpoint outside the database covers the chain, then intact."""
     tenant, client = log
-    assert client.get("/api/v1/audit-entries/verify/").json() == {
+    unanchored = client.get("/api/v1/audit-entries/verify/").json()
+    assert (unanchored["status"], unanchored["intact"], unanchored["anchored_seq"]) == (
+        "unanchored",
+        False,
+        None,
+    )
+    assert "Not anchored." in client.get("/audit/verify/").content.decode()
+    call_command("anchor_audit", stdout=io.StringIO())
+    record(tenant=tenant, action="test.after_the_checkpoint")
+    report = client.get("/api/v1/audit-entries/verify/").json()
+    anchored_at = report.pop("anchored_at")
+    assert anchored_at.endswith("Z")
+    assert report == {
         "tenant_slug": tenant.slug,
-        "entries": 4,
+        "entries": 5,
+        "status": "intact",
         "intact": True,
         "first_bad_seq": None,
         "problem": "",
+        "anchored_seq": 4,
+        "notes": [
+            "entry 5 is newer than the latest checkpoint: until the next one, "
+            "only the chain itself protects them"
+        ],
     }
-    assert "Intact." in client.get("/audit/verify/").content.decode()
+    page = client.get("/audit/verify/").content.decode()
+    assert "Intact and anchored." in page and "entry 5 is newer than the latest checkpoint" in page

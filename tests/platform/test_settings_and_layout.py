@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from audit.verification import verify_all
+from audit.verification import ChainStatus, verify_all
 from tenancy.models import Membership, Role, Tenant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +23,7 @@ PRODUCTION_ENV = {
     "DATABASE_URL": "postgres://likeness:likeness@db.example.com:5432/likeness",
     "REDIS_URL": "redis://redis.example.com:6379/0",
     "LIKENESS_MASTER_KEY": "m" * 30 + "-production-like-master-key-" + "y" * 30,
+    "LIKENESS_AUDIT_ANCHOR_SINKS": "file:/var/lib/likeness/audit-anchors.jsonl,email:legal@example.com",
 }
 
 
@@ -30,7 +31,9 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     clean = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL", "LIKENESS_MASTER_KEY"))
+        if not k.startswith(
+            ("DJANGO_", "DATABASE_URL", "REDIS_URL", "LIKENESS_MASTER_KEY", "LIKENESS_AUDIT_ANCHOR")
+        )
     }
     return subprocess.run(args, cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=180)
 
@@ -49,6 +52,25 @@ def test_production_settings_refuse_a_missing_secret_key():
     result = _run([sys.executable, "manage.py", "check"], env)
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY is required unless DJANGO_DEBUG=1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "refusal"),
+    [
+        ("LIKENESS_AUDIT_ANCHOR_SINKS", "", "LIKENESS_AUDIT_ANCHOR_SINKS is required unless DJANGO_DEBUG=1"),
+        ("LIKENESS_AUDIT_ANCHOR_SINKS", "email:legal@example.com", "needs a file: or s3:// sink"),
+        ("LIKENESS_AUDIT_ANCHOR_SINKS", "file:relative/anchors.jsonl", "a file sink needs an absolute path"),
+        ("LIKENESS_AUDIT_ANCHOR_SINKS", "ftp://anchors.example.com/", "is not file:/absolute/path"),
+        ("LIKENESS_AUDIT_ANCHOR_SINKS", "file:/a.jsonl,email:not-an-address", "with valid addresses"),
+        ("LIKENESS_AUDIT_ANCHOR_KEY", "x" * 31, "LIKENESS_AUDIT_ANCHOR_KEY must be at least 32 characters"),
+        ("LIKENESS_AUDIT_ANCHOR_TRUSTED_KEYS", "ed25519:bm90LWEta2V5", "is not a base64 Ed25519 public key"),
+    ],
+)
+def test_production_settings_refuse_an_audit_anchor_they_cannot_use(variable, value, refusal):
+    """The audit log's checkpoints must go somewhere verification can read them back, signed by a real key."""
+    result = _run([sys.executable, "manage.py", "check"], {**PRODUCTION_ENV, variable: value})
+    assert result.returncode != 0
+    assert refusal in result.stderr
 
 
 def test_production_settings_refuse_a_missing_master_key():
@@ -148,7 +170,8 @@ def test_seed_demo_is_idempotent_and_prints_the_logins(capsys, settings):
     demo = Tenant.objects.get(slug="demo")
     roles = dict(Membership.objects.filter(tenant=demo).values_list("user__username", "role"))
     assert roles == {"demo-admin": Role.ADMIN, "demo-staff": Role.STAFF, "demo-legal": Role.LEGAL_REVIEWER}
-    assert all(report.intact for report in verify_all())
+    # Holds together; it is UNANCHORED until beat (or anchor_audit) signs its first checkpoint.
+    assert [report.status for report in verify_all()] == [ChainStatus.UNANCHORED] * 2
     assert Membership.objects.count() == 4  # the admin also administers the second brand
 
 
@@ -212,6 +235,7 @@ import django
 django.setup()
 from django.core.management import call_command
 from django.db import connection
+call_command("anchor_audit")
 call_command("verify_audit")
 with connection.cursor() as cursor:
     cursor.execute("PRAGMA journal_mode")
@@ -225,6 +249,7 @@ def test_embedded_sqlite_takes_concurrent_writers_in_wal_mode(tmp_path):
         "DJANGO_DEBUG": "1",
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "LIKENESS_AUDIT_ANCHOR_SINKS": f"file:{tmp_path / 'audit-anchors.jsonl'}",
     }
     setup = _run([sys.executable, "-c", SQLITE_SETUP], env)
     assert setup.returncode == 0, setup.stderr

@@ -13,10 +13,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from psycopg import sql
 
-# The audit log is append-only; its chain head only moves forward (never deleted).
+# The audit log is append-only; its chain head only moves forward (never deleted). Signed checkpoints
+# waiting for their sinks are never removed either (UPDATE stays: the anchor run locks them with
+# SELECT ... FOR UPDATE while it delivers), and a delivery, once recorded, stands.
 APPEND_ONLY = {
     "audit_auditentry": ("UPDATE", "DELETE", "TRUNCATE"),
     "audit_auditchainhead": ("DELETE", "TRUNCATE"),
+    "audit_auditcheckpoint": ("DELETE", "TRUNCATE"),
+    "audit_auditcheckpointdelivery": ("UPDATE", "DELETE", "TRUNCATE"),
 }
 
 
