@@ -30,6 +30,9 @@ from tenancy.serializers import (
 
 
 def _as_api_error(error: DjangoValidationError) -> ValidationError:
+    """Field errors of an action under their field's name, as DRF reports its own; others under `detail`."""
+    if hasattr(error, "error_dict"):
+        return ValidationError(error.message_dict)
     return ValidationError({"detail": error.messages})
 
 

@@ -41,6 +41,8 @@ class TenantSettingsForm(forms.Form):
             value = json.loads(raw)
         except json.JSONDecodeError as error:
             raise forms.ValidationError(f"Not valid JSON: {error.msg} (line {error.lineno}).") from None
+        except RecursionError:
+            raise forms.ValidationError("Settings are nested too deeply.") from None
         if not isinstance(value, dict):
             raise forms.ValidationError("Settings must be a JSON object ({...}).")
         return value

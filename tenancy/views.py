@@ -124,8 +124,8 @@ def tenant_settings(request: TenantRequest) -> HttpResponse:
                 settings=form.cleaned_data["settings"],
             )
         except ValidationError as error:
-            form.add_error(None, _error_text(error))
+            form.add_error(None, error)
         else:
             messages.success(request, "Settings saved.")
             return redirect("tenant-settings")
-    return render(request, "tenancy/settings.html", {"form": form})
+    return render(request, "tenancy/settings.html", {"form": form}, status=400 if form.errors else 200)
