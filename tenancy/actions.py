@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from audit.actions import record
 from audit.chain import AuditPayloadError, canonical_json, normalize_payload
@@ -109,6 +110,15 @@ def remove_member(*, actor: UserLike | None, membership: Membership) -> None:
         payload={"user_id": membership.user_id, "role": membership.role},
     )
     membership.delete()
+
+
+def remember_tenant_choice(membership: Membership) -> None:
+    """Note that the user chose this tenant, so it opens on their next login.
+
+    Not audited: it changes nobody's access, only which of the user's own
+    tenants they see first.
+    """
+    Membership.objects.filter(pk=membership.pk).update(last_selected_at=timezone.now())
 
 
 def _clean_name(name: str) -> str:

@@ -8,22 +8,32 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
 from django.http.response import HttpResponseBase
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 
+from tenancy.context import memberships_of
 from tenancy.permissions import has_perm
 
 View = Callable[..., HttpResponseBase]
 
 
 def tenant_member_required(view: View) -> View:
-    """Logged in and a member of some tenant; a user without any membership sees why, with a 403."""
+    """Logged in with an active tenant.
+
+    A user of several tenants who has not chosen one goes to the chooser (and
+    comes back here after); a user without any membership sees why, with a 403.
+    """
 
     @login_required
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if getattr(request, "tenant", None) is None:
+            if memberships_of(request.user):
+                query = QueryDict(mutable=True)
+                query["next"] = request.get_full_path()
+                return redirect(f"{reverse('tenant-choose')}?{query.urlencode(safe='/')}")
             return render(request, "tenancy/no_tenant.html", status=403)
         return view(request, *args, **kwargs)
 

@@ -40,6 +40,11 @@ class Membership(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=32, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
+    last_selected_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the user last chose this tenant; the latest choice opens on their next login.",
+    )
 
     class Meta:
         constraints = [

@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("tenant/choose/", views.choose_tenant, name="tenant-choose"),
     path("tenant/switch/", views.switch_tenant, name="switch-tenant"),
     path("members/", views.members, name="members"),
     path("members/<int:pk>/", views.member_detail, name="member-detail"),

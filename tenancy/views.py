@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit.models import AuditEntry
 from tenancy import actions
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
-from tenancy.context import TenantRequest, activate_tenant, require_tenant
+from tenancy.context import TenantRequest, activate_tenant, memberships_of, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
 from tenancy.forms import AddMemberForm, RoleForm, TenantSettingsForm
 from tenancy.models import Membership
@@ -38,9 +39,24 @@ def dashboard(request: TenantRequest) -> HttpResponse:
     )
 
 
+@require_GET
+@login_required
+def choose_tenant(request: TenantRequest) -> HttpResponse:
+    """Where a user of several tenants picks one: after login, or whenever no choice is known."""
+    memberships = memberships_of(request.user)
+    if not memberships:
+        return render(request, "tenancy/no_tenant.html", status=403)
+    return render(
+        request,
+        "tenancy/choose_tenant.html",
+        {"choices": memberships, "next": request.GET.get("next", "")},
+    )
+
+
 @require_POST
-@tenant_member_required
+@login_required
 def switch_tenant(request: TenantRequest) -> HttpResponse:
+    """Open another of the user's tenants (from the chooser or the switcher); it opens first from now on."""
     membership = activate_tenant(request, request.POST.get("tenant_id", ""))
     messages.info(request, f"Now working in {membership.tenant.name}.")
     target = request.POST.get("next", "")
