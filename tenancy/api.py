@@ -19,7 +19,7 @@ from django.db import models
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import Direction
 from rest_framework import permissions, routers, serializers, viewsets
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import APIException, MethodNotAllowed, NotFound
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -168,6 +168,16 @@ class TenantScopedViewSet(viewsets.ModelViewSet):
                 )
 
     # --- tenant & permission plumbing -----------------------------------------------------
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """A method the viewset does not take is 405 for everyone, before any permission is asked.
+
+        The router binds every method of ModelViewSet; without this, DRF checks the
+        permission of a dropped action first and answers 403, as if it existed.
+        """
+        if (request.method or "").lower() not in self.http_method_names:
+            raise MethodNotAllowed(request.method or "")
+        super().initial(request, *args, **kwargs)
+
     def perform_authentication(self, request: Request) -> None:
         super().perform_authentication(request)
         set_request_tenant(request)

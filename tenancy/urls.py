@@ -11,5 +11,8 @@ urlpatterns = [
     path("tenant/switch/", views.switch_tenant, name="switch-tenant"),
     path("members/", views.members, name="members"),
     path("members/<int:pk>/", views.member_detail, name="member-detail"),
+    path("members/invitations/<int:pk>/", views.invitation_detail, name="invitation-detail"),
+    # The token is a secret: the log filter redacts the segment after /invitations/.
+    path("invitations/<str:token>/", views.invitation_accept, name="invitation-accept"),
     path("settings/", views.tenant_settings, name="tenant-settings"),
 ]

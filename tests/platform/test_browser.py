@@ -23,7 +23,7 @@ def brands(tenant_factory, member, user_factory):
     reviewer = member(alpha, Role.LEGAL_REVIEWER, username="reviewer")
     member(beta, Role.STAFF, user=reviewer)
     for name in ("casting-1", "casting-2"):
-        actions.add_member(actor=admin, tenant=alpha, user=user_factory(username=name), role=Role.STAFF)
+        actions.add_member(tenant=alpha, user=user_factory(username=name), role=Role.STAFF)
     actions.update_tenant(actor=admin, tenant=alpha, settings={"retention_days": 365})
     record(tenant=alpha, action="retention.sweep_finished", payload={"destroyed": 0})
     return alpha, beta
