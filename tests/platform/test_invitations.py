@@ -358,3 +358,18 @@ def test_bad_addresses_are_a_400_with_the_reason(tenant_factory, member, api_cli
         response = _invite(api, bad)
         assert response.status_code == 400 and response.json()["email"], bad
     assert not Invitation.objects.for_tenant(tenant).exists()
+
+
+def test_the_operator_sees_invitations_read_only_without_their_digest(tenant_factory, user_factory, client):
+    tenant = tenant_factory()
+    invitation = actions.invite_member(
+        actor=None, tenant=tenant, email="a@example.test", role="staff"
+    ).invitation
+    client.force_login(user_factory(is_staff=True, is_superuser=True))
+
+    listing = client.get("/admin/tenancy/invitation/")
+    detail = client.get(f"/admin/tenancy/invitation/{invitation.pk}/change/")
+
+    assert listing.status_code == 200 and "a@example.test" in listing.content.decode()
+    assert detail.status_code == 200 and invitation.token_sha256 not in detail.content.decode()
+    assert client.get("/admin/tenancy/invitation/add/").status_code == 403
