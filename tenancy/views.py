@@ -127,11 +127,12 @@ def invitation_detail(request: TenantRequest, pk: int) -> HttpResponse:
     )
     check_perm(request, "tenancy.view_invitation", invitation)
     if request.method == "POST":
+        operation = request.POST.get("operation")
         try:
-            if request.POST.get("operation") == "revoke":
+            if operation == "revoke":
                 actions.revoke_invitation(actor=request.user, invitation=invitation)
                 messages.success(request, f"The invitation to {invitation.email} is revoked.")
-            else:
+            elif operation == "resend":
                 _delivery_message(
                     request, actions.resend_invitation(actor=request.user, invitation=invitation)
                 )
