@@ -17,10 +17,11 @@ from consent.api import (
     SubjectViewSet,
 )
 from tenancy.api import TenantRouter
-from tenancy.api_views import CurrentTenantView, MembershipViewSet, MeView, TokenView
+from tenancy.api_views import CurrentTenantView, InvitationViewSet, MembershipViewSet, MeView, TokenView
 
 router = TenantRouter()
 router.register("memberships", MembershipViewSet)
+router.register("invitations", InvitationViewSet)
 router.register("audit-entries", AuditEntryViewSet)
 router.register("subjects", SubjectViewSet)
 router.register("consent-records", ConsentRecordViewSet)

@@ -244,7 +244,11 @@ LIKENESS_MIN_FACE_PX = int(os.environ.get("LIKENESS_MIN_FACE_PX", "100"))
 LIKENESS_SAME_PERSON_THRESHOLD = float(os.environ.get("LIKENESS_SAME_PERSON_THRESHOLD", "0.6"))
 # How long a consent link may be used to sign (revoking through it stays possible).
 LIKENESS_CONSENT_LINK_HOURS = int(os.environ.get("LIKENESS_CONSENT_LINK_HOURS", "168"))
-# Mail (consent links to subjects): printed to the console in development.
+# How long an invitation into a tenant may be accepted (a re-send starts it again).
+LIKENESS_INVITATION_HOURS = int(os.environ.get("LIKENESS_INVITATION_HOURS", "168"))
+if not 1 <= LIKENESS_INVITATION_HOURS <= 24 * 30:
+    raise ImproperlyConfigured("LIKENESS_INVITATION_HOURS must be between 1 and 720.")
+# Mail (consent links to subjects, invitations to members): printed to the console in development.
 EMAIL_BACKEND = os.environ.get(
     "DJANGO_EMAIL_BACKEND",
     "django.core.mail.backends.console.EmailBackend"

@@ -1,4 +1,4 @@
-"""Every write to tenants and memberships, with its permission check and audit entry.
+"""Every write to tenants, memberships and invitations, with its permission check and audit entry.
 
 Views, API viewsets and commands call these and nothing else. `actor=None`
 means the system (management commands such as seed_demo); every other caller
@@ -7,19 +7,34 @@ passes the acting user, whose permission is checked here.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth import get_user_model
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.base_user import BaseUserManager
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from audit.actions import record
-from audit.chain import canonical_json
-from tenancy.models import Membership, Role, Tenant
+from audit.chain import AuditPayloadError, canonical_json, normalize_payload
+from tenancy.models import Invitation, InvitationStatus, Membership, Role, Tenant
 from tenancy.permissions import UserLike, require_perm
 
 MAX_SETTINGS_BYTES = 32 * 1024
+MAX_SETTINGS_DEPTH = 16
+MAX_NAME_LENGTH = Tenant._meta.get_field("name").max_length or 200
+# A settings change is audited key by key within this many bytes (the audit payload allows 16 KB);
+# values up to SMALL_VALUE_BYTES appear as they are, larger ones by their SHA-256.
+SETTINGS_AUDIT_BUDGET = 8 * 1024
+SMALL_VALUE_BYTES = 256
 
 
 def _lock(tenant: Tenant) -> Tenant:
@@ -33,7 +48,7 @@ def create_tenant(*, name: str, slug: str, actor: UserLike | None = None) -> Ten
         from django.core.exceptions import PermissionDenied
 
         raise PermissionDenied("Only the operator (superuser or a management command) creates tenants.")
-    tenant = Tenant(name=name.strip(), slug=slug.strip())
+    tenant = Tenant(name=_clean_name(name), slug=slug.strip())
     tenant.full_clean()
     tenant.save()
     record(tenant=tenant, action="tenant.created", actor=actor, target=tenant, payload={"slug": tenant.slug})
@@ -45,8 +60,12 @@ def _admin_count(tenant: Tenant) -> int:
 
 
 @transaction.atomic
-def add_member(*, actor: UserLike | None, tenant: Tenant, user: Any, role: Role | str) -> Membership:
-    require_perm(actor, tenant, "tenancy.add_membership")
+def add_member(*, tenant: Tenant, user: Any, role: Role | str) -> Membership:
+    """The operator's direct way in (create_tenant, seed_demo): audited with the system as actor.
+
+    No user can call this for another account: tenant admins invite (`invite_member`),
+    and the invited person accepts.
+    """
     role = Role(role)
     _lock(tenant)
     if Membership.objects.filter(tenant=tenant, user_id=user.pk).exists():
@@ -55,7 +74,6 @@ def add_member(*, actor: UserLike | None, tenant: Tenant, user: Any, role: Role 
     record(
         tenant=tenant,
         action="membership.added",
-        actor=actor,
         target=membership,
         payload={"user_id": user.pk, "role": role.value},
     )
@@ -104,37 +122,408 @@ def remove_member(*, actor: UserLike | None, membership: Membership) -> None:
     membership.delete()
 
 
+# --- invitations ------------------------------------------------------------------------------
+MAX_PENDING_INVITATIONS = 50  # per tenant, pending at once
+MAX_INVITATIONS_PER_DAY = 100  # per tenant, created in any 24 hours
+MAX_INVITATION_SENDS = 5  # per invitation, the first send included
+
+
+class InvitationRefusedError(Exception):
+    """An invitation link that cannot be used as asked; `status` is the HTTP answer, `message` says why."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class IssuedInvitation:
+    invitation: Invitation
+    token: str  # goes only into the e-mail; the row stores its SHA-256
+
+
+def _token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_token(invitation: Invitation, now: datetime) -> str:
+    token = secrets.token_urlsafe(32)
+    invitation.token_sha256 = _token_sha256(token)
+    invitation.last_sent_at = now
+    invitation.expires_at = now + timedelta(hours=django_settings.LIKENESS_INVITATION_HOURS)
+    invitation.emailed_at = None
+    return token
+
+
+def _clean_email(email: str) -> str:
+    address = email.strip()
+    if len(address) > 254:
+        raise ValidationError({"email": "An e-mail address has at most 254 characters."})
+    try:
+        validate_email(address)
+    except ValidationError:
+        raise ValidationError({"email": f"{address!r} is not an e-mail address."}) from None
+    return BaseUserManager.normalize_email(address)
+
+
+def _pending_invitations(tenant: Tenant, now: datetime) -> QuerySet[Invitation]:
+    return Invitation.objects.for_tenant(tenant).filter(
+        accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now
+    )
+
+
+def _sent(invitation: Invitation, actor: UserLike | None) -> None:
+    record(
+        tenant=invitation.tenant,
+        action="membership.invitation_sent",
+        actor=actor,
+        target=invitation,
+        payload={"role": invitation.role, "expires_at": invitation.expires_at, "send": invitation.send_count},
+    )
+
+
+@transaction.atomic
+def invite_member(
+    *, actor: UserLike | None, tenant: Tenant, email: str, role: Role | str
+) -> IssuedInvitation:
+    """Invite an e-mail address into the tenant with a role; the caller e-mails the token.
+
+    Whether an account with the address exists anywhere is never looked up
+    here, so nothing the admin sees depends on it. The audit entry holds no
+    address (the log is append-only; the address stays erasable on the row).
+    """
+    require_perm(actor, tenant, "tenancy.add_invitation")
+    role = Role(role)
+    address = _clean_email(email)
+    _lock(tenant)
+    now = timezone.now()
+    if Membership.objects.filter(tenant=tenant, user__email__iexact=address).exists():
+        raise ValidationError({"email": f"{address} belongs to a member of {tenant.name} already."})
+    pending = _pending_invitations(tenant, now)
+    if pending.filter(email__iexact=address).exists():
+        raise ValidationError({"email": f"{address} has a pending invitation: re-send that one instead."})
+    if pending.count() >= MAX_PENDING_INVITATIONS:
+        raise ValidationError(
+            f"{tenant.name} has {MAX_PENDING_INVITATIONS} pending invitations, the most allowed: "
+            "revoke some, or wait until they are accepted or expire."
+        )
+    today = Invitation.objects.for_tenant(tenant).filter(created_at__gt=now - timedelta(days=1)).count()
+    if today >= MAX_INVITATIONS_PER_DAY:
+        raise ValidationError(
+            f"{tenant.name} sent {MAX_INVITATIONS_PER_DAY} invitations in the last 24 hours, "
+            "the most allowed: try again later."
+        )
+    invitation = Invitation(
+        tenant=tenant,
+        email=address,
+        role=role,
+        invited_by_id=actor.pk if actor is not None and actor.is_authenticated else None,
+    )
+    token = _new_token(invitation, now)
+    invitation.save()
+    _sent(invitation, actor)
+    return IssuedInvitation(invitation, token)
+
+
+def _locked_invitation(invitation: Invitation) -> Invitation:
+    """Tenant row first, then the invitation: the order every tenancy write takes."""
+    tenant = _lock(invitation.tenant)
+    return (
+        Invitation.objects.for_tenant(tenant)
+        .select_related("tenant")
+        .select_for_update()
+        .get(pk=invitation.pk)
+    )
+
+
+@transaction.atomic
+def resend_invitation(*, actor: UserLike | None, invitation: Invitation) -> IssuedInvitation:
+    """A new token (the old link stops working) and a fresh expiry, for a mail that failed or got lost."""
+    require_perm(actor, invitation.tenant, "tenancy.add_invitation")
+    invitation = _locked_invitation(invitation)
+    status = invitation.status()
+    if status != InvitationStatus.PENDING:
+        raise ValidationError(f"This invitation is {status.label.lower()}: invite the address again instead.")
+    if invitation.send_count >= MAX_INVITATION_SENDS:
+        raise ValidationError(f"This invitation was sent {MAX_INVITATION_SENDS} times, the most allowed.")
+    token = _new_token(invitation, timezone.now())
+    invitation.send_count += 1
+    invitation.save(update_fields=["token_sha256", "last_sent_at", "expires_at", "emailed_at", "send_count"])
+    _sent(invitation, actor)
+    return IssuedInvitation(invitation, token)
+
+
+def mark_invitation_emailed(invitation: Invitation) -> None:
+    """The mail server took the e-mail of the invitation's current token (not audited: the send was).
+
+    Matched on the token digest, so a re-send in the meantime is never marked by the older mail.
+    """
+    now = timezone.now()
+    Invitation.objects.for_tenant(invitation.tenant).filter(
+        pk=invitation.pk, token_sha256=invitation.token_sha256
+    ).update(emailed_at=now)
+    invitation.emailed_at = now
+
+
+@transaction.atomic
+def revoke_invitation(*, actor: UserLike | None, invitation: Invitation) -> Invitation:
+    require_perm(actor, invitation.tenant, "tenancy.revoke_invitation")
+    invitation = _locked_invitation(invitation)
+    status = invitation.status()
+    if status in (InvitationStatus.ACCEPTED, InvitationStatus.REVOKED):
+        raise ValidationError(f"This invitation is {status.label.lower()} already.")
+    invitation.revoked_at = timezone.now()
+    invitation.save(update_fields=["revoked_at"])
+    record(
+        tenant=invitation.tenant,
+        action="membership.invitation_revoked",
+        actor=actor,
+        target=invitation,
+        payload={"role": invitation.role},
+    )
+    return invitation
+
+
+_UNUSABLE = {
+    InvitationStatus.EXPIRED: "This invitation has expired. Ask whoever invited you for a new one.",
+    InvitationStatus.REVOKED: "This invitation was withdrawn by the tenant.",
+    InvitationStatus.ACCEPTED: "This invitation has been used already; each one works once.",
+}
+
+
+def _refuse_unless_pending(invitation: Invitation) -> None:
+    status = invitation.status()
+    if status != InvitationStatus.PENDING:
+        raise InvitationRefusedError(_UNUSABLE[status], 410)
+
+
+def resolve_invitation(token: str) -> Invitation:
+    """The pending invitation a link's token names, across tenants: the token is what names the tenant.
+
+    The tenancy app's one lookup without a request tenant, like consent's
+    `resolve_link`: the invitee may have no account yet, so the token is the credential.
+    """
+    invitation = (
+        Invitation.dangerously_unscoped.select_related("tenant")
+        .filter(token_sha256=_token_sha256(token))
+        .first()
+    )
+    if invitation is None:
+        raise InvitationRefusedError(
+            "This invitation link is not valid. Check that it was copied whole.", 404
+        )
+    _refuse_unless_pending(invitation)
+    return invitation
+
+
+def is_invited_address(user: Any, invitation: Invitation) -> bool:
+    """Whether the account's e-mail address is the invited one (case aside)."""
+    email = getattr(user, "email", "") or ""
+    return bool(email) and email.strip().lower() == invitation.email.lower()
+
+
+def _accept(invitation: Invitation, user: Any, *, new_account: bool) -> Membership:
+    invitation = _locked_invitation(invitation)
+    _refuse_unless_pending(invitation)  # again, under the lock: single use
+    tenant = invitation.tenant
+    if Membership.objects.filter(tenant=tenant, user_id=user.pk).exists():
+        raise InvitationRefusedError(f"You are a member of {tenant.name} already.", 400)
+    membership = Membership.objects.create(tenant=tenant, user=user, role=invitation.role)
+    invitation.accepted_at, invitation.accepted_by = timezone.now(), user
+    invitation.save(update_fields=["accepted_at", "accepted_by"])
+    record(
+        tenant=tenant,
+        action="membership.invitation_accepted",
+        actor=user,
+        target=membership,
+        payload={
+            "invitation_id": invitation.pk,
+            "user_id": user.pk,
+            "role": invitation.role,
+            "new_account": new_account,
+        },
+    )
+    return membership
+
+
+@transaction.atomic
+def accept_invitation(*, token: str, user: Any) -> Membership:
+    """The logged-in invitee joins. The account must have the invited address: the token
+    alone (a forwarded or leaked link) does not let another existing account in."""
+    invitation = resolve_invitation(token)
+    if not user.is_authenticated or not user.is_active:
+        raise InvitationRefusedError("Log in first to accept this invitation.", 403)
+    if not is_invited_address(user, invitation):
+        raise InvitationRefusedError(
+            "This invitation was sent to another e-mail address than your account's. Log out and "
+            "accept it with the account of that address, or create one from this page.",
+            403,
+        )
+    return _accept(invitation, user, new_account=False)
+
+
+@transaction.atomic
+def accept_invitation_with_new_account(*, token: str, username: str, password: str) -> Membership:
+    """An invitee without an account creates one with the invited address and joins.
+
+    The link reached that address, which stands for owning it. An address that
+    already has an account logs in with it instead, so no second account shares it.
+    """
+    invitation = resolve_invitation(token)
+    user_model = get_user_model()
+    if user_model._default_manager.filter(email__iexact=invitation.email).exists():
+        raise InvitationRefusedError(
+            "An account with this e-mail address exists: log in with it to accept the invitation.", 400
+        )
+    user = user_model(**{user_model.USERNAME_FIELD: username.strip(), "email": invitation.email})
+    errors: dict[str, list[str]] = {}
+    try:
+        user.full_clean(exclude=["password"])
+    except ValidationError as error:
+        errors.update(error.message_dict)
+    try:
+        password_validation.validate_password(password, user)
+    except ValidationError as error:
+        errors["password"] = list(error.messages)
+    if errors:
+        raise ValidationError(errors)
+    user.set_password(password)
+    user.save()
+    return _accept(invitation, user, new_account=True)
+
+
+def remember_tenant_choice(membership: Membership) -> None:
+    """Note that the user chose this tenant, so it opens on their next login.
+
+    Not audited: it changes nobody's access, only which of the user's own
+    tenants they see first.
+    """
+    Membership.objects.filter(pk=membership.pk).update(last_selected_at=timezone.now())
+
+
+def _clean_name(name: str) -> str:
+    """One line of printable text: the name goes into e-mail subjects, where a line break injects headers."""
+    cleaned = name.strip()
+    if not cleaned:
+        raise ValidationError({"name": "A tenant name cannot be empty."})
+    if len(cleaned) > MAX_NAME_LENGTH:
+        raise ValidationError({"name": f"A tenant name has at most {MAX_NAME_LENGTH} characters."})
+    if len(cleaned.splitlines()) > 1:
+        raise ValidationError({"name": "A tenant name must be one line."})
+    for character in cleaned:
+        if not character.isprintable():
+            raise ValidationError(
+                {"name": f"A tenant name must be printable text; U+{ord(character):04X} is not."}
+            )
+    return cleaned
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether JSON containers nest deeper than MAX_SETTINGS_DEPTH (walked level by level, no recursion)."""
+    level = [value]
+    for _ in range(MAX_SETTINGS_DEPTH + 1):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return True
+
+
 def _validate_settings(settings: Any) -> dict[str, Any]:
     if not isinstance(settings, dict) or not all(isinstance(key, str) for key in settings):
-        raise ValidationError("Tenant settings must be a JSON object with string keys.")
+        raise ValidationError({"settings": "Tenant settings must be a JSON object with string keys."})
+    if _too_deep(settings):
+        raise ValidationError(
+            {"settings": f"Tenant settings are nested more than {MAX_SETTINGS_DEPTH} levels."}
+        )
     try:
         size = len(canonical_json(settings).encode())
     except (TypeError, ValueError) as error:
-        raise ValidationError(f"Tenant settings must be plain JSON: {error}") from None
+        raise ValidationError({"settings": f"Tenant settings must be plain JSON: {error}"}) from None
     if size > MAX_SETTINGS_BYTES:
-        raise ValidationError(f"Tenant settings are limited to {MAX_SETTINGS_BYTES} bytes.")
+        raise ValidationError({"settings": f"Tenant settings are limited to {MAX_SETTINGS_BYTES} bytes."})
     return settings
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def _fits_the_audit_log(value: Any) -> bool:
+    """Small, and a plain fact: the audit log refuses e.g. float lists as possible feature vectors."""
+    if len(canonical_json(value).encode()) > SMALL_VALUE_BYTES:
+        return False
+    try:
+        normalize_payload({"value": value})
+    except AuditPayloadError:
+        return False
+    return True
+
+
+def _key_change(old: dict[str, Any], new: dict[str, Any], key: str) -> dict[str, Any]:
+    before, after = old.get(key), new.get(key)
+    if _fits_the_audit_log(before) and _fits_the_audit_log(after):
+        return {"from": before, "to": after}
+    return {
+        "from_sha256": _sha256(before) if key in old else None,
+        "to_sha256": _sha256(after) if key in new else None,
+    }
+
+
+def _settings_change(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
+    """What a settings change records: digests of the whole old and new settings, then key by key.
+
+    Settings may hold 32 KB and an audit payload 16 KB, so whole values never go in:
+    each changed key is listed (small values as they are, others by SHA-256) until
+    SETTINGS_AUDIT_BUDGET is used, and the rest are counted in `unlisted_keys`.
+    The whole-settings digests still pin exactly which settings were replaced by which.
+    """
+    changed = [
+        key
+        for key in sorted(set(old) | set(new))
+        if (key in old) != (key in new) or canonical_json(old.get(key)) != canonical_json(new.get(key))
+    ]
+    if not changed:
+        return None
+    keys: dict[str, Any] = {}
+    used = unlisted = 0
+    for key in changed:
+        detail = _key_change(old, new, key)
+        size = len(canonical_json({key: detail}).encode())
+        if used + size > SETTINGS_AUDIT_BUDGET:
+            unlisted += 1
+            continue
+        keys[key] = detail
+        used += size
+    change: dict[str, Any] = {"from_sha256": _sha256(old), "to_sha256": _sha256(new), "keys": keys}
+    if unlisted:
+        change["unlisted_keys"] = unlisted
+    return change
 
 
 @transaction.atomic
 def update_tenant(
     *, actor: UserLike | None, tenant: Tenant, name: str | None = None, settings: dict[str, Any] | None = None
 ) -> Tenant:
-    """Rename the tenant and/or replace its settings; the audit entry lists what changed, old and new."""
+    """Rename the tenant and/or replace its settings; the audit entry says what changed (_settings_change)."""
     require_perm(actor, tenant, "tenancy.change_tenant")
     locked = _lock(tenant)
     changes: dict[str, Any] = {}
-    if name is not None and name.strip() != locked.name:
-        changes["name"] = {"from": locked.name, "to": name.strip()}
-        locked.name = name.strip()
+    if name is not None:
+        cleaned = _clean_name(name)
+        if cleaned != locked.name:
+            changes["name"] = {"from": locked.name, "to": cleaned}
+            locked.name = cleaned
     if settings is not None:
         new = _validate_settings(settings)
-        for key in sorted(set(locked.settings) | set(new)):
-            if locked.settings.get(key) != new.get(key) or (key in new) != (key in locked.settings):
-                changes.setdefault("settings", {})[key] = {
-                    "from": locked.settings.get(key),
-                    "to": new.get(key),
-                }
+        settings_change = _settings_change(locked.settings, new)
+        if settings_change is not None:
+            changes["settings"] = settings_change
         locked.settings = new
     if not changes:
         return locked

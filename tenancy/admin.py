@@ -13,7 +13,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from tenancy.models import Membership, Tenant
+from tenancy.models import Invitation, Membership, Tenant
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -45,3 +45,11 @@ class MembershipAdmin(ReadOnlyAdmin):
     list_display = ("user", "tenant", "role", "created_at")
     list_filter = ("role", "tenant")
     search_fields = ("user__username", "tenant__slug")
+
+
+@admin.register(Invitation)
+class InvitationAdmin(TenantOwnedAdmin):
+    list_display = ("tenant", "email", "role", "created_at", "expires_at", "accepted_at", "revoked_at")
+    list_filter = ("role", "tenant")
+    search_fields = ("email", "tenant__slug")
+    exclude = ("token_sha256",)  # opens nothing, but there is no reason to show it

@@ -19,12 +19,12 @@ from django.db import models
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import Direction
 from rest_framework import permissions, routers, serializers, viewsets
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, MethodNotAllowed, NotFound
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from tenancy.access import scoped_queryset
-from tenancy.context import resolve_membership
+from tenancy.context import memberships_of
 from tenancy.models import Membership
 from tenancy.permissions import has_perm, restrict_to_perm
 
@@ -51,15 +51,36 @@ _WRITE_HOOKS = {
 }
 
 
+class TenantChoiceRequired(APIException):
+    """A member of several tenants named none: refused rather than guessed (400)."""
+
+    status_code = 400
+    default_code = "tenant_required"
+
+    def __init__(self, memberships: list[Membership]) -> None:
+        super().__init__(
+            {
+                "detail": (
+                    f"This account belongs to several tenants: name one in the {TENANT_HEADER} header "
+                    "(its slug; GET /api/v1/me/ lists them)."
+                ),
+                "tenants": [membership.tenant.slug for membership in memberships],
+            }
+        )
+
+
 def set_request_tenant(request: Request) -> None:
     """Resolve the active tenant for an API request once DRF has authenticated it.
 
-    Token clients have no session choice: they may name the tenant by slug in
-    the X-Likeness-Tenant header; a tenant they do not belong to is a 404.
+    The client names the tenant by slug in the X-Likeness-Tenant header; a
+    tenant it does not belong to is a 404. Without the header, a user of one
+    tenant works in it, and a user of several is refused with 400: neither the
+    dashboard session's active tenant (another tab may change it) nor any
+    order of the user's tenants decides where a request writes.
     """
     user = request.user
     slug = request.headers.get(TENANT_HEADER)
-    membership: Membership | None
+    membership: Membership | None = None
     if slug and user.is_authenticated and user.is_active:
         membership = (
             Membership.objects.select_related("tenant").filter(user_id=user.pk, tenant__slug=slug).first()
@@ -67,7 +88,10 @@ def set_request_tenant(request: Request) -> None:
         if membership is None:
             raise NotFound()
     else:
-        membership = resolve_membership(getattr(request, "session", None), user)
+        memberships = memberships_of(user)
+        if len(memberships) > 1:
+            raise TenantChoiceRequired(memberships)
+        membership = memberships[0] if memberships else None
     tenant = membership.tenant if membership is not None else None
     for target in (request, request._request):
         target.membership = membership  # type: ignore[attr-defined]
@@ -144,6 +168,16 @@ class TenantScopedViewSet(viewsets.ModelViewSet):
                 )
 
     # --- tenant & permission plumbing -----------------------------------------------------
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """A method the viewset does not take is 405 for everyone, before any permission is asked.
+
+        The router binds every method of ModelViewSet; without this, DRF checks the
+        permission of a dropped action first and answers 403, as if it existed.
+        """
+        if (request.method or "").lower() not in self.http_method_names:
+            raise MethodNotAllowed(request.method or "")
+        super().initial(request, *args, **kwargs)
+
     def perform_authentication(self, request: Request) -> None:
         super().perform_authentication(request)
         set_request_tenant(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth import authenticate
@@ -9,6 +10,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -20,8 +22,10 @@ from rest_framework.views import APIView
 from tenancy import actions
 from tenancy.api import TenantAPIView, TenantScopedViewSet
 from tenancy.context import memberships_of
-from tenancy.models import Membership
+from tenancy.invitations import send_invitation
+from tenancy.models import Invitation, Membership
 from tenancy.serializers import (
+    InvitationSerializer,
     MembershipSerializer,
     MeMembershipSerializer,
     TenantSerializer,
@@ -30,30 +34,24 @@ from tenancy.serializers import (
 
 
 def _as_api_error(error: DjangoValidationError) -> ValidationError:
+    """Field errors of an action under their field's name, as DRF reports its own; others under `detail`."""
+    if hasattr(error, "error_dict"):
+        return ValidationError(error.message_dict)
     return ValidationError({"detail": error.messages})
 
 
 class MembershipViewSet(TenantScopedViewSet):
-    """Members of the active tenant and their roles (admins change them; reviewers read)."""
+    """Members of the active tenant and their roles (admins change them; reviewers read).
+
+    No POST: an existing account joins only by accepting an invitation (/api/v1/invitations/).
+    """
 
     queryset_model = Membership
     serializer_class = MembershipSerializer
-    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    http_method_names = ["get", "patch", "delete", "head", "options"]
 
     def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.select_related("user", "tenant").order_by("user__username")
-
-    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
-        data = serializer.validated_data
-        try:
-            serializer.instance = actions.add_member(
-                actor=self.request.user,
-                tenant=self.request.tenant,  # type: ignore[attr-defined]
-                user=data["user"]["username"],
-                role=data["role"],
-            )
-        except DjangoValidationError as error:
-            raise _as_api_error(error) from None
 
     def perform_update(self, serializer: BaseSerializer[Any]) -> None:
         membership = serializer.instance
@@ -71,6 +69,62 @@ class MembershipViewSet(TenantScopedViewSet):
             actions.remove_member(actor=self.request.user, membership=instance)
         except DjangoValidationError as error:
             raise _as_api_error(error) from None
+
+
+class InvitationViewSet(TenantScopedViewSet):
+    """Invitations into the active tenant (admins): invite an address, re-send, revoke.
+
+    The answer to an invitation is the same whether an account with the address
+    exists anywhere or not; `emailed_at` stays empty when the mail could not be sent.
+    """
+
+    queryset_model = Invitation
+    serializer_class = InvitationSerializer
+    http_method_names = ["get", "post", "head", "options"]
+    extra_action_permissions = {"resend": "tenancy.add_invitation", "revoke": "tenancy.revoke_invitation"}
+
+    def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.select_related("tenant")
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        data = serializer.validated_data
+        try:
+            issued = actions.invite_member(
+                actor=self.request.user,
+                tenant=self.request.tenant,  # type: ignore[attr-defined]
+                email=data["email"],
+                role=data["role"],
+            )
+        except DjangoValidationError as error:
+            raise _as_api_error(error) from None
+        send_invitation(self.request._request, issued)
+        serializer.instance = issued.invitation
+
+    def _respond(self, change: Callable[[], Invitation]) -> Response:
+        try:
+            invitation = change()
+        except DjangoValidationError as error:
+            raise _as_api_error(error) from None
+        return Response(self.get_serializer(invitation).data)
+
+    @extend_schema(request=None, responses={200: InvitationSerializer})
+    @action(detail=True, methods=["post"])
+    def resend(self, request: Request, pk: str | None = None) -> Response:
+        """A new link (the old one stops working) and a fresh expiry, e-mailed again."""
+
+        def resend() -> Invitation:
+            issued = actions.resend_invitation(actor=request.user, invitation=self.get_object())
+            send_invitation(request._request, issued)
+            return issued.invitation
+
+        return self._respond(resend)
+
+    @extend_schema(request=None, responses={200: InvitationSerializer})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk: str | None = None) -> Response:
+        return self._respond(
+            lambda: actions.revoke_invitation(actor=request.user, invitation=self.get_object())
+        )
 
 
 class CurrentTenantView(TenantAPIView):

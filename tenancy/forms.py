@@ -6,21 +6,27 @@ import json
 from typing import Any
 
 from django import forms
-from django.contrib.auth import get_user_model
 
 from tenancy.models import Role
 
 
-class AddMemberForm(forms.Form):
-    username = forms.CharField(max_length=150, help_text="An existing user's username.")
+class InviteForm(forms.Form):
+    email = forms.EmailField(max_length=254, help_text="Where the invitation link is sent.")
     role = forms.ChoiceField(choices=Role.choices)
 
-    def clean_username(self) -> Any:
-        username = self.cleaned_data["username"].strip()
-        user = get_user_model()._default_manager.filter(username=username).first()
-        if user is None or not user.is_active:
-            raise forms.ValidationError("No active user with this username.")
-        return user
+
+class NewAccountForm(forms.Form):
+    """An invitee's new account; the action validates the username and the password's strength."""
+
+    username = forms.CharField(max_length=150)
+    password = forms.CharField(widget=forms.PasswordInput, strip=False, max_length=4096)
+    password_again = forms.CharField(widget=forms.PasswordInput, strip=False, max_length=4096)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("password") and data.get("password") != data.get("password_again"):
+            self.add_error("password_again", "The two passwords differ.")
+        return data
 
 
 class RoleForm(forms.Form):
@@ -41,6 +47,8 @@ class TenantSettingsForm(forms.Form):
             value = json.loads(raw)
         except json.JSONDecodeError as error:
             raise forms.ValidationError(f"Not valid JSON: {error.msg} (line {error.lineno}).") from None
+        except RecursionError:
+            raise forms.ValidationError("Settings are nested too deeply.") from None
         if not isinstance(value, dict):
             raise forms.ValidationError("Settings must be a JSON object ({...}).")
         return value

@@ -1,9 +1,12 @@
-"""Tenants (brands), memberships with a role, and the base of every tenant-owned model."""
+"""Tenants (brands), memberships with a role, invitations, and the base of every tenant-owned model."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from tenancy.scoping import TenantScopedManager
 
@@ -40,6 +43,11 @@ class Membership(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=32, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
+    last_selected_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the user last chose this tenant; the latest choice opens on their next login.",
+    )
 
     class Meta:
         constraints = [
@@ -68,3 +76,66 @@ class TenantOwnedModel(models.Model):
 
     class Meta:
         abstract = True
+
+
+class InvitationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    EXPIRED = "expired", "Expired"
+    ACCEPTED = "accepted", "Accepted"
+    REVOKED = "revoked", "Revoked"
+
+
+class Invitation(TenantOwnedModel):
+    """A role in a tenant offered to an e-mail address; a membership exists only once it is accepted.
+
+    Tenant admins cannot add an existing account directly: that let any admin pull
+    another tenant's user into theirs. The link's token is the capability: it is
+    e-mailed to the address and only its SHA-256 is stored, so neither the
+    database nor the admin who invited can open it. It is single use, expires,
+    and an admin can revoke it or re-send it (which replaces the token).
+    """
+
+    email = models.EmailField(
+        max_length=254, help_text="The invited address; the accepting account must have it."
+    )
+    role = models.CharField(max_length=32, choices=Role.choices)
+    token_sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    last_sent_at = models.DateTimeField(
+        help_text="When the current token was issued (first send or re-send)."
+    )
+    send_count = models.PositiveSmallIntegerField(default=1)
+    emailed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the current token's e-mail was handed to the mail server."
+    )
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        permissions = [("revoke_invitation", "Can revoke an invitation")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(accepted_at__isnull=True) | models.Q(revoked_at__isnull=True),
+                name="invitation_not_accepted_and_revoked",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Invitation {self.pk} to {self.tenant_id} as {self.role}"
+
+    def status(self, now: datetime | None = None) -> InvitationStatus:
+        if self.accepted_at is not None:
+            return InvitationStatus.ACCEPTED
+        if self.revoked_at is not None:
+            return InvitationStatus.REVOKED
+        if self.expires_at <= (now or timezone.now()):
+            return InvitationStatus.EXPIRED
+        return InvitationStatus.PENDING

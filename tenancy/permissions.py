@@ -30,9 +30,12 @@ _TENANCY_ADMIN = frozenset(
         "tenancy.view_tenant",
         "tenancy.change_tenant",
         "tenancy.view_membership",
-        "tenancy.add_membership",
         "tenancy.change_membership",
         "tenancy.delete_membership",
+        # Nobody adds an existing account directly (no tenancy.add_membership): admins invite.
+        "tenancy.view_invitation",
+        "tenancy.add_invitation",
+        "tenancy.revoke_invitation",
     }
 )
 _AUDIT_READ = frozenset({"audit.view_auditentry", "audit.export_auditentry"})
@@ -73,7 +76,7 @@ _CONSENT_ADMIN = (
 )
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
-    # Members, settings, retention schedule; reads the audit log of its tenant.
+    # Members (by invitation), settings, retention schedule; reads the audit log of its tenant.
     Role.ADMIN: _TENANCY_ADMIN | _AUDIT_READ | _CONSENT_ADMIN,
     # Subjects, uploads, training, studio, approvals (rows added by those apps).
     Role.STAFF: frozenset({"tenancy.view_tenant"}) | _CONSENT_STAFF,

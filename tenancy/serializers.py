@@ -2,28 +2,50 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from tenancy.models import Membership, Role, Tenant
+from tenancy.models import Invitation, Membership, Role, Tenant
 
 
 class MembershipSerializer(serializers.ModelSerializer[Membership]):
-    username = serializers.CharField(source="user.username", help_text="the member's username")
+    """Read, and change the role; memberships are created only by accepting an invitation."""
+
+    username = serializers.CharField(
+        source="user.username", read_only=True, help_text="the member's username"
+    )
     role = serializers.ChoiceField(choices=Role.choices)
 
     class Meta:
         model = Membership
         fields = ["id", "user_id", "username", "role", "created_at"]
-        read_only_fields = ["id", "user_id", "created_at"]
+        read_only_fields = ["id", "user_id", "username", "created_at"]
 
-    def validate_username(self, value: str) -> Any:
-        if self.instance is not None and value != self.instance.user.username:
-            raise serializers.ValidationError("The member cannot be changed; add a new membership instead.")
-        user = get_user_model()._default_manager.filter(username=value, is_active=True).first()
-        if user is None:
-            raise serializers.ValidationError("No active user with this username.")
-        return user
+
+class InvitationSerializer(serializers.ModelSerializer[Invitation]):
+    email = serializers.EmailField(max_length=254, help_text="where the invitation link is sent")
+    role = serializers.ChoiceField(choices=Role.choices)
+    status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Invitation
+        fields = [
+            "id",
+            "email",
+            "role",
+            "status",
+            "created_at",
+            "expires_at",
+            "last_sent_at",
+            "send_count",
+            "emailed_at",
+            "accepted_at",
+            "revoked_at",
+        ]
+        read_only_fields = [name for name in fields if name not in ("email", "role")]
+
+    def get_status(self, invitation: Invitation) -> str:
+        """pending, expired, accepted or revoked."""
+        return invitation.status().value
 
 
 class TenantSerializer(serializers.ModelSerializer[Tenant]):

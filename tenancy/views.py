@@ -1,22 +1,26 @@
-"""Dashboard pages for tenants and memberships (thin: writes go through tenancy.actions)."""
+"""Dashboard pages for tenants, memberships and invitations, and the invitation link's public page
+(thin: writes go through tenancy.actions)."""
 
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit.models import AuditEntry
 from tenancy import actions
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
-from tenancy.context import TenantRequest, activate_tenant, require_tenant
-from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
-from tenancy.forms import AddMemberForm, RoleForm, TenantSettingsForm
-from tenancy.models import Membership
+from tenancy.context import TenantRequest, activate_tenant, memberships_of, require_tenant
+from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required, token_in_url
+from tenancy.forms import InviteForm, NewAccountForm, RoleForm, TenantSettingsForm
+from tenancy.invitations import send_invitation
+from tenancy.models import Invitation, InvitationStatus, Membership
 from tenancy.permissions import has_perm
 
 
@@ -38,9 +42,24 @@ def dashboard(request: TenantRequest) -> HttpResponse:
     )
 
 
+@require_GET
+@login_required
+def choose_tenant(request: TenantRequest) -> HttpResponse:
+    """Where a user of several tenants picks one: after login, or whenever no choice is known."""
+    memberships = memberships_of(request.user)
+    if not memberships:
+        return render(request, "tenancy/no_tenant.html", status=403)
+    return render(
+        request,
+        "tenancy/choose_tenant.html",
+        {"choices": memberships, "next": request.GET.get("next", "")},
+    )
+
+
 @require_POST
-@tenant_member_required
+@login_required
 def switch_tenant(request: TenantRequest) -> HttpResponse:
+    """Open another of the user's tenants (from the chooser or the switcher); it opens first from now on."""
     membership = activate_tenant(request, request.POST.get("tenant_id", ""))
     messages.info(request, f"Now working in {membership.tenant.name}.")
     target = request.POST.get("next", "")
@@ -49,29 +68,151 @@ def switch_tenant(request: TenantRequest) -> HttpResponse:
     return redirect(target)
 
 
+def _delivery_message(request: TenantRequest, issued: actions.IssuedInvitation) -> None:
+    """E-mail the invitation and say so; the words depend on the mail server only, never on the address."""
+    address = issued.invitation.email
+    if send_invitation(request, issued):
+        messages.success(request, f"Invitation sent to {address}.")
+    else:
+        messages.error(
+            request,
+            f"The invitation to {address} is saved, but the e-mail could not be sent: "
+            "re-send it when mail works.",
+        )
+
+
 @require_http_methods(["GET", "POST"])
 @tenant_permission_required("tenancy.view_membership")
 def members(request: TenantRequest) -> HttpResponse:
     tenant = require_tenant(request)
-    form = AddMemberForm(request.POST or None)
+    form = InviteForm(request.POST or None)
     if request.method == "POST":
-        check_perm(request, "tenancy.add_membership")
+        check_perm(request, "tenancy.add_invitation")
         if form.is_valid():
             try:
-                actions.add_member(
+                issued = actions.invite_member(
                     actor=request.user,
                     tenant=tenant,
-                    user=form.cleaned_data["username"],
+                    email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"],
                 )
             except ValidationError as error:
-                form.add_error("username", _error_text(error))
+                form.add_error(None, error)
             else:
-                messages.success(request, f"Added {form.cleaned_data['username']}.")
+                _delivery_message(request, issued)
                 return redirect("members")
     listing = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
-    can_add = has_perm(request.user, tenant, "tenancy.add_membership")
-    return render(request, "tenancy/members.html", {"memberships": listing, "form": form, "can_add": can_add})
+    can_invite = has_perm(request.user, tenant, "tenancy.add_invitation")
+    open_invitations = (
+        Invitation.objects.for_tenant(tenant).filter(accepted_at__isnull=True, revoked_at__isnull=True)[:100]
+        if has_perm(request.user, tenant, "tenancy.view_invitation")
+        else []
+    )
+    return render(
+        request,
+        "tenancy/members.html",
+        {"memberships": listing, "form": form, "can_invite": can_invite, "invitations": open_invitations},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(Invitation)
+def invitation_detail(request: TenantRequest, pk: int) -> HttpResponse:
+    """One invitation: its state, and re-send or revoke for admins."""
+    tenant = require_tenant(request)
+    invitation = get_for_tenant_or_404(
+        Invitation.objects.select_related("tenant", "invited_by"), tenant, pk=pk
+    )
+    check_perm(request, "tenancy.view_invitation", invitation)
+    if request.method == "POST":
+        operation = request.POST.get("operation")
+        try:
+            if operation == "revoke":
+                actions.revoke_invitation(actor=request.user, invitation=invitation)
+                messages.success(request, f"The invitation to {invitation.email} is revoked.")
+            elif operation == "resend":
+                _delivery_message(
+                    request, actions.resend_invitation(actor=request.user, invitation=invitation)
+                )
+        except ValidationError as error:
+            messages.error(request, _error_text(error))
+        return redirect("invitation-detail", pk=invitation.pk)
+    status = invitation.status()
+    return render(
+        request,
+        "tenancy/invitation_detail.html",
+        {
+            "invitation": invitation,
+            "status": status,
+            "can_resend": status == InvitationStatus.PENDING
+            and has_perm(request.user, tenant, "tenancy.add_invitation", invitation),
+            "can_revoke": status in (InvitationStatus.PENDING, InvitationStatus.EXPIRED)
+            and has_perm(request.user, tenant, "tenancy.revoke_invitation", invitation),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@token_in_url
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    """Where the invitee lands from the e-mail: accept with the logged-in account, or create one.
+
+    Public: the token, not a session, says which invitation this is.
+    """
+    try:
+        invitation = actions.resolve_invitation(token)
+    except actions.InvitationRefusedError as error:
+        return render(
+            request, "tenancy/invitation_invalid.html", {"message": error.message}, status=error.status
+        )
+    form = NewAccountForm(
+        request.POST if request.method == "POST" and not request.user.is_authenticated else None
+    )
+    failure, status = "", 200
+    if request.method == "POST":
+        try:
+            if request.user.is_authenticated:
+                membership = actions.accept_invitation(token=token, user=request.user)
+                return _joined(request, membership)
+            if form.is_valid():
+                membership = actions.accept_invitation_with_new_account(
+                    token=token,
+                    username=form.cleaned_data["username"],
+                    password=form.cleaned_data["password"],
+                )
+                login(request, membership.user, backend="django.contrib.auth.backends.ModelBackend")
+                return _joined(request, membership)
+            status = 400
+        except actions.InvitationRefusedError as error:
+            failure, status = error.message, error.status
+        except ValidationError as error:
+            form.add_error(None, error)
+            status = 400
+    return render(
+        request,
+        "tenancy/invitation.html",
+        {
+            "invitation": invitation,
+            "form": form,
+            "failure": failure,
+            "address_matches": actions.is_invited_address(request.user, invitation),
+        },
+        status=status,
+    )
+
+
+invitation_accept.tenant_isolation_exempt = "the invitation link: the token, not a session, is the capability"  # type: ignore[attr-defined]
+
+
+def _joined(request: HttpRequest, membership: Membership) -> HttpResponse:
+    activate_tenant(request, membership.tenant_id)
+    messages.success(
+        request,
+        f"You joined {membership.tenant.name} as {membership.get_role_display()}; you work in it now.",
+    )
+    return redirect("dashboard")
 
 
 @require_http_methods(["GET", "POST"])
@@ -124,8 +265,8 @@ def tenant_settings(request: TenantRequest) -> HttpResponse:
                 settings=form.cleaned_data["settings"],
             )
         except ValidationError as error:
-            form.add_error(None, _error_text(error))
+            form.add_error(None, error)
         else:
             messages.success(request, "Settings saved.")
             return redirect("tenant-settings")
-    return render(request, "tenancy/settings.html", {"form": form})
+    return render(request, "tenancy/settings.html", {"form": form}, status=400 if form.errors else 200)

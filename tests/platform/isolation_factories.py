@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from audit.actions import record
 from audit.models import AuditEntry
 from tenancy import actions
-from tenancy.models import Membership, Role, Tenant
+from tenancy.models import Invitation, Membership, Role, Tenant
 from tests.isolation import isolation_factory
 
 _numbers = itertools.count(1)
@@ -18,7 +18,13 @@ _numbers = itertools.count(1)
 @isolation_factory(Membership)
 def make_membership(tenant: Tenant) -> Membership:
     user = get_user_model()._default_manager.create_user(username=f"isolated-{next(_numbers)}", password=None)
-    return actions.add_member(actor=None, tenant=tenant, user=user, role=Role.STAFF)
+    return actions.add_member(tenant=tenant, user=user, role=Role.STAFF)
+
+
+@isolation_factory(Invitation)
+def make_invitation(tenant: Tenant) -> Invitation:
+    email = f"invited-{next(_numbers)}@example.test"
+    return actions.invite_member(actor=None, tenant=tenant, email=email, role=Role.STAFF).invitation
 
 
 @isolation_factory(AuditEntry)

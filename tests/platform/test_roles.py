@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from audit.models import AuditEntry
+from tenancy import actions
 from tenancy.models import Membership, Role
 from tenancy.permissions import role_has_perm
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.django_db
 @dataclass(frozen=True)
 class Case:
     method: str
-    url: str  # may contain {member} (a staff membership's id) or {entry} (an audit entry's id)
+    url: str  # may contain {member} (a staff membership's id), {entry} (an audit entry's), {invitation}
     perm: str
     data: dict[str, Any] | None = None
     ok: int = 200
@@ -36,13 +37,29 @@ class Case:
 
 
 VIEW_MEMBER, VIEW_AUDIT = "tenancy.view_membership", "audit.view_auditentry"
-NEWCOMER = {"username": "newcomer", "role": "staff"}
+VIEW_INVITATION = "tenancy.view_invitation"
+NEWCOMER = {"email": "newcomer@example.test", "role": "staff"}
 
 CASES = [
     # Dashboard
     Case("get", "/members/", "tenancy.view_membership"),
     Case("get", "/members/{member}/", "tenancy.view_membership"),
-    Case("post", "/members/", "tenancy.add_membership", NEWCOMER, ok=302),
+    Case("post", "/members/", "tenancy.add_invitation", NEWCOMER, ok=302),
+    Case("get", "/members/invitations/{invitation}/", "tenancy.view_invitation"),
+    Case(
+        "post",
+        "/members/invitations/{invitation}/",
+        "tenancy.add_invitation",
+        {"operation": "resend"},
+        ok=302,
+    ),
+    Case(
+        "post",
+        "/members/invitations/{invitation}/",
+        "tenancy.revoke_invitation",
+        {"operation": "revoke"},
+        ok=302,
+    ),
     Case(
         "post",
         "/members/{member}/",
@@ -65,7 +82,29 @@ CASES = [
     Case(
         "get", "/api/v1/memberships/{member}/", "tenancy.view_membership", api=True, visible_with=VIEW_MEMBER
     ),
-    Case("post", "/api/v1/memberships/", "tenancy.add_membership", NEWCOMER, ok=201, api=True),
+    Case("get", "/api/v1/invitations/", "tenancy.view_invitation", api=True, listing=True),
+    Case(
+        "get",
+        "/api/v1/invitations/{invitation}/",
+        "tenancy.view_invitation",
+        api=True,
+        visible_with=VIEW_INVITATION,
+    ),
+    Case("post", "/api/v1/invitations/", "tenancy.add_invitation", NEWCOMER, ok=201, api=True),
+    Case(
+        "post",
+        "/api/v1/invitations/{invitation}/resend/",
+        "tenancy.add_invitation",
+        api=True,
+        visible_with=VIEW_INVITATION,
+    ),
+    Case(
+        "post",
+        "/api/v1/invitations/{invitation}/revoke/",
+        "tenancy.revoke_invitation",
+        api=True,
+        visible_with=VIEW_INVITATION,
+    ),
     Case(
         "patch",
         "/api/v1/memberships/{member}/",
@@ -91,13 +130,13 @@ CASES = [
 
 
 @pytest.fixture
-def world(tenant_factory, member, user_factory):
+def world(tenant_factory, member):
     tenant = tenant_factory(a=0)
     users = {role: member(tenant, role) for role in Role}
     member(tenant, Role.ADMIN)  # a second admin, so demoting/removing is never refused for being the last
     target = Membership.objects.get(user=member(tenant, Role.STAFF), tenant=tenant)
-    user_factory(username="newcomer")
-    return tenant, users, target
+    invitation = actions.invite_member(actor=None, tenant=tenant, email="invited@example.test", role="staff")
+    return tenant, users, target, invitation.invitation
 
 
 def _send(client, case: Case, url: str):
@@ -110,10 +149,10 @@ def _send(client, case: Case, url: str):
 @pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_role_can_do_exactly_what_its_permissions_say(case, role, world, client_for):
-    tenant, users, target = world
+    tenant, users, target, invitation = world
     client = client_for(users[role], tenant)
     entry = AuditEntry.objects.for_tenant(tenant).earliest("seq")
-    url = case.url.format(member=target.pk, entry=entry.pk)
+    url = case.url.format(member=target.pk, entry=entry.pk, invitation=invitation.pk)
     before = AuditEntry.objects.for_tenant(tenant).count()
     allowed = role_has_perm(role, case.perm)
 

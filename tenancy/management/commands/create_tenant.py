@@ -30,7 +30,7 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 tenant = actions.create_tenant(name=options["name"], slug=options["slug"])
-                actions.add_member(actor=None, tenant=tenant, user=user, role=Role.ADMIN)
+                actions.add_member(tenant=tenant, user=user, role=Role.ADMIN)
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from None
         self.stdout.write(f"Created tenant {tenant.slug} with admin {user.get_username()}.")

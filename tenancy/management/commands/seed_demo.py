@@ -66,4 +66,4 @@ class Command(BaseCommand):
 
     def _member(self, tenant: Tenant, user: Any, role: Role) -> None:
         if not Membership.objects.filter(tenant=tenant, user=user).exists():
-            actions.add_member(actor=None, tenant=tenant, user=user, role=role)
+            actions.add_member(tenant=tenant, user=user, role=role)
