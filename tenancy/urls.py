@@ -11,4 +11,7 @@ urlpatterns = [
     path("members/", views.members, name="members"),
     path("members/<int:pk>/", views.member_detail, name="member-detail"),
     path("settings/", views.tenant_settings, name="tenant-settings"),
+    path("account/", views.account, name="account"),
+    path("account/password/", views.PasswordChangeView.as_view(), name="account-password"),
+    path("account/tokens/<int:pk>/revoke/", views.revoke_token, name="account-token-revoke"),
 ]
