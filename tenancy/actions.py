@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from audit.actions import record
 from audit.chain import canonical_json
+from audit.models import AuditEntry
 from tenancy.authentication import hash_key, new_key
 from tenancy.models import ApiToken, Membership, Role, Tenant
 from tenancy.permissions import UserLike, require_perm
@@ -175,13 +176,48 @@ def record_logout(user: AbstractBaseUser) -> None:
     _record_for_user(user, "auth.logout", user)
 
 
-def record_login_failure(username: str) -> None:
-    """A failed password for a known member, logged (without the attempt) in the member's tenants."""
-    user = get_user_model()._default_manager.filter(**{get_user_model().USERNAME_FIELD: username}).first()
+def _record_once_per_window(username: str, action: str, payload: dict[str, Any]) -> None:
+    """`action` about the account named `username`, at most once per cool-off window in each of its tenants.
+
+    Anonymous traffic decides how often this runs, so what it may add to a
+    tenant's chain is bounded by time, not by attempts. The check is repeated
+    under the tenant's lock, so concurrent attempts cannot add a second entry.
+    """
+    user_model = get_user_model()
+    user = user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).first()
     if user is None:
         return
-    with transaction.atomic():
-        _record_for_user(user, "auth.login_failed", None)
+    since = timezone.now() - dt.timedelta(minutes=settings.LIKENESS_LOGIN_COOLOFF_MINUTES)
+
+    def recorded(tenant: Tenant) -> bool:
+        return (
+            AuditEntry.objects.for_tenant(tenant)
+            .filter(action=action, target_type=user._meta.label_lower, target_id=str(user.pk), at__gte=since)
+            .exists()
+        )
+
+    for tenant in _tenants_of(user):
+        if recorded(tenant):
+            continue
+        with transaction.atomic():
+            _lock(tenant)
+            if not recorded(tenant):
+                record(tenant=tenant, action=action, actor=None, target=user, payload=payload)
+
+
+def record_login_failure(username: str) -> None:
+    """A failed login for a member's account (without the attempt): the first of each window is logged."""
+    _record_once_per_window(
+        username, "auth.login_failed", {"window_minutes": settings.LIKENESS_LOGIN_COOLOFF_MINUTES}
+    )
+
+
+def record_lockout(username: str, failures: int | None) -> None:
+    """A lockout of a member's account began (django-axes): how many failures, and for how long."""
+    payload: dict[str, Any] = {"cooloff_minutes": settings.LIKENESS_LOGIN_COOLOFF_MINUTES}
+    if failures is not None:
+        payload["failures"] = failures
+    _record_once_per_window(username, "auth.lockout", payload)
 
 
 def _active_tokens(user: Any, now: dt.datetime) -> QuerySet[ApiToken]:

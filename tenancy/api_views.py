@@ -137,7 +137,11 @@ class LoginRateThrottle(AnonRateThrottle):
 
 
 class TokenView(APIView):
-    """Exchange a username and password for a new named API token (audited as `auth.token_issued`)."""
+    """Exchange a username and password for a new named API token (audited as `auth.token_issued`).
+
+    django-axes guards the `authenticate` call: during a lockout of the account
+    or the client address its middleware answers 429, the right password included.
+    """
 
     permission_classes = [AllowAny]
     authentication_classes: list[type] = []

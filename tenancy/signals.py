@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.signals import user_locked_out
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db.models.signals import post_save, pre_save
@@ -30,6 +31,12 @@ def audit_login_failed(sender: Any, credentials: dict[str, Any], request: Any = 
     username = credentials.get("username")
     if isinstance(username, str) and username:
         actions.record_login_failure(username)
+
+
+@receiver(user_locked_out, dispatch_uid="tenancy.audit_lockout")
+def audit_lockout(sender: Any, request: Any, username: Any, **kwargs: Any) -> None:
+    if isinstance(username, str) and username:
+        actions.record_lockout(username, getattr(request, "axes_failures_since_start", None))
 
 
 @receiver(pre_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="tenancy.note_password_change")

@@ -62,7 +62,8 @@ def fresh_request_rates() -> None:
     test's logins never throttle the next one's.
 
     That cache is this process's memory (settings configure no other); a shared one would need its
-    own reset here, hence the failure rather than a silent leak.
+    own reset here, hence the failure rather than a silent leak. django-axes' lockouts live in the
+    database and go with each test's transaction or flush.
     """
     from django.core.cache import caches
     from django.core.cache.backends.locmem import LocMemCache
