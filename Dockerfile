@@ -66,4 +66,7 @@ USER likeness
 VOLUME ["/data"]
 EXPOSE 8000
 # The web server (HTTP + WebSocket). Workers and beat override the command (compose.yaml).
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "config.asgi:application"]
+# No --proxy-headers: daphne would take the client address from the left-most X-Forwarded-For
+# entry, which the client writes; the application reads the header itself, trusting only the
+# LIKENESS_TRUSTED_PROXIES entries on its right (tenancy/throttling.py).
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]

@@ -17,7 +17,15 @@ from consent.api import (
     SubjectViewSet,
 )
 from tenancy.api import TenantRouter
-from tenancy.api_views import CurrentTenantView, InvitationViewSet, MembershipViewSet, MeView, TokenView
+from tenancy.api_views import (
+    ApiTokenDetailView,
+    ApiTokenListView,
+    CurrentTenantView,
+    InvitationViewSet,
+    MembershipViewSet,
+    MeView,
+    TokenView,
+)
 
 router = TenantRouter()
 router.register("memberships", MembershipViewSet)
@@ -33,6 +41,8 @@ router.register("assets", AssetViewSet)
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
+    path("auth/tokens/", ApiTokenListView.as_view(), name="api-tokens"),
+    path("auth/tokens/<int:pk>/", ApiTokenDetailView.as_view(), name="api-token-detail"),
     path("me/", MeView.as_view(), name="api-me"),
     path("tenant/", CurrentTenantView.as_view(), name="api-tenant"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

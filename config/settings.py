@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -33,6 +34,18 @@ def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def _env_int(name: str, default: int, *, low: int, high: int) -> int:
+    """A bounded whole number: a typo or an absurd value stops the start instead of weakening a limit."""
+    raw = os.environ.get(name, str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ImproperlyConfigured(f"{name} must be a whole number from {low} to {high}, got {raw!r}.")
+    return value
+
+
 DEBUG = _env_bool("DJANGO_DEBUG", False)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
@@ -54,10 +67,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "guardian",
+    "axes",
     "channels",
     "tenancy",
     "audit",
@@ -75,6 +88,8 @@ MIDDLEWARE = [
     "tenancy.middleware.ActiveTenantMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a login refused during a lockout into the 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -116,6 +131,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 
 AUTHENTICATION_BACKENDS = [
+    # First: refuses every login of a locked-out account or client address before a password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -131,6 +148,34 @@ GUARDIAN_RAISE_403 = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
+
+# Login brute force (django-axes, on /login/, /admin/login/ and the API's token endpoint): after
+# LIKENESS_LOGIN_FAILURE_LIMIT failed logins within the cool-off, the username and, separately, the
+# client address are locked out for LIKENESS_LOGIN_COOLOFF_MINUTES, the right password included.
+LIKENESS_LOGIN_FAILURE_LIMIT = _env_int("LIKENESS_LOGIN_FAILURE_LIMIT", 10, low=3, high=100)
+LIKENESS_LOGIN_COOLOFF_MINUTES = _env_int("LIKENESS_LOGIN_COOLOFF_MINUTES", 15, low=1, high=24 * 60)
+# How many reverse proxies stand in front of the web server. Only the X-Forwarded-For entries they
+# appended are believed (the right-most N); with 0 the header is ignored, as a client can write it.
+LIKENESS_TRUSTED_PROXIES = _env_int("LIKENESS_TRUSTED_PROXIES", 0, low=0, high=5)
+AXES_FAILURE_LIMIT = LIKENESS_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LIKENESS_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Attempts refused during a lockout are not recorded: the lockout ends one cool-off after it began,
+# and hammering a locked account grows no row.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Not reset by a success: one account that logs in would otherwise wipe its address's failures,
+# and with them the count against every account tried from there.
+AXES_RESET_ON_SUCCESS = False
+AXES_CLIENT_IP_CALLABLE = "tenancy.throttling.client_address"
+AXES_LOCKOUT_CALLABLE = "tenancy.throttling.lockout_response"
+# The audit log records logins; the admin stays read-only (tenancy.admin); unlocking is a command.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_ENABLE_ADMIN = False
+# Log lines name only the lockout parameters, masked (no user agent, no startup banner).
+AXES_VERBOSE = False
+
+# API tokens (tenancy.models.ApiToken): their lifetime, which a client may only shorten.
+LIKENESS_API_TOKEN_DAYS = _env_int("LIKENESS_API_TOKEN_DAYS", 90, low=1, high=365)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -304,9 +349,13 @@ CELERY_TIMEZONE = TIME_ZONE
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First, so that a refused token is a 401 with `WWW-Authenticate: Token`, as DRF answers only
+        # for the first class; a request without the header falls through to the session.
+        "tenancy.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
+    # The client address of the throttles, as for django-axes (tenancy.throttling.client_address).
+    "NUM_PROXIES": LIKENESS_TRUSTED_PROXIES,
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

@@ -3,6 +3,10 @@
 It bypasses tenant scoping (through `dangerously_unscoped`) and would bypass
 the actions modules, so it never writes: changes go through the dashboard, the
 API or management commands, where they are permission-checked and audited.
+It never shows a secret either: the user admin below replaces Django's, which
+shows password hashes and offers password and user creation forms, and API
+tokens have no admin at all (tests/platform/test_admin.py holds every
+registered admin to both rules).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -53,3 +59,28 @@ class InvitationAdmin(TenantOwnedAdmin):
     list_filter = ("role", "tenant")
     search_fields = ("email", "tenant__slug")
     exclude = ("token_sha256",)  # opens nothing, but there is no reason to show it
+
+
+# Roles come from memberships (tenancy.permissions), so Django's groups are not used.
+admin.site.unregister(Group)
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class AccountAdmin(ReadOnlyAdmin):
+    """Who has an account and which flags it carries: no password field, hash, or link to change one."""
+
+    fields = (
+        "username",
+        "email",
+        "first_name",
+        "last_name",
+        "is_active",
+        "is_staff",
+        "is_superuser",
+        "last_login",
+        "date_joined",
+    )
+    list_display = ("username", "email", "is_active", "is_staff", "is_superuser", "last_login")
+    list_filter = ("is_active", "is_staff", "is_superuser")
+    search_fields = ("username", "email")

@@ -9,9 +9,9 @@ from django.contrib.auth import authenticate
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,11 +21,15 @@ from rest_framework.views import APIView
 
 from tenancy import actions
 from tenancy.api import TenantAPIView, TenantScopedViewSet
+from tenancy.authentication import ApiTokenAuthentication
 from tenancy.context import memberships_of
 from tenancy.invitations import send_invitation
-from tenancy.models import Invitation, Membership
+from tenancy.models import ApiToken, Invitation, Membership
 from tenancy.serializers import (
+    ApiTokenRequestSerializer,
+    ApiTokenSerializer,
     InvitationSerializer,
+    IssuedApiTokenSerializer,
     MembershipSerializer,
     MeMembershipSerializer,
     TenantSerializer,
@@ -187,16 +191,17 @@ class LoginRateThrottle(AnonRateThrottle):
 
 
 class TokenView(APIView):
-    """Exchange a username and password for an API token (audited as `auth.token_issued`)."""
+    """Exchange a username and password for a new named API token (audited as `auth.token_issued`).
+
+    django-axes guards the `authenticate` call: during a lockout of the account
+    or the client address its middleware answers 429, the right password included.
+    """
 
     permission_classes = [AllowAny]
     authentication_classes: list[type] = []
     throttle_classes = [LoginRateThrottle]
 
-    @extend_schema(
-        request=TokenRequestSerializer,
-        responses=inline_serializer("Token", {"token": serializers.CharField()}),
-    )
+    @extend_schema(request=TokenRequestSerializer, responses=IssuedApiTokenSerializer)
     def post(self, request: Request) -> Response:
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -207,5 +212,60 @@ class TokenView(APIView):
         )
         if user is None or not user.is_active:
             raise ValidationError({"detail": "Unable to log in with these credentials."})
-        token = actions.issue_api_token(user)
-        return Response({"token": token.key}, status=status.HTTP_200_OK)
+        return _issued(
+            user, serializer.validated_data["name"], None, via="password", status_code=status.HTTP_200_OK
+        )
+
+
+def _issued(user: Any, name: str, days: int | None, *, via: str, status_code: int) -> Response:
+    try:
+        token, key = actions.issue_api_token(user, name=name, days=days, via=via)
+    except DjangoValidationError as error:
+        raise _as_api_error(error) from None
+    return Response(IssuedApiTokenSerializer(token, context={"key": key}).data, status=status_code)
+
+
+class ApiTokenListView(generics.ListAPIView[ApiToken]):
+    """The caller's own API tokens, newest first, without their keys; a logged-in session creates one.
+
+    A token cannot create tokens: a leaked key must not outlive its own expiry or
+    revocation by minting successors, so creating one needs the password (the
+    token endpoint) or a logged-in session (this endpoint, or the Account page).
+    """
+
+    permission_classes = [IsAuthenticated]
+    serializer_class = ApiTokenSerializer
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        return ApiToken.owned_by(self.request.user)
+
+    @extend_schema(request=ApiTokenRequestSerializer, responses={201: IssuedApiTokenSerializer})
+    def post(self, request: Request) -> Response:
+        if isinstance(request.successful_authenticator, ApiTokenAuthentication):
+            raise PermissionDenied(
+                "A token cannot create tokens: use your password (POST /api/v1/auth/token/) "
+                "or the Account page of the dashboard."
+            )
+        serializer = ApiTokenRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        return _issued(
+            request.user, data["name"], data.get("days"), via="session", status_code=status.HTTP_201_CREATED
+        )
+
+
+class ApiTokenDetailView(generics.RetrieveDestroyAPIView[ApiToken]):
+    """One of the caller's tokens; DELETE revokes it at once (the row stays, marked revoked)."""
+
+    tenant_isolation_exempt = (
+        "a user's own API token, not tenant data: another user's token is a 404 "
+        "(tests/platform/test_api_tokens.py)"
+    )
+    permission_classes = [IsAuthenticated]
+    serializer_class = ApiTokenSerializer
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        return ApiToken.owned_by(self.request.user)
+
+    def perform_destroy(self, instance: ApiToken) -> None:
+        actions.revoke_api_token(actor=self.request.user, token=instance)

@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
+from tenancy.actions import MAX_TOKEN_NAME_CHARS
 from tenancy.models import Role
 
 
@@ -52,3 +54,16 @@ class TenantSettingsForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError("Settings must be a JSON object ({...}).")
         return value
+
+
+class ApiTokenForm(forms.Form):
+    """A new token's name and lifetime; tenancy.actions.issue_api_token enforces the longest lifetime."""
+
+    name = forms.CharField(max_length=MAX_TOKEN_NAME_CHARS, help_text="What the token is for.")
+    days = forms.IntegerField(min_value=1, help_text="How many days it lives.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        longest = settings.LIKENESS_API_TOKEN_DAYS
+        self.fields["days"].initial = longest
+        self.fields["days"].widget.attrs["max"] = longest

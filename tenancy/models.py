@@ -1,8 +1,10 @@
-"""Tenants (brands), memberships with a role, invitations, and the base of every tenant-owned model."""
+"""Tenants (brands), memberships with a role, invitations, users' API tokens, and the base of every
+tenant-owned model."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -139,3 +141,44 @@ class Invitation(TenantOwnedModel):
         if self.expires_at <= (now or timezone.now()):
             return InvitationStatus.EXPIRED
         return InvitationStatus.PENDING
+
+
+class ApiToken(models.Model):
+    """A named, expiring, revocable API key of one user; only a hash of the key is stored.
+
+    The key (`lk_<prefix>_<secret>`) is shown once, when it is created. The prefix
+    is public and lets its owner tell tokens apart; the hash is SHA-256 of the
+    whole key. A fast hash suffices because the secret is 256 random bits, not a
+    password someone chose: nothing guessable is left for a slow hash to protect,
+    and each API request would pay for one.
+    """
+
+    class EndReason(models.TextChoices):
+        REVOKED = "revoked", "Revoked"
+        PASSWORD_CHANGED = "password_changed", "Password changed"
+        OPERATOR = "operator", "Revoked by the operator"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["user", "revoked_at", "expires_at"], name="apitoken_user_active")]
+
+    def __str__(self) -> str:
+        return f"{self.name} (lk_{self.prefix}_…)"
+
+    @classmethod
+    def owned_by(cls, user: Any) -> models.QuerySet[ApiToken]:
+        """A user's own tokens: the only ones any page or endpoint lists, shows or revokes."""
+        return cls.objects.filter(user_id=user.pk)
+
+    def is_active(self, now: datetime) -> bool:
+        return self.revoked_at is None and self.expires_at > now

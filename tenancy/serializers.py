@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import serializers
 
-from tenancy.models import Invitation, Membership, Role, Tenant
+from tenancy.actions import MAX_TOKEN_NAME_CHARS
+from tenancy.models import ApiToken, Invitation, Membership, Role, Tenant
 
 
 class MembershipSerializer(serializers.ModelSerializer[Membership]):
@@ -72,6 +74,57 @@ class MeMembershipSerializer(serializers.Serializer[Any]):
     role = serializers.CharField()
 
 
+class ApiTokenSerializer(serializers.ModelSerializer[ApiToken]):
+    """A token as its owner sees it later: never its key, only the prefix that tells it apart."""
+
+    active = serializers.SerializerMethodField(help_text="neither revoked nor expired")
+
+    class Meta:
+        model = ApiToken
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+            "revoked_reason",
+            "active",
+        ]
+        read_only_fields = fields
+
+    def get_active(self, token: ApiToken) -> bool:
+        return token.is_active(timezone.now())
+
+
+class IssuedApiTokenSerializer(ApiTokenSerializer):
+    """The answer that creates a token: the only one that ever carries its key."""
+
+    token = serializers.SerializerMethodField(
+        help_text="the key for `Authorization: Token <key>`; shown once"
+    )
+
+    class Meta(ApiTokenSerializer.Meta):
+        fields = ["token", *ApiTokenSerializer.Meta.fields]
+        read_only_fields = fields
+
+    def get_token(self, token: ApiToken) -> str:
+        return str(self.context["key"])
+
+
+class ApiTokenRequestSerializer(serializers.Serializer[dict[str, Any]]):
+    name = serializers.CharField(max_length=MAX_TOKEN_NAME_CHARS, help_text="what the token is for")
+    days = serializers.IntegerField(
+        required=False, help_text="lifetime in days, at most LIKENESS_API_TOKEN_DAYS (the default)"
+    )
+
+
 class TokenRequestSerializer(serializers.Serializer[dict[str, str]]):
-    username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False, write_only=True)
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(
+        max_length=1024, style={"input_type": "password"}, trim_whitespace=False, write_only=True
+    )
+    name = serializers.CharField(
+        max_length=MAX_TOKEN_NAME_CHARS, default="API login", help_text="what the new token is for"
+    )

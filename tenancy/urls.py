@@ -15,4 +15,7 @@ urlpatterns = [
     # The token is a secret: the log filter redacts the segment after /invitations/.
     path("invitations/<str:token>/", views.invitation_accept, name="invitation-accept"),
     path("settings/", views.tenant_settings, name="tenant-settings"),
+    path("account/", views.account, name="account"),
+    path("account/password/", views.PasswordChangeView.as_view(), name="account-password"),
+    path("account/tokens/<int:pk>/revoke/", views.revoke_token, name="account-token-revoke"),
 ]

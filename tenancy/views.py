@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse_lazy
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit.models import AuditEntry
@@ -18,9 +24,9 @@ from tenancy import actions
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, activate_tenant, memberships_of, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required, token_in_url
-from tenancy.forms import InviteForm, NewAccountForm, RoleForm, TenantSettingsForm
+from tenancy.forms import ApiTokenForm, InviteForm, NewAccountForm, RoleForm, TenantSettingsForm
 from tenancy.invitations import send_invitation
-from tenancy.models import Invitation, InvitationStatus, Membership
+from tenancy.models import ApiToken, Invitation, InvitationStatus, Membership
 from tenancy.permissions import has_perm
 
 
@@ -270,3 +276,65 @@ def tenant_settings(request: TenantRequest) -> HttpResponse:
             messages.success(request, "Settings saved.")
             return redirect("tenant-settings")
     return render(request, "tenancy/settings.html", {"form": form}, status=400 if form.errors else 200)
+    return render(request, "tenancy/settings.html", {"form": form})
+
+
+@never_cache  # the answer that creates a token carries its key
+@require_http_methods(["GET", "POST"])
+@login_required
+def account(request: HttpRequest) -> HttpResponse:
+    """The user's own API tokens: create one (its key is shown in this answer only), see and revoke them.
+
+    Not tied to a tenant: a token acts as its user in every tenant the user
+    belongs to, naming one with the X-Likeness-Tenant header.
+    """
+    form = ApiTokenForm(request.POST or None)
+    new_key = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            _, new_key = actions.issue_api_token(
+                request.user, name=form.cleaned_data["name"], days=form.cleaned_data["days"], via="dashboard"
+            )
+        except ValidationError as error:
+            form.add_error(None, _error_text(error))
+        else:
+            form = ApiTokenForm()
+    tokens = ApiToken.owned_by(request.user)
+    return render(
+        request,
+        "tenancy/account.html",
+        {"form": form, "tokens": tokens, "new_key": new_key, "now": timezone.now()},
+    )
+
+
+@require_POST
+@login_required
+def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(ApiToken.owned_by(request.user), pk=pk)
+    actions.revoke_api_token(actor=request.user, token=token)
+    messages.success(request, f"Revoked the token {token.name}.")
+    return redirect("account")
+
+
+revoke_token.tenant_isolation_exempt = (  # type: ignore[attr-defined]
+    "a user's own API token, not tenant data: another user's token is a 404 "
+    "(tests/platform/test_api_tokens.py)"
+)
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's form (old password, validators); this session continues, every other one ends.
+
+    Changing the stored password also revokes every API token of the user
+    (tenancy.signals), whichever path changes it.
+    """
+
+    template_name = "tenancy/password_change.html"
+    success_url = reverse_lazy("account")
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        messages.success(
+            self.request, "Password changed: your other sessions ended and your API tokens were revoked."
+        )
+        return response

@@ -69,6 +69,24 @@ def audit_anchor_file(settings: Any, tmp_path: Path) -> Path:
 TEST_PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(autouse=True)
+def fresh_request_rates() -> None:
+    """DRF's throttles count requests in the default cache: emptied before each test, so that one
+    test's logins never throttle the next one's.
+
+    That cache is this process's memory (settings configure no other); a shared one would need its
+    own reset here, hence the failure rather than a silent leak. django-axes' lockouts live in the
+    database and go with each test's transaction or flush.
+    """
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    default = caches["default"]
+    if not isinstance(default, LocMemCache):
+        pytest.fail(f"the default cache is {type(default).__name__}: reset its throttle counts here")
+    default.clear()
+
+
 @pytest.fixture
 def tenant_factory(db: None) -> Callable[..., Any]:
     """Create a tenant row directly (no audit entry; tenancy.actions.create_tenant is the audited path)."""
