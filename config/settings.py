@@ -306,6 +306,9 @@ EMAIL_HOST_USER = os.environ.get("DJANGO_EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("DJANGO_EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = _env_bool("DJANGO_EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "likeness@localhost")
+# Seconds before an unresponsive mail server counts as a failed delivery: consent e-mails are sent while
+# the request waits, under the link's row lock (consent.actions.delivery), so this must never be unbounded.
+EMAIL_TIMEOUT = int(os.environ.get("DJANGO_EMAIL_TIMEOUT", "10"))
 # How often the retention/expiry sweep runs (Celery beat), in minutes.
 LIKENESS_RETENTION_SWEEP_MINUTES = int(os.environ.get("LIKENESS_RETENTION_SWEEP_MINUTES", "15"))
 # Read lazily by config.celery (namespace CELERY): an expired consent is erased

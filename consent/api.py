@@ -1,10 +1,13 @@
 """The consent app over the API (thin: every write is a consent.actions call).
 
-Subjects carry the actions on a subject (send a link, upload photos, record a
+Subjects carry the actions on a subject (change the contact address, send,
+re-send a link or start an in-person signing, upload photos, record a
 revocation, mark the purpose satisfied, erase, check consent); consent records,
 links, assets and deletion certificates are read-only resources; templates and
 retention schedules are versioned documents a POST publishes a new version of.
-Signing is deliberately absent: only the subject signs, on the link page.
+Signing is deliberately absent: only the subject signs, on the page of the link
+e-mailed to them (no answer here contains that link) or in person after entering
+a code e-mailed to them.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, Throttled, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,6 +31,7 @@ from rest_framework.serializers import BaseSerializer
 
 from consent import actions, exports, vault
 from consent.intake import PhotoRejectedError
+from consent.mail import site_url
 from consent.models import (
     Asset,
     AssetKind,
@@ -45,16 +49,18 @@ from consent.serializers import (
     ConsentLinkSerializer,
     ConsentRecordSerializer,
     ConsentTemplateSerializer,
+    ContactSerializer,
     DeletionCertificateSerializer,
+    HandoverStartedSerializer,
     IntakeReportSerializer,
-    IssuedLinkSerializer,
+    LinkChoiceSerializer,
     ReasonSerializer,
     RetentionScheduleSerializer,
     RevokeSerializer,
     SendLinkSerializer,
     SubjectSerializer,
 )
-from consent.status import STATUS_PREFETCH
+from consent.status import LINK_STATUS_PREFETCH, STATUS_PREFETCH
 from tenancy.api import TenantScopedReadOnlyViewSet, TenantScopedViewSet
 from tenancy.models import Tenant
 
@@ -67,9 +73,11 @@ class ConsentConflict(APIException):
 
 @contextmanager
 def _as_api_errors() -> Iterator[None]:
-    """Action failures become 400 (bad input) or 409 (consent missing) with the action's own words."""
+    """Action failures become 400 (bad input), 409 (no consent) or 429 (e-mail limits), with their words."""
     try:
         yield
+    except actions.DeliveryLimitError as error:
+        raise Throttled(wait=error.retry_after, detail=error.message) from None
     except actions.ConsentRequiredError as error:
         raise ConsentConflict({"detail": error.message, "reason": error.reason.value}) from None
     except PhotoRejectedError as error:
@@ -90,7 +98,10 @@ class SubjectViewSet(TenantScopedViewSet):
     http_method_names = ["get", "post", "head", "options"]
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     extra_action_permissions = {
+        "contact": "consent.change_subject",
         "send_link": "consent.add_consentlink",
+        "resend_link": "consent.add_consentlink",
+        "in_person": "consent.add_consentlink",
         "enrollment_photo": "consent.upload_photos_subject",
         "reference_photos": "consent.upload_photos_subject",
         "revoke": "consent.add_consentrevocation",
@@ -109,18 +120,80 @@ class SubjectViewSet(TenantScopedViewSet):
                 actor=self.request.user, tenant=_tenant(self.request), **serializer.validated_data
             )
 
-    @extend_schema(request=SendLinkSerializer, responses={201: IssuedLinkSerializer})
+    @extend_schema(request=ContactSerializer, responses={200: SubjectSerializer})
+    @action(detail=True, methods=["post"])
+    def contact(self, request: Request, pk: str | None = None) -> Response:
+        """Change the address links and codes are e-mailed to (audited; never a member's own address)."""
+        subject = self.get_object()
+        data = ContactSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with _as_api_errors():
+            actions.change_contact_email(
+                actor=request.user, subject=subject, contact_email=data.validated_data["contact_email"]
+            )
+        return Response(SubjectSerializer(self.get_object()).data)
+
+    def _link_status(self, link: ConsentLink) -> dict[str, Any]:
+        fresh = ConsentLink.objects.for_tenant(_tenant(self.request)).prefetch_related(*LINK_STATUS_PREFETCH)
+        return dict(ConsentLinkSerializer(fresh.get(pk=link.pk)).data)
+
+    def _subject_link(self, request: Request, subject: Subject) -> ConsentLink:
+        data = LinkChoiceSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        link: ConsentLink = data.validated_data["link"]
+        if link.subject_id != subject.pk:
+            raise ValidationError({"link": "That consent link is not this subject's."})
+        return link
+
+    @extend_schema(request=SendLinkSerializer, responses={201: ConsentLinkSerializer})
     @action(detail=True, methods=["post"], url_path="send-link")
     def send_link(self, request: Request, pk: str | None = None) -> Response:
-        """Create the signed, expiring link the subject signs on; the URL is returned only here."""
+        """E-mail the subject a signed, expiring link; the answer says if the e-mail went, never the link."""
         subject = self.get_object()
         data = SendLinkSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         with _as_api_errors():
-            issued = actions.send_consent_link(actor=request.user, subject=subject, **data.validated_data)
-        url = request.build_absolute_uri(reverse("consent-sign", kwargs={"token": issued.token}))
-        body = {"link": ConsentLinkSerializer(issued.link).data, "url": url}
-        return Response(body, status=status.HTTP_201_CREATED)
+            link = actions.send_consent_link(
+                actor=request.user, subject=subject, site_url=site_url(request), **data.validated_data
+            )
+        return Response(self._link_status(link), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=LinkChoiceSerializer,
+        responses={
+            200: ConsentLinkSerializer,
+            429: OpenApiResponse(description="too soon after the last e-mail, or too many for this link"),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="resend-link")
+    def resend_link(self, request: Request, pk: str | None = None) -> Response:
+        """E-mail the same link again to the address it was made for, while it can be signed (limited)."""
+        link = self._subject_link(request, self.get_object())
+        with _as_api_errors():
+            actions.resend_consent_link(actor=request.user, link=link, site_url=site_url(request))
+        return Response(self._link_status(link))
+
+    @extend_schema(
+        request=LinkChoiceSerializer,
+        responses={
+            201: HandoverStartedSerializer,
+            429: OpenApiResponse(description="too soon after the last e-mail, or too many for this link"),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="in-person")
+    def in_person(self, request: Request, pk: str | None = None) -> Response:
+        """Start an in-person signing: a code is e-mailed to the subject; the handover URL needs that code."""
+        link = self._subject_link(request, self.get_object())
+        with _as_api_errors():
+            started = actions.start_in_person_signing(actor=request.user, link=link)
+        body = {
+            "handover": started.handover.pk,
+            "link": link.pk,
+            "code_expires_at": started.handover.code_expires_at,
+            "code_delivery": started.delivery,
+            "url": request.build_absolute_uri(reverse("consent-handover", kwargs={"token": started.token})),
+        }
+        return Response(HandoverStartedSerializer(body).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         request={
@@ -271,13 +344,13 @@ class ConsentRecordViewSet(TenantScopedReadOnlyViewSet):
 
 
 class ConsentLinkViewSet(TenantScopedReadOnlyViewSet):
-    """Consent links sent (the tokens themselves are never stored or shown again)."""
+    """Consent links with their e-mail deliveries (the links themselves are never stored or shown)."""
 
     queryset_model = ConsentLink
     serializer_class = ConsentLinkSerializer
 
     def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.select_related("record").order_by("-created_at", "-id")
+        return queryset.prefetch_related(*LINK_STATUS_PREFETCH).order_by("-created_at", "-id")
 
 
 class ConsentTemplateViewSet(TenantScopedViewSet):

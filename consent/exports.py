@@ -15,7 +15,14 @@ from typing import Any
 from django.http import HttpResponse
 from django.utils import timezone
 
-from consent.models import ConsentLink, ConsentRecord, DeletionCertificate, RetentionSchedule, Subject
+from consent.models import (
+    ConsentLink,
+    ConsentRecord,
+    DeletionCertificate,
+    LinkDelivery,
+    RetentionSchedule,
+    Subject,
+)
 from consent.status import subject_status
 from tenancy.spreadsheet import SpreadsheetSafeWriter
 
@@ -56,6 +63,10 @@ def record_facts(record: ConsentRecord) -> dict[str, Any]:
         "valid_from": _when(record.valid_from),
         "expires_at": _when(record.expires_at),
         "capture_channel": record.capture_channel,
+        "delivered_to": record.delivered_to,
+        "delivered_at": _when(record.delivered_at),
+        "code_verified_at": _when(record.code_verified_at),
+        "handover_id": record.handover_id,
         "signer_full_name": record.signer_full_name,
         "signed_at": _when(record.signed_at),
         "signer_ip": record.signer_ip,
@@ -78,7 +89,22 @@ def link_facts(link: ConsentLink) -> dict[str, Any]:
         "sign_by": _when(link.sign_by),
         "sent_by": link.created_by_id,
         "sent_at": _when(link.created_at),
+        "sent_to": link.sent_to,
+        "deliveries": [delivery_facts(delivery) for delivery in link.deliveries.all()],
         "signed": getattr(link, "record", None) is not None,
+    }
+
+
+def delivery_facts(delivery: LinkDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.pk,
+        "kind": delivery.kind,
+        "handover_id": delivery.handover_id,
+        "sent_to": delivery.sent_to,
+        "attempted_at": _when(delivery.attempted_at),
+        "ok": delivery.ok,
+        "error": delivery.error,
+        "requested_by": delivery.requested_by_id,
     }
 
 
@@ -158,6 +184,10 @@ RECORD_COLUMNS = [
     "template_sha256",
     "retention_schedule_id",
     "capture_channel",
+    "delivered_to",
+    "delivered_at",
+    "code_verified_at",
+    "handover_id",
     "signer_ip",
     "signer_user_agent",
     "link_id",

@@ -16,8 +16,14 @@ def _split(value: str) -> list[str]:
 
 class SubjectForm(forms.Form):
     display_name = forms.CharField(max_length=200, label="Name")
-    contact_email = forms.EmailField(required=False, label="Email (for the consent link)")
+    contact_email = forms.EmailField(required=False, label="The subject's own e-mail (for the consent link)")
     internal_reference = forms.CharField(max_length=100, required=False, label="Internal reference")
+
+
+class ContactForm(forms.Form):
+    contact_email = forms.EmailField(
+        required=False, label="The subject's own e-mail address (consent links and codes go only there)"
+    )
 
 
 class SendLinkForm(forms.Form):
@@ -84,3 +90,9 @@ class SignForm(forms.Form):
     representation = forms.ChoiceField(choices=Representation.choices)
     representation_detail = forms.CharField(max_length=300, required=False)
     full_name = forms.CharField(max_length=200)
+
+
+class CodeForm(forms.Form):
+    """The one-time code of an in-person signing (spaces allowed, as people type them)."""
+
+    code = forms.CharField(max_length=32)

@@ -1,9 +1,10 @@
 """Subjects, consent, retention and erasure: the rows a legal reviewer relies on.
 
-Evidence rows (retention schedules, consent templates, links, records and
-revocations) are write-once: the model refuses to save a change or delete one,
-and on PostgreSQL a trigger (migration 0002) refuses UPDATE and DELETE for every
-role. History is a sequence of new rows, never an edit.
+Evidence rows (retention schedules, consent templates, links, their delivery
+attempts, records and revocations) are write-once: the model refuses to save a
+change or delete one, and on PostgreSQL a trigger (migrations 0002, 0003)
+refuses UPDATE and DELETE for every role. History is a sequence of new rows,
+never an edit.
 
 Writes happen only in consent.actions.
 """
@@ -61,7 +62,20 @@ class Representation(models.TextChoices):
 
 
 class CaptureChannel(models.TextChoices):
-    SIGNED_LINK = "signed_link", "Signed, expiring link opened by the subject"
+    """How the signer proved to be the subject: holding the e-mailed link, or a code e-mailed there."""
+
+    SIGNED_LINK = "signed_link", "Signed, expiring link e-mailed to the subject and opened by them"
+    IN_PERSON_CODE = "in_person_code", "In person, after entering a one-time code e-mailed to the subject"
+
+
+class DeliveryKind(models.TextChoices):
+    LINK = "link", "Signing link"
+    CODE = "code", "In-person signing code"
+
+
+class HandoverVoidReason(models.TextChoices):
+    REPLACED = "replaced", "A newer in-person signing was started"
+    TOO_MANY_ATTEMPTS = "too_many_attempts", "Too many wrong codes"
 
 
 class RevocationChannel(models.TextChoices):
@@ -266,8 +280,67 @@ class ConsentLink(WriteOnceModel):
         return f"consent link {self.public_id}"
 
 
+class InPersonHandover(TenantOwnedModel):
+    """Staff hand a device to the subject, who proves to be the addressee of the link with a one-time code.
+
+    The code is e-mailed only to the link's address and stored only as a keyed
+    hash; staff get a handover URL that shows nothing signable until the code is
+    entered there, and then only in that browser session. The row moves on as the
+    handover proceeds (wrong codes counted, verified, void), always under its row
+    lock in consent.actions.handover; what the subject signed is the record.
+    """
+
+    public_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    link = models.ForeignKey(ConsentLink, on_delete=models.PROTECT, related_name="handovers")
+    code_hmac = models.CharField(max_length=64)
+    code_expires_at = models.DateTimeField()
+    failed_attempts = models.PositiveSmallIntegerField(default=0)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    session_sha256 = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 of the proof kept in the session that entered the code."
+    )
+    voided_at = models.DateTimeField(null=True, blank=True)
+    void_reason = models.CharField(max_length=32, choices=HandoverVoidReason.choices, blank=True)
+    started_at = models.DateTimeField()
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["tenant_id", "link_id", "-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"in-person signing #{self.pk} of link {self.link_id}"
+
+
+class LinkDelivery(WriteOnceModel):
+    """One attempt to e-mail a link or an in-person code to the subject: what, to whom, when, outcome."""
+
+    link = models.ForeignKey(ConsentLink, on_delete=models.PROTECT, related_name="deliveries")
+    kind = models.CharField(max_length=8, choices=DeliveryKind.choices)
+    handover = models.ForeignKey(
+        InPersonHandover, null=True, blank=True, on_delete=models.PROTECT, related_name="deliveries"
+    )
+    sent_to = models.EmailField()
+    attempted_at = models.DateTimeField()
+    ok = models.BooleanField(help_text="The mail server accepted the message.")
+    error = models.CharField(
+        max_length=100, blank=True, help_text="The class of the mail error (never its text, which may quote)."
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["tenant_id", "link_id", "attempted_at", "id"]
+        verbose_name_plural = "link deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.kind} delivery #{self.pk} of link {self.link_id}"
+
+
 class ConsentRecord(WriteOnceModel):
-    """What a subject signed, exactly, with the evidence of the signature."""
+    """What a subject signed, exactly, with the evidence of the signature and how the signer was verified."""
 
     subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="records")
     link = models.OneToOneField(ConsentLink, on_delete=models.PROTECT, related_name="record")
@@ -295,6 +368,18 @@ class ConsentRecord(WriteOnceModel):
     signer_ip = models.GenericIPAddressField(null=True, blank=True)
     signer_user_agent = models.CharField(max_length=500, blank=True)
     link_token_sha256 = models.CharField(max_length=64)
+    delivered_to = models.EmailField(
+        blank=True, help_text="The address the link (in person: the code) was delivered to, as sent."
+    )
+    delivered_at = models.DateTimeField(
+        null=True, blank=True, help_text="The last accepted delivery of the link (in person: of the code)."
+    )
+    code_verified_at = models.DateTimeField(
+        null=True, blank=True, help_text="In person: when the code was entered."
+    )
+    handover = models.OneToOneField(
+        InPersonHandover, null=True, blank=True, on_delete=models.PROTECT, related_name="record"
+    )
 
     class Meta:
         ordering = ["tenant_id", "subject_id", "-signed_at", "-id"]

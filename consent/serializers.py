@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from rest_framework import serializers
@@ -13,11 +14,12 @@ from consent.models import (
     ConsentRecord,
     ConsentTemplate,
     DeletionCertificate,
+    LinkDelivery,
     Purpose,
     RetentionSchedule,
     Subject,
 )
-from consent.status import subject_status
+from consent.status import link_status, subject_status
 from tenancy.api import TenantPrimaryKeyRelatedField
 
 
@@ -98,13 +100,32 @@ class ConsentRecordSerializer(serializers.ModelSerializer[ConsentRecord]):
             "signer_ip",
             "signer_user_agent",
             "link_token_sha256",
+            "delivered_to",
+            "delivered_at",
+            "code_verified_at",
+            "handover",
             "revocation",
         ]
         read_only_fields = fields
 
 
+class LinkDeliverySerializer(serializers.ModelSerializer[LinkDelivery]):
+    class Meta:
+        model = LinkDelivery
+        fields = ["id", "kind", "handover", "sent_to", "attempted_at", "ok", "error"]
+        read_only_fields = fields
+
+
 class ConsentLinkSerializer(serializers.ModelSerializer[ConsentLink]):
+    """A link as staff see it: its terms and whether it was delivered and signed, never its URL."""
+
     signed = serializers.SerializerMethodField()
+    delivery = serializers.SerializerMethodField(
+        help_text="the last e-mail of the link itself: delivered, failed or not_sent"
+    )
+    delivered_at = serializers.SerializerMethodField(help_text="the last accepted e-mail of the link")
+    open = serializers.SerializerMethodField(help_text="can still be signed (so re-sent or signed in person)")
+    deliveries = LinkDeliverySerializer(many=True, read_only=True)
 
     class Meta:
         model = ConsentLink
@@ -123,11 +144,24 @@ class ConsentLinkSerializer(serializers.ModelSerializer[ConsentLink]):
             "sent_to",
             "created_at",
             "signed",
+            "delivery",
+            "delivered_at",
+            "open",
+            "deliveries",
         ]
         read_only_fields = fields
 
     def get_signed(self, link: ConsentLink) -> bool:
-        return getattr(link, "record", None) is not None
+        return link_status(link).signed
+
+    def get_delivery(self, link: ConsentLink) -> str:
+        return link_status(link).delivery
+
+    def get_delivered_at(self, link: ConsentLink) -> datetime | None:
+        return link_status(link).delivered_at
+
+    def get_open(self, link: ConsentLink) -> bool:
+        return link_status(link).open
 
 
 class SendLinkSerializer(serializers.Serializer[Any]):
@@ -148,9 +182,25 @@ class SendLinkSerializer(serializers.Serializer[Any]):
     sign_within_hours = serializers.IntegerField(required=False, allow_null=True, default=None)
 
 
-class IssuedLinkSerializer(serializers.Serializer[Any]):
-    link = ConsentLinkSerializer()
-    url = serializers.CharField(help_text="the signing page; shown only in this response")
+class LinkChoiceSerializer(serializers.Serializer[Any]):
+    link = TenantPrimaryKeyRelatedField(ConsentLink, help_text="id of one of this subject's consent links")
+
+
+class ContactSerializer(serializers.Serializer[Any]):
+    contact_email = serializers.EmailField(allow_blank=True)
+
+
+class HandoverStartedSerializer(serializers.Serializer[Any]):
+    handover = serializers.IntegerField()
+    link = serializers.IntegerField()
+    code_expires_at = serializers.DateTimeField()
+    code_delivery = LinkDeliverySerializer(
+        help_text="the code's e-mail to the subject (the code is never shown)"
+    )
+    url = serializers.CharField(
+        help_text="the handover page to open, signed out, on the subject's device; it signs nothing without "
+        "the e-mailed code"
+    )
 
 
 class RevokeSerializer(serializers.Serializer[Any]):

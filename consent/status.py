@@ -11,9 +11,10 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from consent.models import ConsentRecord, DeletionCertificate, Purpose, Subject
+from consent.models import ConsentLink, ConsentRecord, DeletionCertificate, DeliveryKind, Purpose, Subject
 
 STATUS_PREFETCH = ("records__revocation", "links__record", "deletion_certificates")
+LINK_STATUS_PREFETCH = ("record", "deliveries")
 
 
 @dataclass(frozen=True)
@@ -79,3 +80,44 @@ def subject_status(subject: Subject, at: datetime | None = None) -> SubjectStatu
             return SubjectStatus("revoked", "Consent revoked")
         return SubjectStatus("expired", "Consent expired")
     return SubjectStatus("no_consent", "No consent")
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    """What staff see of a link instead of the link itself: was it delivered, can it still be signed."""
+
+    delivery: str  # delivered | failed | not_sent: the last e-mail of the link itself
+    delivery_label: str
+    delivered_at: datetime | None
+    signed: bool
+    open: bool  # can still be signed, so it may be re-sent or signed in person
+
+    @property
+    def label(self) -> str:
+        if self.signed:
+            return "Signed"
+        return self.delivery_label if self.open else "Not signed; can no longer be signed"
+
+
+def link_status(link: ConsentLink, at: datetime | None = None) -> LinkStatus:
+    """Reads `link.deliveries.all()` and `link.record` (prefetch LINK_STATUS_PREFETCH for a list)."""
+    moment = at or timezone.now()
+    attempts = sorted(
+        (d for d in link.deliveries.all() if d.kind == DeliveryKind.LINK),
+        key=lambda d: (d.attempted_at, d.pk),
+    )
+    delivered = [d.attempted_at for d in attempts if d.ok]
+    if not attempts:
+        delivery, label = "not_sent", "Not e-mailed yet"
+    elif attempts[-1].ok:
+        delivery, label = "delivered", "E-mailed to the subject, not signed yet"
+    else:
+        delivery, label = "failed", f"E-mail failed ({attempts[-1].error}); re-send it"
+    signed = getattr(link, "record", None) is not None
+    return LinkStatus(
+        delivery=delivery,
+        delivery_label=label,
+        delivered_at=max(delivered) if delivered else None,
+        signed=signed,
+        open=not signed and moment <= link.sign_by,
+    )

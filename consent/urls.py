@@ -5,6 +5,7 @@ from consent import views
 urlpatterns = [
     path("subjects/", views.subject_list, name="consent-subjects"),
     path("subjects/<int:pk>/", views.subject_detail, name="consent-subject"),
+    path("subjects/<int:pk>/contact/", views.subject_contact, name="consent-subject-contact"),
     path("subjects/<int:pk>/send-link/", views.subject_send_link, name="consent-subject-send-link"),
     path("subjects/<int:pk>/photos/", views.subject_photos, name="consent-subject-photos"),
     path(
@@ -16,6 +17,9 @@ urlpatterns = [
     path("subjects/<int:pk>/history/", views.subject_history, name="consent-subject-history"),
     path("subjects/<int:pk>/history.json", views.subject_history_json, name="consent-subject-history-json"),
     path("subjects/<int:pk>/history.csv", views.subject_history_csv, name="consent-subject-history-csv"),
+    path("consent-links/<int:pk>/", views.link_detail, name="consent-link"),
+    path("consent-links/<int:pk>/resend/", views.link_resend, name="consent-link-resend"),
+    path("consent-links/<int:pk>/in-person/", views.link_in_person, name="consent-link-in-person"),
     path("consent-records/<int:pk>/revoke/", views.record_revoke, name="consent-record-revoke"),
     path("assets/<int:pk>/", views.asset_file, name="consent-asset-file"),
     path("deletion-certificates/", views.certificate_list, name="consent-certificates"),
@@ -27,5 +31,6 @@ urlpatterns = [
     path("consent-templates/<int:pk>/", views.template_detail, name="consent-template"),
     path("retention/", views.schedule_list, name="consent-schedules"),
     path("retention/<int:pk>/", views.schedule_detail, name="consent-schedule"),
+    path("consent/in-person/<str:token>/", views.handover_page, name="consent-handover"),
     path("consent/<str:token>/", views.sign_page, name="consent-sign"),
 ]

@@ -7,14 +7,11 @@ answers GET (a page or a confirmation form) and performs its action on POST.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from smtplib import SMTPException
 from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.core.mail import send_mail
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,7 +21,9 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from consent import actions, exports, vault
 from consent.forms import (
+    CodeForm,
     ConsentTemplateForm,
+    ContactForm,
     EraseForm,
     RetentionScheduleForm,
     RevocationForm,
@@ -33,24 +32,27 @@ from consent.forms import (
     SubjectForm,
 )
 from consent.intake import PhotoRejectedError
+from consent.mail import site_url
 from consent.models import (
     Asset,
     AssetKind,
+    ConsentLink,
     ConsentRecord,
     ConsentTemplate,
     DeletionCertificate,
+    LinkDelivery,
     Purpose,
     Representation,
     RetentionSchedule,
     Subject,
 )
-from consent.status import STATUS_PREFETCH, subject_status
+from consent.status import LINK_STATUS_PREFETCH, STATUS_PREFETCH, link_status, subject_status
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
 from tenancy.permissions import has_perm, restrict_to_perm
+from tenancy.throttling import client_address
 
-logger = logging.getLogger(__name__)
 PHOTO_KINDS = (AssetKind.ENROLLMENT_PHOTO, AssetKind.REFERENCE_PHOTO)
 ActionFailure = (actions.ConsentActionError, actions.ConsentRequiredError, PhotoRejectedError)
 
@@ -115,6 +117,7 @@ def subject_list(request: TenantRequest) -> HttpResponse:
 def subject_detail(request: TenantRequest, pk: int) -> HttpResponse:
     subject = _subject(request, pk)
     assets = subject.assets.exclude(kind=AssetKind.FACE_EMBEDDING).order_by("kind", "id")
+    links = subject.links.select_related("template").prefetch_related(*LINK_STATUS_PREFETCH)
     return render(
         request,
         "consent/subject_detail.html",
@@ -122,13 +125,14 @@ def subject_detail(request: TenantRequest, pk: int) -> HttpResponse:
             "subject": subject,
             "status": subject_status(subject),
             "records": subject.records.select_related("revocation").order_by("-signed_at"),
-            "links": subject.links.select_related("template").order_by("-created_at"),
+            "links": [(link, link_status(link)) for link in links.order_by("-created_at")],
             "assets": assets if _can(request, "consent.view_asset") else [],
             "can_photos": _can(request, "consent.view_asset"),
             "certificates": subject.deletion_certificates.all()
             if _can(request, "consent.view_deletioncertificate")
             else [],
             "can_send_link": _can(request, "consent.add_consentlink"),
+            "can_change_contact": _can(request, "consent.change_subject", subject),
             "can_upload": _can(request, "consent.upload_photos_subject", subject),
             "can_revoke": _can(request, "consent.add_consentrevocation"),
             "can_erase": _can(request, "consent.erase_subject", subject),
@@ -138,27 +142,40 @@ def subject_detail(request: TenantRequest, pk: int) -> HttpResponse:
     )
 
 
-def _email_link(issued: actions.IssuedLink, url: str) -> bool:
-    """Email the link if the subject has an address; a mail failure must not lose the link just created."""
-    recipient = issued.link.sent_to
-    if not recipient:
-        return False
-    tenant = issued.link.tenant
-    try:
-        send_mail(
-            subject=f"{tenant.name} asks for your consent",
-            message=(
-                f"{tenant.name} would like your consent to use your likeness. Read what is asked and decide "
-                f"on this page; saying no has no consequence:\n\n{url}\n\n"
-                "The same page lets you withdraw your consent later."
-            ),
-            from_email=None,
-            recipient_list=[recipient],
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_contact(request: TenantRequest, pk: int) -> HttpResponse:
+    """Change the address consent links and in-person codes go to (audited; links sent keep theirs)."""
+    subject = _subject(request, pk, "consent.change_subject")
+    form = ContactForm(request.POST or None, initial={"contact_email": subject.contact_email})
+    if request.method == "POST" and form.is_valid():
+        try:
+            actions.change_contact_email(
+                actor=request.user, subject=subject, contact_email=form.cleaned_data["contact_email"]
+            )
+        except actions.ConsentActionError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, "Contact address saved.")
+            return redirect("consent-subject", pk=subject.pk)
+    return render(
+        request,
+        "consent/contact.html",
+        {"subject": subject, "form": form},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+def _delivery_message(request: TenantRequest, delivery: LinkDelivery) -> None:
+    if delivery.ok:
+        messages.success(request, f"E-mailed to {delivery.sent_to}. Only the subject receives the link.")
+    else:
+        messages.error(
+            request,
+            f"The e-mail to {delivery.sent_to} could not be sent ({delivery.error}). The link is kept, "
+            "unsigned: re-send it when mail works again.",
         )
-    except (OSError, SMTPException):
-        logger.warning("consent link %s could not be emailed", issued.link.pk, exc_info=True)
-        return False
-    return True
 
 
 @require_http_methods(["GET", "POST"])
@@ -170,13 +187,14 @@ def subject_send_link(request: TenantRequest, pk: int) -> HttpResponse:
     form = SendLinkForm(request.POST or None, tenant=require_tenant(request))
     if request.method == "POST" and form.is_valid():
         try:
-            issued = actions.send_consent_link(
+            link = actions.send_consent_link(
                 actor=request.user,
                 subject=subject,
                 template=form.cleaned_data["template"],
                 purposes=form.cleaned_data["purposes"],
                 intended_uses=form.cleaned_data["intended_uses"],
                 identity_verification=form.cleaned_data["identity_verification"],
+                site_url=site_url(request),
                 channels=form.list_value("channels"),
                 territories=form.list_value("territories"),
                 valid_from=form.cleaned_data["valid_from"],
@@ -186,18 +204,141 @@ def subject_send_link(request: TenantRequest, pk: int) -> HttpResponse:
         except actions.ConsentActionError as error:
             form.add_error(None, error.message)
         else:
-            url = request.build_absolute_uri(reverse("consent-sign", kwargs={"token": issued.token}))
-            emailed = _email_link(issued, url)
-            return render(
-                request,
-                "consent/link_sent.html",
-                {"subject": subject, "link": issued.link, "url": url, "emailed": emailed},
-            )
+            _delivery_message(request, link.deliveries.get())
+            return redirect("consent-link", pk=link.pk)
     return render(
         request,
         "consent/send_link.html",
         {"subject": subject, "form": form},
         status=400 if request.method == "POST" else 200,
+    )
+
+
+def _link(request: TenantRequest, pk: int) -> ConsentLink:
+    link = get_for_tenant_or_404(
+        ConsentLink.objects.select_related("subject", "template").prefetch_related(*LINK_STATUS_PREFETCH),
+        require_tenant(request),
+        pk=pk,
+    )
+    check_perm(request, "consent.view_consentlink", link)
+    check_perm(request, "consent.view_subject", link.subject)
+    return link
+
+
+@require_GET
+@tenant_member_required
+@tenant_object_view(ConsentLink)
+def link_detail(request: TenantRequest, pk: int) -> HttpResponse:
+    """The link as staff see it: to whom and when it was e-mailed, in-person signings, signed or not."""
+    link = _link(request, pk)
+    can_deliver = _can(request, "consent.add_consentlink")
+    status = link_status(link)
+    return render(
+        request,
+        "consent/link_detail.html",
+        {
+            "link": link,
+            "subject": link.subject,
+            "status": status,
+            "deliveries": sorted(link.deliveries.all(), key=lambda d: (d.attempted_at, d.pk)),
+            "handovers": link.handovers.order_by("started_at"),
+            "can_deliver": can_deliver and status.open,
+        },
+    )
+
+
+def _link_confirm(
+    request: TenantRequest,
+    link: ConsentLink,
+    *,
+    title: str,
+    explanation: str,
+    button: str,
+    failure: actions.ConsentActionError | None,
+) -> HttpResponse:
+    status = 200 if failure is None else 429 if isinstance(failure, actions.DeliveryLimitError) else 400
+    return render(
+        request,
+        "consent/confirm.html",
+        {
+            "subject": link.subject,
+            "title": title,
+            "explanation": explanation,
+            "button": button,
+            "failure": failure.message if failure is not None else "",
+        },
+        status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(ConsentLink)
+def link_resend(request: TenantRequest, pk: int) -> HttpResponse:
+    link = _link(request, pk)
+    check_perm(request, "consent.add_consentlink")
+    failure: actions.ConsentActionError | None = None
+    if request.method == "POST":
+        try:
+            delivery = actions.resend_consent_link(actor=request.user, link=link, site_url=site_url(request))
+        except actions.ConsentActionError as error:
+            failure = error
+        else:
+            _delivery_message(request, delivery)
+            return redirect("consent-link", pk=link.pk)
+    return _link_confirm(
+        request,
+        link,
+        title="E-mail the consent link again",
+        explanation=(
+            f"The same link goes again to {link.sent_to}, the address it was created for (a new address "
+            f"needs a new link). At most {actions.MAX_LINK_DELIVERIES} e-mails per link, one a minute."
+        ),
+        button="Re-send",
+        failure=failure,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(ConsentLink)
+def link_in_person(request: TenantRequest, pk: int) -> HttpResponse:
+    """Start an in-person signing: the code goes to the subject, staff get the page to hand over."""
+    link = _link(request, pk)
+    check_perm(request, "consent.add_consentlink")
+    failure: actions.ConsentActionError | None = None
+    if request.method == "POST":
+        try:
+            started = actions.start_in_person_signing(actor=request.user, link=link)
+        except actions.ConsentActionError as error:
+            failure = error
+        else:
+            return render(
+                request,
+                "consent/handover_started.html",
+                {
+                    "link": link,
+                    "subject": link.subject,
+                    "handover": started.handover,
+                    "delivery": started.delivery,
+                    "url": request.build_absolute_uri(
+                        reverse("consent-handover", kwargs={"token": started.token})
+                    ),
+                },
+            )
+    minutes = int(actions.CODE_VALID_FOR.total_seconds() // 60)
+    return _link_confirm(
+        request,
+        link,
+        title="Sign in person",
+        explanation=(
+            f"A one-time code goes to {link.sent_to}, valid {minutes} minutes. You get a page to open on the "
+            "device the subject will use, signed out of Likeness (a private window works). The subject "
+            "enters the code there, then reads and signs. Starting again closes any earlier in-person "
+            "signing of this link."
+        ),
+        button="Send the code",
+        failure=failure,
     )
 
 
@@ -368,7 +509,9 @@ def subject_history(request: TenantRequest, pk: int) -> HttpResponse:
             "subject": subject,
             "status": subject_status(subject),
             "records": subject.records.select_related("revocation", "template").order_by("signed_at"),
-            "links": subject.links.select_related("template").order_by("created_at"),
+            "links": subject.links.select_related("template")
+            .prefetch_related(*LINK_STATUS_PREFETCH)
+            .order_by("created_at"),
             "certificates": subject.deletion_certificates.order_by("started_at"),
             "can_export": _can(request, "consent.export_subject", subject),
         },
@@ -566,44 +709,80 @@ def schedule_detail(request: TenantRequest, pk: int) -> HttpResponse:
     return render(request, "consent/schedule_detail.html", {"schedule": schedule})
 
 
-# --- the subject's page ------------------------------------------------------------------------------
+# --- the subject's pages -----------------------------------------------------------------------------
+def _refused(request: HttpRequest, error: actions.SignedInUserError) -> HttpResponse:
+    return _public(request, "consent/sign_refused.html", {"message": error.message}, status=403)
+
+
+def _terms(link: ConsentLink) -> dict[str, Any]:
+    """What the subject reads before signing, the same on the link page and the in-person page."""
+    return {
+        "link": link,
+        "tenant": link.tenant,
+        "template": link.template,
+        "schedule": link.subject.retention_schedule,
+        "offered": [Purpose(value) for value in link.purposes_offered],
+        "representations": Representation.choices,
+    }
+
+
+def _signer(request: HttpRequest) -> dict[str, Any]:
+    return {
+        # Behind the proxies LIKENESS_TRUSTED_PROXIES counts, the address they saw, not theirs.
+        "ip": client_address(request),
+        "user_agent": request.META.get("HTTP_USER_AGENT", ""),
+        "session_user": request.user,
+    }
+
+
+def _signature(form: SignForm) -> dict[str, Any]:
+    return {
+        "purposes": form.cleaned_data["purposes"],
+        "full_name": form.cleaned_data["full_name"],
+        "representation": form.cleaned_data["representation"],
+        "representation_detail": form.cleaned_data["representation_detail"],
+    }
+
+
+SIGN_FORM_INCOMPLETE = "Type your full name and say whether you were represented."
+SIGNED_MESSAGE = "Thank you: your consent is recorded. You can withdraw it on this page at any time."
+
+
 @require_http_methods(["GET", "POST"])
 @never_cache
 def sign_page(request: HttpRequest, token: str) -> HttpResponse:
-    """Where the subject reads, signs (each purpose ticked on its own) and later revokes; no account."""
+    """Where the subject reads, signs (each purpose ticked on its own) and later revokes; no account.
+
+    A logged-in user of the product is refused here with 403, whatever the role
+    and tenant, and the refusal is audited in the link's tenant.
+    """
     try:
         link = actions.resolve_link(token)
     except actions.InvalidLinkError as error:
         return _public(request, "consent/sign_invalid.html", {"message": error.message}, status=404)
+    step = "view"
+    if request.method == "POST":
+        step = "revoke" if request.POST.get("action") == "revoke" else "sign"
+    try:
+        actions.require_anonymous_signer(request.user, link, step)
+    except actions.SignedInUserError as error:
+        return _refused(request, error)
     failure = ""
     form = SignForm(request.POST or None)
     if request.method == "POST":
-        ip = request.META.get("REMOTE_ADDR")
-        agent = request.META.get("HTTP_USER_AGENT", "")
         try:
-            if request.POST.get("action") == "revoke":
-                actions.revoke_via_link(token=token, ip=ip, user_agent=agent)
+            if step == "revoke":
+                actions.revoke_via_link(token=token, **_signer(request))
                 messages.success(
                     request,
                     "Your consent is withdrawn. Your photos and all made from them are being destroyed.",
                 )
                 return redirect("consent-sign", token=token)
             if form.is_valid():
-                actions.sign_consent(
-                    token=token,
-                    purposes=form.cleaned_data["purposes"],
-                    full_name=form.cleaned_data["full_name"],
-                    representation=form.cleaned_data["representation"],
-                    representation_detail=form.cleaned_data["representation_detail"],
-                    ip=ip,
-                    user_agent=agent,
-                )
-                messages.success(
-                    request,
-                    "Thank you: your consent is recorded. You can withdraw it on this page at any time.",
-                )
+                actions.sign_consent(token=token, **_signature(form), **_signer(request))
+                messages.success(request, SIGNED_MESSAGE)
                 return redirect("consent-sign", token=token)
-            failure = "Type your full name and say whether you were represented."
+            failure = SIGN_FORM_INCOMPLETE
         except actions.ConsentActionError as error:
             failure = error.message
     record = (
@@ -613,12 +792,7 @@ def sign_page(request: HttpRequest, token: str) -> HttpResponse:
         request,
         "consent/sign.html",
         {
-            "link": link,
-            "tenant": link.tenant,
-            "template": link.template,
-            "schedule": link.subject.retention_schedule,
-            "offered": [Purpose(value) for value in link.purposes_offered],
-            "representations": Representation.choices,
+            **_terms(link),
             "record": record,
             "signed_purposes": [Purpose(value).label for value in record.purposes] if record else [],
             "revocation": getattr(record, "revocation", None) if record else None,
@@ -631,6 +805,80 @@ def sign_page(request: HttpRequest, token: str) -> HttpResponse:
 
 
 sign_page.tenant_isolation_exempt = "the subject's signed link: the token, not a session, is the capability"  # type: ignore[attr-defined]
+
+HANDOVER_SESSION_KEY = "consent_handover_proofs"
+
+
+@require_http_methods(["GET", "POST"])
+@never_cache
+def handover_page(request: HttpRequest, token: str) -> HttpResponse:
+    """In-person signing, on the device handed to the subject: the e-mailed code first, then the form.
+
+    Staff hold this page's URL; it shows nothing signable until the code sent
+    to the subject's address is entered, and then only to this browser session.
+    """
+    try:
+        handover = actions.resolve_handover(token)
+    except actions.InvalidLinkError as error:
+        return _public(request, "consent/sign_invalid.html", {"message": error.message}, status=404)
+    link = handover.link
+    step = "view"
+    if request.method == "POST":
+        step = "sign" if request.POST.get("action") == "sign" else "code"
+    try:
+        actions.require_anonymous_signer(request.user, link, step)
+    except actions.SignedInUserError as error:
+        return _refused(request, error)
+    proofs: dict[str, str] = request.session.get(HANDOVER_SESSION_KEY, {})
+    proof = proofs.get(handover.public_id.hex, "")
+    failure = ""
+    code_form = CodeForm(request.POST if step == "code" else None)
+    form = SignForm(request.POST if step == "sign" else None)
+    if request.method == "POST":
+        try:
+            if step == "sign":
+                if form.is_valid():
+                    actions.sign_in_person(token=token, proof=proof, **_signature(form), **_signer(request))
+                    messages.success(
+                        request,
+                        "Thank you: your consent is recorded. To withdraw it later, use the link "
+                        f"{link.tenant.name} e-mailed you, or tell them in any other way.",
+                    )
+                    return redirect("consent-handover", token=token)
+                failure = SIGN_FORM_INCOMPLETE
+            elif code_form.is_valid():
+                proof = actions.verify_in_person_code(
+                    token=token, code=code_form.cleaned_data["code"], session_user=request.user
+                )
+                request.session.cycle_key()  # a session key known before the code was entered is worthless
+                request.session[HANDOVER_SESSION_KEY] = {handover.public_id.hex: proof}  # one at a time
+                return redirect("consent-handover", token=token)
+            else:
+                failure = "Enter the code from the e-mail."
+        except actions.ConsentActionError as error:
+            failure = error.message
+        handover = actions.resolve_handover(token)  # re-read: attempts, void
+    record = ConsentRecord.objects.for_tenant(link.tenant).filter(link=link).first()
+    verified = record is None and handover.voided_at is None and actions.session_is_verified(handover, proof)
+    return _public(
+        request,
+        "consent/handover.html",
+        {
+            **_terms(link),
+            "handover": handover,
+            "record": record if record is not None and record.handover_id == handover.pk else None,
+            "signed_elsewhere": record is not None and record.handover_id != handover.pk,
+            "verified": verified,
+            "failure": failure,
+            "form": form,
+        },
+        status=400 if failure else 200,
+    )
+
+
+handover_page.tenant_isolation_exempt = (  # type: ignore[attr-defined]
+    "in-person signing: the signed handover token and the e-mailed code, not a session, are the capability"
+)
 
 
 def _public(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:

@@ -54,6 +54,7 @@ _CONSENT_READ = frozenset(
 _CONSENT_STAFF = _CONSENT_READ | frozenset(
     {
         "consent.add_subject",
+        "consent.change_subject",
         "consent.upload_photos_subject",
         "consent.close_purpose_subject",
         "consent.view_asset",

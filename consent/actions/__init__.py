@@ -18,9 +18,11 @@ write `consent.actions.require(...)` whatever module holds it:
 - keys: master-key rotation.
 
 Rules enforced here (docs/compliance.md has the why):
-- consent is signed only by the subject, through the signed link (sign_consent
-  takes a token, never a user); staff can only send links and record a
-  revocation they received by other means;
+- consent is signed only by the subject: the signing link is e-mailed to the
+  subject's address and shown to nobody else; in person, the signer first
+  enters a code e-mailed to that address; every signing step refuses a
+  logged-in user (audited). Staff can send and re-send links, start an
+  in-person signing and record a revocation they received by other means;
 - nothing of a subject is stored unless a consent is in force at that moment;
 - when no consent is in force any more, erasure starts in the same transaction
   as the revocation: the subject key is destroyed first, the files follow
@@ -36,6 +38,13 @@ from consent.actions.common import (
     ConsentRequiredError,
     InvalidLinkError,
 )
+from consent.actions.delivery import (
+    MAX_CODE_DELIVERIES,
+    MAX_LINK_DELIVERIES,
+    MIN_DELIVERY_INTERVAL,
+    DeliveryLimitError,
+    resend_consent_link,
+)
 from consent.actions.erasure import complete_erasure, erase_subject
 from consent.actions.files import (
     IntakeReport,
@@ -48,6 +57,17 @@ from consent.actions.files import (
     upload_reference_photos,
 )
 from consent.actions.gate import PURPOSE_PHRASES, records_in_force, require
+from consent.actions.handover import (
+    CODE_VALID_FOR,
+    MAX_CODE_ATTEMPTS,
+    SIGN_WITHIN,
+    StartedHandover,
+    resolve_handover,
+    session_is_verified,
+    sign_in_person,
+    start_in_person_signing,
+    verify_in_person_code,
+)
 from consent.actions.keys import RotationReport, rotate_master_key
 from consent.actions.retention import (
     BIPA_DEFAULT_TITLE,
@@ -61,33 +81,50 @@ from consent.actions.retention import (
 )
 from consent.actions.signing import (
     MIN_INTENDED_USES_CHARS,
-    IssuedLink,
+    SignedInUserError,
     record_revocation,
+    require_anonymous_signer,
     resolve_link,
     revoke_via_link,
     send_consent_link,
     sign_consent,
 )
-from consent.actions.subjects import create_subject, publish_consent_template, record_export
+from consent.actions.subjects import (
+    change_contact_email,
+    check_contact_address,
+    create_subject,
+    publish_consent_template,
+    record_export,
+)
 from consent.actions.sweep import SweepReport, enforce_retention
 
 __all__ = [
     "BIPA_DEFAULT_TITLE",
+    "CODE_VALID_FOR",
+    "MAX_CODE_ATTEMPTS",
+    "MAX_CODE_DELIVERIES",
+    "MAX_LINK_DELIVERIES",
     "MAX_YEARS_AFTER_LAST_INTERACTION",
+    "MIN_DELIVERY_INTERVAL",
     "MIN_INTENDED_USES_CHARS",
     "PURPOSE_PHRASES",
+    "SIGN_WITHIN",
     "Actor",
     "ConsentActionError",
     "ConsentReason",
     "ConsentRequired",
     "ConsentRequiredError",
+    "DeliveryLimitError",
     "IntakeReport",
     "InvalidLinkError",
-    "IssuedLink",
     "RejectedPhoto",
     "RotationReport",
+    "SignedInUserError",
+    "StartedHandover",
     "SweepReport",
     "UploadedPhoto",
+    "change_contact_email",
+    "check_contact_address",
     "complete_erasure",
     "create_subject",
     "enforce_retention",
@@ -101,16 +138,23 @@ __all__ = [
     "record_revocation",
     "records_in_force",
     "require",
+    "require_anonymous_signer",
+    "resend_consent_link",
+    "resolve_handover",
     "resolve_link",
     "retention_statement",
     "revoke_via_link",
     "rotate_master_key",
     "schedule_in_force",
     "send_consent_link",
+    "session_is_verified",
     "set_enrollment_photo",
     "sign_consent",
+    "sign_in_person",
+    "start_in_person_signing",
     "store_subject_file",
     "subject_retain_until",
     "touch_subject",
     "upload_reference_photos",
+    "verify_in_person_code",
 ]

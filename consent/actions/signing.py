@@ -1,4 +1,12 @@
-"""Consent links, the subject's signature and revocation."""
+"""Consent links, the subject's signature and revocation.
+
+Only the subject signs. The link is e-mailed to the subject's contact address
+and shown to nobody else (consent.actions.delivery); a signature on it is
+evidence that its signer read that mailbox. The signing and revoking steps
+refuse a logged-in session of the product outright (require_anonymous_signer):
+a user of Likeness is never the subject of a consent, so a staff member who
+somehow holds a link cannot sign or revoke from their account.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +21,21 @@ from django.utils.crypto import constant_time_compare
 
 from audit.actions import record as audit
 from consent.actions.common import Actor, ConsentActionError, InvalidLinkError, acting_user, format_day
+from consent.actions.delivery import deliver_link
 from consent.actions.erasure import begin_erasure
 from consent.actions.gate import records_in_force
 from consent.actions.retention import refresh_retention
-from consent.locks import locked_subject
+from consent.actions.subjects import check_contact_address
+from consent.locks import locked_link, locked_subject
 from consent.models import (
     CaptureChannel,
     ConsentLink,
     ConsentRecord,
     ConsentRevocation,
     ConsentTemplate,
+    DeliveryKind,
     ErasureTrigger,
+    InPersonHandover,
     Purpose,
     Representation,
     RevocationChannel,
@@ -40,14 +52,12 @@ from tenancy.permissions import require_perm
 MIN_INTENDED_USES_CHARS = 20
 
 
+class SignedInUserError(ConsentActionError):
+    """A logged-in session of the product tried a signing step: only the subject may, never a user."""
+
+
 def _clean_list(values: Iterable[str]) -> list[str]:
     return sorted({value.strip() for value in values if value and value.strip()})
-
-
-@dataclass(frozen=True)
-class IssuedLink:
-    link: ConsentLink
-    token: str  # shown to staff once and emailed; only its SHA-256 is stored
 
 
 def send_consent_link(
@@ -58,18 +68,30 @@ def send_consent_link(
     purposes: Iterable[str],
     intended_uses: str,
     identity_verification: str,
+    site_url: str,
     channels: Iterable[str] = (),
     territories: Iterable[str] = (),
     valid_from: datetime | None = None,
     expires_at: datetime | None = None,
     sign_within_hours: int | None = None,
-) -> IssuedLink:
-    """Ask the subject to consent: terms fixed now, signature only by the subject through the link."""
+) -> ConsentLink:
+    """Ask the subject to consent: terms fixed now, the link e-mailed to the subject's address only.
+
+    `site_url` (scheme and host) starts the e-mailed URL. The link is committed
+    before the e-mail goes out, and the e-mail's outcome is a delivery row of the
+    link (`link.deliveries`): a failure leaves the link pending, to be re-sent.
+    """
     tenant = subject.tenant
     require_perm(actor, tenant, "consent.add_consentlink")
     require_perm(actor, tenant, "consent.view_subject", subject)
     if template.tenant_id != tenant.pk:
         raise ConsentActionError("That consent template belongs to another tenant.")
+    address = check_contact_address(tenant, subject.contact_email)
+    if not address:
+        raise ConsentActionError(
+            f"Add {subject.display_name}'s e-mail address first: a consent link is only ever e-mailed to the "
+            "subject, never shown to staff."
+        )
     try:
         offered = sorted({Purpose(value).value for value in purposes})
     except ValueError as exc:
@@ -104,13 +126,12 @@ def send_consent_link(
         expires_at=expires_at,
         identity_verification=verification,
         sign_by=now + timedelta(hours=hours),
-        sent_to=subject.contact_email,
+        sent_to=address,
         created_at=now,
         created_by=acting_user(actor),
     )
-    token = make_link_token(link.public_id)
-    link.token_sha256 = token_fingerprint(token)
-    with transaction.atomic():
+    link.token_sha256 = token_fingerprint(make_link_token(link.public_id, link.created_at))
+    with transaction.atomic(durable=True):
         link.save()
         audit(
             tenant=tenant,
@@ -119,7 +140,9 @@ def send_consent_link(
             target=link,
             payload={"subject_id": subject.pk, "template_id": template.pk, "purposes": offered},
         )
-    return IssuedLink(link=link, token=token)
+    with transaction.atomic(durable=True):
+        deliver_link(link=locked_link(link), actor=actor, site_url=site_url, at=timezone.now(), resend=False)
+    return link
 
 
 def resolve_link(token: str) -> ConsentLink:
@@ -142,6 +165,140 @@ def resolve_link(token: str) -> ConsentLink:
     return link
 
 
+def require_anonymous_signer(user: Actor, link: ConsentLink, step: str) -> None:
+    """Refuse, and audit in the link's tenant, a logged-in user at any step (view, code, sign, revoke).
+
+    Call it outside a transaction: the refusal's audit entry must stay when the
+    caller turns the error into a 403.
+    """
+    if user is None or not user.is_authenticated:
+        return
+    with transaction.atomic(durable=True):
+        audit(
+            tenant=link.tenant,
+            action="consent.sign_refused",
+            actor=user,
+            target=link,
+            payload={"link_id": link.pk, "step": step},
+        )
+    raise SignedInUserError(
+        "You are signed in to Likeness. A consent is signed or withdrawn only by the person it concerns, "
+        "never from a Likeness account: sign out or use a private window."
+    )
+
+
+@dataclass(frozen=True)
+class SignerVerification:
+    """How the signer proved to be the subject, copied into the record as evidence."""
+
+    channel: CaptureChannel
+    delivered_to: str
+    delivered_at: datetime
+    code_verified_at: datetime | None = None
+    handover: InPersonHandover | None = None
+
+
+def last_delivery_at(link: ConsentLink, kind: DeliveryKind, before: datetime) -> datetime | None:
+    """When the link (or a code) was last accepted for delivery, up to `before`; None if it never was."""
+    delivery = (
+        link.deliveries.filter(kind=kind, ok=True, attempted_at__lte=before).order_by("-attempted_at").first()
+    )
+    return delivery.attempted_at if delivery is not None else None
+
+
+def record_signature(
+    *,
+    link: ConsentLink,
+    verification: SignerVerification,
+    purposes: Iterable[str],
+    full_name: str,
+    representation: str,
+    representation_detail: str,
+    ip: str | None,
+    user_agent: str,
+    at: datetime,
+) -> ConsentRecord:
+    """The record, inside the caller's transaction with the subject locked (consent.locks order)."""
+    tenant = link.tenant
+    subject = locked_subject(link.subject)
+    if ConsentRecord.objects.for_tenant(tenant).filter(link=link).exists():
+        raise ConsentActionError("This link has already been used to sign. You can revoke your consent here.")
+    if at > link.sign_by:
+        raise ConsentActionError(
+            f"This link could be signed until {format_day(link.sign_by)}. Ask {tenant.name} for a new one."
+        )
+    try:
+        ticked = sorted({Purpose(value).value for value in purposes})
+    except ValueError:
+        raise ConsentActionError("Unknown purpose ticked.") from None
+    if not ticked:
+        raise ConsentActionError(
+            "You did not tick any purpose, so nothing was signed. That is fine: nothing happens without "
+            "your consent and saying no has no consequence."
+        )
+    if not set(ticked) <= set(link.purposes_offered):
+        raise ConsentActionError("A purpose that was not offered in this link cannot be granted.")
+    signer = full_name.strip()
+    if len(signer) < 2:
+        raise ConsentActionError("Type your full name to sign.")
+    try:
+        represented = Representation(representation).value
+    except ValueError:
+        raise ConsentActionError("Say whether you were represented (counsel, union, or none).") from None
+    valid_from = max(link.valid_from, at)
+    if link.expires_at is not None and link.expires_at <= valid_from:
+        raise ConsentActionError(
+            f"The consent period offered has already ended. Ask {tenant.name} for a new link."
+        )
+    record = ConsentRecord.objects.for_tenant(tenant).create(
+        subject=subject,
+        link=link,
+        template=link.template,
+        template_version=link.template.version,
+        template_sha256=link.template.sha256,
+        retention_schedule=subject.retention_schedule,
+        purposes=ticked,
+        intended_uses=link.intended_uses,
+        channels=link.channels,
+        territories=link.territories,
+        representation=represented,
+        representation_detail=representation_detail.strip()[:300],
+        identity_verification=link.identity_verification,
+        valid_from=valid_from,
+        expires_at=link.expires_at,
+        capture_channel=verification.channel,
+        signer_full_name=signer[:200],
+        signed_at=at,
+        signer_ip=ip or None,
+        signer_user_agent=user_agent[:500],
+        link_token_sha256=link.token_sha256,
+        delivered_to=verification.delivered_to,
+        delivered_at=verification.delivered_at,
+        code_verified_at=verification.code_verified_at,
+        handover=verification.handover,
+    )
+    if at > subject.last_interaction_at:
+        subject.last_interaction_at = at
+        subject.save(update_fields=["last_interaction_at"])
+    refresh_retention(subject)
+    audit(
+        tenant=tenant,
+        action="consent.signed",
+        target=record,
+        payload={
+            "subject_id": subject.pk,
+            "link_id": link.pk,
+            "template_id": link.template_id,
+            "template_sha256": link.template.sha256,
+            "purposes": ticked,
+            "representation": represented,
+            "capture_channel": verification.channel.value,
+            "handover_id": verification.handover.pk if verification.handover is not None else None,
+        },
+    )
+    return record
+
+
 def sign_consent(
     *,
     token: str,
@@ -151,87 +308,37 @@ def sign_consent(
     representation_detail: str = "",
     ip: str | None = None,
     user_agent: str = "",
+    session_user: Actor = None,
     at: datetime | None = None,
 ) -> ConsentRecord:
-    """The subject signs on the link page: each purpose ticked separately, typed full name as signature."""
+    """The subject signs on the e-mailed link's page: each purpose ticked separately, typed full name.
+
+    `session_user` is whoever the request is logged in as: any user is refused.
+    """
     moment = at or timezone.now()
     link = resolve_link(token)
-    tenant = link.tenant
+    require_anonymous_signer(session_user, link, "sign")
     with transaction.atomic():
-        subject = locked_subject(link.subject)
-        if ConsentRecord.objects.for_tenant(tenant).filter(link=link).exists():
+        delivered_at = last_delivery_at(link, DeliveryKind.LINK, moment)
+        if delivered_at is None:
             raise ConsentActionError(
-                "This link has already been used to sign. You can revoke your consent here."
+                "This link was never delivered, so it cannot be signed. "
+                f"Ask {link.tenant.name} to re-send it."
             )
-        if moment > link.sign_by:
-            raise ConsentActionError(
-                f"This link could be signed until {format_day(link.sign_by)}. "
-                f"Ask {tenant.name} for a new one."
-            )
-        try:
-            ticked = sorted({Purpose(value).value for value in purposes})
-        except ValueError:
-            raise ConsentActionError("Unknown purpose ticked.") from None
-        if not ticked:
-            raise ConsentActionError(
-                "You did not tick any purpose, so nothing was signed. That is fine: nothing happens without "
-                "your consent and saying no has no consequence."
-            )
-        if not set(ticked) <= set(link.purposes_offered):
-            raise ConsentActionError("A purpose that was not offered in this link cannot be granted.")
-        signer = full_name.strip()
-        if len(signer) < 2:
-            raise ConsentActionError("Type your full name to sign.")
-        try:
-            represented = Representation(representation).value
-        except ValueError:
-            raise ConsentActionError("Say whether you were represented (counsel, union, or none).") from None
-        valid_from = max(link.valid_from, moment)
-        if link.expires_at is not None and link.expires_at <= valid_from:
-            raise ConsentActionError(
-                f"The consent period offered has already ended. Ask {tenant.name} for a new link."
-            )
-        record = ConsentRecord.objects.for_tenant(tenant).create(
-            subject=subject,
+        verification = SignerVerification(
+            channel=CaptureChannel.SIGNED_LINK, delivered_to=link.sent_to, delivered_at=delivered_at
+        )
+        return record_signature(
             link=link,
-            template=link.template,
-            template_version=link.template.version,
-            template_sha256=link.template.sha256,
-            retention_schedule=subject.retention_schedule,
-            purposes=ticked,
-            intended_uses=link.intended_uses,
-            channels=link.channels,
-            territories=link.territories,
-            representation=represented,
-            representation_detail=representation_detail.strip()[:300],
-            identity_verification=link.identity_verification,
-            valid_from=valid_from,
-            expires_at=link.expires_at,
-            capture_channel=CaptureChannel.SIGNED_LINK,
-            signer_full_name=signer[:200],
-            signed_at=moment,
-            signer_ip=ip or None,
-            signer_user_agent=user_agent[:500],
-            link_token_sha256=link.token_sha256,
+            verification=verification,
+            purposes=purposes,
+            full_name=full_name,
+            representation=representation,
+            representation_detail=representation_detail,
+            ip=ip,
+            user_agent=user_agent,
+            at=moment,
         )
-        if moment > subject.last_interaction_at:
-            subject.last_interaction_at = moment
-            subject.save(update_fields=["last_interaction_at"])
-        refresh_retention(subject)
-        audit(
-            tenant=tenant,
-            action="consent.signed",
-            target=record,
-            payload={
-                "subject_id": subject.pk,
-                "link_id": link.pk,
-                "template_id": link.template_id,
-                "template_sha256": link.template.sha256,
-                "purposes": ticked,
-                "representation": represented,
-            },
-        )
-    return record
 
 
 def _revoke(
@@ -274,10 +381,16 @@ def _revoke(
 
 
 def revoke_via_link(
-    *, token: str, ip: str | None = None, user_agent: str = "", at: datetime | None = None
+    *,
+    token: str,
+    ip: str | None = None,
+    user_agent: str = "",
+    session_user: Actor = None,
+    at: datetime | None = None,
 ) -> ConsentRevocation:
-    """Withdrawal by the subject: one action on the same page where they signed."""
+    """Withdrawal by the subject: one action on the same page where they signed (never from an account)."""
     link = resolve_link(token)
+    require_anonymous_signer(session_user, link, "revoke")
     record = ConsentRecord.objects.for_tenant(link.tenant).filter(link=link).first()
     if record is None:
         raise ConsentActionError("Nothing was signed with this link, so there is nothing to revoke.")

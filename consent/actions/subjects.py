@@ -1,4 +1,4 @@
-"""Subjects, consent texts, and the audited export of a subject's consent evidence."""
+"""Subjects and their contact address, consent texts, and the audited export of consent evidence."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from consent.actions.retention import (
     publish_schedule_version,
     schedule_in_force,
 )
+from consent.locks import locked_subject
 from consent.models import (
     ConsentTemplate,
     DeletionCertificate,
@@ -23,8 +24,38 @@ from consent.models import (
 from consent.tokens import (
     consent_text_sha256,
 )
-from tenancy.models import Tenant
+from tenancy.models import Membership, Tenant
 from tenancy.permissions import require_perm
+
+
+def _mailbox(address: str) -> tuple[str, str]:
+    """Local part without a +tag, and domain, case-folded: "Ann+x@Brand.test" reaches ann@brand.test."""
+    local, _, domain = address.strip().casefold().rpartition("@")
+    return local.split("+", 1)[0], domain
+
+
+def check_contact_address(tenant: Tenant, contact_email: str) -> str:
+    """The address, cleaned; refused when it is not one, or when it reaches a member of the tenant.
+
+    Consent links and in-person codes go only to this address, so an address of
+    the tenant's own users would let staff route a subject's link to themselves
+    and sign in the subject's name.
+    """
+    email = contact_email.strip()
+    if not email:
+        return ""
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ConsentActionError(f"{email[:254]!r} is not an email address.") from None
+    mailbox = _mailbox(email)
+    members = Membership.objects.filter(tenant=tenant).exclude(user__email="")
+    if any(_mailbox(address) == mailbox for address in members.values_list("user__email", flat=True)):
+        raise ConsentActionError(
+            f"{email} reaches a user of {tenant.name}. Consent links go only to the subject's own address, "
+            "never to a member of the tenant."
+        )
+    return email
 
 
 def create_subject(
@@ -35,12 +66,7 @@ def create_subject(
     name = display_name.strip()
     if not name:
         raise ConsentActionError("Give the subject's name.")
-    email = contact_email.strip()
-    if email:
-        try:
-            validate_email(email)
-        except ValidationError:
-            raise ConsentActionError(f"{email!r} is not an email address.") from None
+    email = check_contact_address(tenant, contact_email)
     now = timezone.now()
     with transaction.atomic():
         schedule = schedule_in_force(tenant, now) or publish_schedule_version(
@@ -66,6 +92,28 @@ def create_subject(
             actor=actor,
             target=subject,
             payload={"retention_schedule_id": schedule.pk, "retention_version": schedule.version},
+        )
+    return subject
+
+
+def change_contact_email(*, actor: Actor, subject: Subject, contact_email: str) -> Subject:
+    """The address future links and codes go to (links already sent keep theirs); audited, never silent."""
+    tenant = subject.tenant
+    require_perm(actor, tenant, "consent.change_subject", subject)
+    email = check_contact_address(tenant, contact_email)
+    with transaction.atomic():
+        subject = locked_subject(subject)
+        if email == subject.contact_email:
+            return subject
+        had_address = bool(subject.contact_email)
+        subject.contact_email = email
+        subject.save(update_fields=["contact_email"])
+        audit(
+            tenant=tenant,
+            action="subject.contact_changed",
+            actor=actor,
+            target=subject,
+            payload={"subject_id": subject.pk, "had_address": had_address, "has_address": bool(email)},
         )
     return subject
 

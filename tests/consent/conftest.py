@@ -16,8 +16,10 @@ from consent.models import ConsentRecord, Purpose, Subject
 from tenancy.models import Role
 
 from . import photos
+from .mailbox import IssuedLink, issued
 
 ALL_PURPOSES = [purpose.value for purpose in Purpose]
+SITE_URL = "http://testserver"  # what Django's test client sends as the host, so e-mailed URLs open there
 CONSENT_TEXT = (
     "I agree that Brand may use photos of me for the purposes I tick below. I can withdraw at any time on "
     "this page; withdrawing has no consequence for me."
@@ -75,7 +77,9 @@ def make_subject(tenant: Any, staff: Any) -> Callable[..., Subject]:
 
 
 @pytest.fixture
-def issue_link(staff: Any, template: Any) -> Callable[..., actions.IssuedLink]:
+def issue_link(staff: Any, template: Any) -> Callable[..., IssuedLink]:
+    """`issue_link(subject, purposes)`: staff send a link; `.token` is read from the subject's e-mail."""
+
     def issue(
         subject: Subject,
         purposes: list[str] | None = None,
@@ -83,8 +87,8 @@ def issue_link(staff: Any, template: Any) -> Callable[..., actions.IssuedLink]:
         valid_from: datetime | None = None,
         expires_at: datetime | None = None,
         actor: Any = None,
-    ) -> actions.IssuedLink:
-        return actions.send_consent_link(
+    ) -> IssuedLink:
+        link = actions.send_consent_link(
             actor=actor or staff,
             subject=subject,
             template=template,
@@ -95,7 +99,9 @@ def issue_link(staff: Any, template: Any) -> Callable[..., actions.IssuedLink]:
             territories=["US", "EU"],
             valid_from=valid_from,
             expires_at=expires_at if expires_at is not None else timezone.now() + timedelta(days=365),
+            site_url=SITE_URL,
         )
+        return issued(link)
 
     return issue
 
@@ -107,9 +113,7 @@ def link_tokens() -> dict[int, str]:
 
 
 @pytest.fixture
-def sign(
-    issue_link: Callable[..., actions.IssuedLink], link_tokens: dict[int, str]
-) -> Callable[..., ConsentRecord]:
+def sign(issue_link: Callable[..., IssuedLink], link_tokens: dict[int, str]) -> Callable[..., ConsentRecord]:
     """`sign(subject, purposes, ...)`: staff send a link, the subject signs it on the link page."""
 
     def signed(

@@ -22,13 +22,19 @@ from consent.models import (
 from tenancy.models import Tenant
 from tests.isolation import isolation_factory
 
+from .mailbox import IssuedLink, issued
+
 _numbers = itertools.count(1)
 
 
 @isolation_factory(Subject)
 def make_subject(tenant: Tenant) -> Subject:
+    number = next(_numbers)
     return actions.create_subject(
-        actor=None, tenant=tenant, display_name=f"Isolated subject {next(_numbers)}"
+        actor=None,
+        tenant=tenant,
+        display_name=f"Isolated subject {number}",
+        contact_email=f"isolated-{number}@example.test",
     )
 
 
@@ -50,8 +56,8 @@ def make_schedule(tenant: Tenant) -> RetentionSchedule:
     )
 
 
-def _issue(subject: Subject) -> actions.IssuedLink:
-    return actions.send_consent_link(
+def _issue(subject: Subject) -> IssuedLink:
+    link = actions.send_consent_link(
         actor=None,
         subject=subject,
         template=make_template(subject.tenant),
@@ -59,7 +65,9 @@ def _issue(subject: Subject) -> actions.IssuedLink:
         intended_uses="Isolation test campaign portraits on the website.",
         identity_verification="ID checked in person",
         expires_at=timezone.now() + timedelta(days=30),
+        site_url="http://testserver",
     )
+    return issued(link)
 
 
 @isolation_factory(ConsentLink)

@@ -10,9 +10,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from consent import actions
-from consent.models import ConsentRecord, DeletionCertificate, Purpose
+from consent.models import ConsentLink, ConsentRecord, DeletionCertificate, Purpose
 
 from . import photos
+from .mailbox import delivered_url
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +25,11 @@ def _file(name: str, data: bytes) -> SimpleUploadedFile:
 def test_api_flow_from_subject_to_certificate(tenant, admin, staff, legal, api_client_for) -> None:
     as_admin, as_staff, as_legal = (api_client_for(user, tenant) for user in (admin, staff, legal))
 
-    created = as_staff.post("/api/v1/subjects/", {"display_name": "Grace Example"}, format="json")
+    created = as_staff.post(
+        "/api/v1/subjects/",
+        {"display_name": "Grace Example", "contact_email": "grace@example.test"},
+        format="json",
+    )
     assert created.status_code == 201, created.json()
     subject_id = created.json()["id"]
     assert created.json()["status"] == "no_consent" and created.json()["retention_version"] == 1
@@ -52,7 +57,8 @@ def test_api_flow_from_subject_to_certificate(tenant, admin, staff, legal, api_c
         format="json",
     )
     assert link.status_code == 201, link.json()
-    url = link.json()["url"]
+    assert link.json()["delivery"] == "delivered" and "url" not in link.json()
+    url = delivered_url(ConsentLink.objects.for_tenant(tenant).get(pk=link.json()["id"]))
 
     checks = {c["purpose"]: c for c in as_staff.get(f"/api/v1/subjects/{subject_id}/consent-check/").json()}
     assert not checks["train_identity"]["allowed"] and checks["train_identity"]["reason"] == "missing"

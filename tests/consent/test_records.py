@@ -13,6 +13,8 @@ from consent.models import ConsentRecord, ConsentRevocation, ImmutableRecordErro
 from consent.status import subject_status
 from tests.support import requires_postgresql
 
+from .conftest import SITE_URL
+
 pytestmark = pytest.mark.django_db
 
 
@@ -37,6 +39,7 @@ def test_the_database_refuses_updates_and_deletes_of_evidence(make_subject, sign
         ("consent_consentrecord", "signer_full_name"),
         ("consent_consentrevocation", "reason"),
         ("consent_consentlink", "intended_uses"),
+        ("consent_linkdelivery", "sent_to"),
         ("consent_consenttemplate", "body"),
         ("consent_retentionschedule", "statement"),
     ):
@@ -84,6 +87,7 @@ def test_link_terms_are_validated_when_staff_send_it(make_subject, staff, templa
         purposes=["train_identity"],
         intended_uses="Portraits for the spring catalogue on the web.",
         identity_verification="ID seen",
+        site_url=SITE_URL,
     )
     with pytest.raises(actions.ConsentActionError, match="specifically"):
         actions.send_consent_link(**{**base, "intended_uses": "marketing"})
