@@ -65,13 +65,26 @@ class ConsentConflict(APIException):
     default_code = "consent_required"
 
 
+class StoredFileDamaged(APIException):
+    """A stored file failed its checksum: a fault of the server, answered with its reason, not a traceback."""
+
+    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
+    default_detail = "A stored file failed its integrity check."
+    default_code = "asset_integrity"
+
+
 @contextmanager
 def _as_api_errors() -> Iterator[None]:
-    """Action failures become 400 (bad input) or 409 (consent missing) with the action's own words."""
+    """Action failures become 400 (bad input) or 409 (consent missing) with the action's own words.
+
+    A stored file that fails its checksum (vault.AssetIntegrityError) becomes a 500 with its reason.
+    """
     try:
         yield
     except actions.ConsentRequiredError as error:
         raise ConsentConflict({"detail": error.message, "reason": error.reason.value}) from None
+    except vault.AssetIntegrityError as error:
+        raise StoredFileDamaged({"detail": error.message, "code": StoredFileDamaged.default_code}) from None
     except PhotoRejectedError as error:
         raise ValidationError({"detail": error.message, "code": error.code.value}) from None
     except actions.ConsentActionError as error:
@@ -360,7 +373,8 @@ class AssetViewSet(TenantScopedReadOnlyViewSet):
     def download(self, request: Request, pk: str | None = None) -> HttpResponse:
         asset = self.get_object()
         try:
-            data = vault.read_asset(asset)
+            with _as_api_errors():
+                data = vault.read_asset(asset)
         except vault.KeyDestroyedError:
             raise NotFound() from None
         response = HttpResponse(data, content_type=asset.content_type)

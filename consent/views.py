@@ -209,6 +209,7 @@ def subject_photos(request: TenantRequest, pk: int) -> HttpResponse:
     check_perm(request, "consent.view_asset")
     report: actions.IntakeReport | None = None
     failure = ""
+    status = 200
     if request.method == "POST":
         check_perm(request, "consent.upload_photos_subject", subject)
         try:
@@ -221,7 +222,9 @@ def subject_photos(request: TenantRequest, pk: int) -> HttpResponse:
                 actor=request.user, subject=subject, uploads=request.FILES.getlist("photos")
             )
         except ActionFailure as error:
-            failure = _failure_text(error)
+            failure, status = _failure_text(error), 400
+        except vault.AssetIntegrityError as error:  # the enrollment embedding every photo is compared with
+            failure, status = error.message, 500
         subject = _subject(request, pk)
     photos = subject.assets.filter(kind__in=PHOTO_KINDS).order_by("kind", "id")
     return render(
@@ -234,7 +237,7 @@ def subject_photos(request: TenantRequest, pk: int) -> HttpResponse:
             "failure": failure,
             "can_upload": _can(request, "consent.upload_photos_subject", subject),
         },
-        status=400 if failure else 200,
+        status=status,
     )
 
 
@@ -345,6 +348,9 @@ def asset_file(request: TenantRequest, pk: int) -> HttpResponse:
         data = vault.read_asset(asset)
     except vault.KeyDestroyedError:
         raise Http404("Not found.") from None
+    except vault.AssetIntegrityError as error:
+        # A server-side fault, not the request's: a 500, but answered here with its reason, not a traceback.
+        return render(request, "consent/asset_damaged.html", {"message": error.message}, status=500)
     response = HttpResponse(data, content_type=asset.content_type)
     extension = asset.storage_name.rsplit(".", 2)[-2] if asset.storage_name.count(".") >= 2 else "bin"
     response["Content-Disposition"] = f'inline; filename="asset-{asset.pk}.{extension}"'
