@@ -104,12 +104,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded database is shared by the web server, the Celery worker and
     # beat: WAL lets readers run beside the writer, IMMEDIATE transactions take
     # the write lock up front (no "database is locked" on upgrade), and writers
-    # wait up to 20 s for each other instead of failing.
+    # wait up to 20 s for each other instead of failing. secure_delete zeroes a
+    # deleted row's bytes instead of leaving them in free space (most SQLite
+    # builds leave it off): crypto-erasure deletes the wrapped subject key and
+    # then checkpoints the WAL (consent.actions.erasure.checkpoint_sqlite_wal).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "timeout": 20,
             "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON;",
         }
     )
 

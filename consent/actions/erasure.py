@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.actions import record as audit
@@ -22,6 +23,33 @@ from consent.models import (
 )
 from consent.storage import private_storage, subject_prefix, walk
 from tenancy.permissions import require_perm
+
+logger = logging.getLogger(__name__)
+
+
+def checkpoint_sqlite_wal() -> None:
+    """On the embedded SQLite database, copy every committed page into the file and empty the WAL.
+
+    secure_delete (settings) zeroes a deleted row's bytes, but in WAL mode only in the
+    page written to the -wal file: the database file keeps the page with the wrapped key
+    until a checkpoint copies the new one over it, and older WAL frames (the key's
+    insert) stay readable until the WAL is truncated. A checkpoint cannot pass a reader
+    still on an older snapshot; it then waits the busy timeout (20 s) and gives up, and
+    the next retention sweep, which ends with the same checkpoint, finishes the job.
+    PostgreSQL has no such step here (its residual risk is in docs/compliance.md).
+    """
+    if connection.vendor != "sqlite":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, wal_frames, checkpointed = cursor.fetchone()
+    if busy:
+        logger.warning(
+            "SQLite WAL checkpoint after an erasure was blocked by a reader (%s of %s frames copied); "
+            "the next retention sweep finishes it",
+            checkpointed,
+            wal_frames,
+        )
 
 
 def _enqueue_completion(certificate_id: int) -> None:
@@ -80,6 +108,7 @@ def begin_erasure(
             target_id=str(key_id),
             payload={"subject_id": subject.pk, "certificate_id": certificate.pk},
         )
+        transaction.on_commit(checkpoint_sqlite_wal, robust=True)
     if enqueue:
         transaction.on_commit(lambda: _enqueue_completion(certificate.pk), robust=True)
     return certificate

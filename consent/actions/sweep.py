@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.actions import record as audit
-from consent.actions.erasure import begin_erasure, complete_erasure
+from consent.actions.erasure import begin_erasure, checkpoint_sqlite_wal, complete_erasure
 from consent.actions.gate import records_in_force, revoked_as_of, subject_records
 from consent.actions.retention import subject_retain_until
 from consent.models import (
@@ -139,6 +139,8 @@ def enforce_retention(
             report.erased_subjects += int(done.scope == DeletionCertificate.Scope.SUBJECT)
             report.erased_files += done.files_destroyed
             say(f"erased {_describe(done)}")
+    if not dry_run:
+        checkpoint_sqlite_wal()  # finishes a checkpoint that a reader blocked after an erasure
     say(
         f"{'dry run: ' if dry_run else ''}{report.erased_subjects} subjects erased, "
         f"{report.erased_files} files destroyed, {report.resumed} interrupted erasures finished"
