@@ -210,6 +210,13 @@ LIKENESS_MIN_FACE_PX = int(os.environ.get("LIKENESS_MIN_FACE_PX", "100"))
 LIKENESS_SAME_PERSON_THRESHOLD = float(os.environ.get("LIKENESS_SAME_PERSON_THRESHOLD", "0.6"))
 # How long a consent link may be used to sign (revoking through it stays possible).
 LIKENESS_CONSENT_LINK_HOURS = int(os.environ.get("LIKENESS_CONSENT_LINK_HOURS", "168"))
+# Two-person rule: an erasure that staff start (a revocation they record, a "purpose satisfied"
+# mark) waits this long for a tenant admin's confirmation. A revocation's erasure then runs
+# unconfirmed: the rule may delay an erasure, never prevent it, so the wait is bounded (at most
+# 30 days, GDPR Art. 12(3)'s month to act on a request).
+LIKENESS_ERASURE_CONFIRM_HOURS = int(os.environ.get("LIKENESS_ERASURE_CONFIRM_HOURS", "72"))
+if not 1 <= LIKENESS_ERASURE_CONFIRM_HOURS <= 720:
+    raise ImproperlyConfigured("LIKENESS_ERASURE_CONFIRM_HOURS must be between 1 and 720 (30 days).")
 # Mail (consent links to subjects): printed to the console in development.
 EMAIL_BACKEND = os.environ.get(
     "DJANGO_EMAIL_BACKEND",

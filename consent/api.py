@@ -3,7 +3,9 @@
 Subjects carry the actions on a subject (send a link, upload photos, record a
 revocation, mark the purpose satisfied, erase, check consent); consent records,
 links, assets and deletion certificates are read-only resources; templates and
-retention schedules are versioned documents a POST publishes a new version of.
+retention schedules are versioned documents a POST publishes a new version of;
+erasure requests (erasures staff started) are read-only, with confirm and
+decline actions for tenant admins.
 Signing is deliberately absent: only the subject signs, on the link page.
 """
 
@@ -20,7 +22,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import APIException, MethodNotAllowed, NotFound, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -35,6 +37,7 @@ from consent.models import (
     ConsentRecord,
     ConsentTemplate,
     DeletionCertificate,
+    ErasureRequest,
     Purpose,
     RetentionSchedule,
     Subject,
@@ -45,7 +48,9 @@ from consent.serializers import (
     ConsentLinkSerializer,
     ConsentRecordSerializer,
     ConsentTemplateSerializer,
+    DeclineSerializer,
     DeletionCertificateSerializer,
+    ErasureRequestSerializer,
     IntakeReportSerializer,
     IssuedLinkSerializer,
     ReasonSerializer,
@@ -180,7 +185,11 @@ class SubjectViewSet(TenantScopedViewSet):
     @extend_schema(request=RevokeSerializer, responses={201: ConsentRecordSerializer})
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, pk: str | None = None) -> Response:
-        """Record a revocation the subject made by other means (with how it was received and why)."""
+        """Record a revocation the subject made by other means (with how it was received and why).
+
+        Every use stops at once. When it ends the last consent in force, an admin's call erases at once;
+        staff's opens an erasure request for an admin (`revocation.erasure_request`, with its deadline).
+        """
         subject = self.get_object()
         data = RevokeSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
@@ -194,16 +203,18 @@ class SubjectViewSet(TenantScopedViewSet):
                 reason=data.validated_data["reason"],
                 received_via=data.validated_data["received_via"],
             )
-        record = subject.records.select_related("revocation").get(pk=record.pk)
+        record = subject.records.select_related("revocation__erasure_request").get(pk=record.pk)
         return Response(ConsentRecordSerializer(record).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: SubjectSerializer})
+    @extend_schema(request=None, responses={200: SubjectSerializer, 202: ErasureRequestSerializer})
     @action(detail=True, methods=["post"], url_path="purpose-satisfied")
     def purpose_satisfied(self, request: Request, pk: str | None = None) -> Response:
-        """Start the retention schedule's 'purpose satisfied' clock."""
+        """Start the 'purpose satisfied' retention clock (200); staff's mark asks an admin first (202)."""
         subject = self.get_object()
         with _as_api_errors():
-            actions.mark_purpose_satisfied(actor=request.user, subject=subject)
+            pending = actions.mark_purpose_satisfied(actor=request.user, subject=subject)
+        if pending is not None:
+            return Response(ErasureRequestSerializer(pending).data, status=status.HTTP_202_ACCEPTED)
         return Response(SubjectSerializer(self.get_object()).data)
 
     @extend_schema(request=ReasonSerializer, responses={202: DeletionCertificateSerializer, 200: None})
@@ -280,7 +291,7 @@ class ConsentRecordViewSet(TenantScopedReadOnlyViewSet):
     serializer_class = ConsentRecordSerializer
 
     def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.select_related("revocation").order_by("-signed_at", "-id")
+        return queryset.select_related("revocation__erasure_request").order_by("-signed_at", "-id")
 
 
 class ConsentLinkViewSet(TenantScopedReadOnlyViewSet):
@@ -356,6 +367,51 @@ class DeletionCertificateViewSet(TenantScopedReadOnlyViewSet):
     @action(detail=False, url_path="export-json")
     def export_json(self, request: Request) -> HttpResponse:
         return self._export(request, "json")
+
+
+class ErasureRequestViewSet(TenantScopedReadOnlyViewSet):
+    """Erasures that staff started, each with its deadline; a tenant admin other than the requester decides.
+
+    POST `confirm`: a revocation is erased now (a consent in force again closes it as
+    superseded instead), a purpose's retention clock starts now. POST `decline`
+    (`reason`): only a "purpose satisfied" request; a revocation cannot be declined.
+    Filter with `?state=pending`, `?trigger=`, `?subject=`.
+    """
+
+    queryset_model = ErasureRequest
+    serializer_class = ErasureRequestSerializer
+    http_method_names = ["get", "post", "head", "options"]
+    filterset_fields = ["state", "trigger", "subject"]
+    extra_action_permissions = {
+        "confirm": "consent.confirm_erasurerequest",
+        "decline": "consent.confirm_erasurerequest",
+    }
+
+    def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.order_by("-requested_at", "-id")
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        raise MethodNotAllowed("POST", detail="Erasure requests are opened by revocations and purpose marks.")
+
+    @extend_schema(request=None, responses={200: ErasureRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def confirm(self, request: Request, pk: str | None = None) -> Response:
+        erasure_request = self.get_object()
+        with _as_api_errors():
+            decided = actions.confirm_erasure_request(actor=request.user, request=erasure_request)
+        return Response(ErasureRequestSerializer(decided).data)
+
+    @extend_schema(request=DeclineSerializer, responses={200: ErasureRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def decline(self, request: Request, pk: str | None = None) -> Response:
+        erasure_request = self.get_object()
+        data = DeclineSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with _as_api_errors():
+            decided = actions.decline_erasure_request(
+                actor=request.user, request=erasure_request, reason=data.validated_data["reason"]
+            )
+        return Response(ErasureRequestSerializer(decided).data)
 
 
 class AssetViewSet(TenantScopedReadOnlyViewSet):

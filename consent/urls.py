@@ -17,6 +17,17 @@ urlpatterns = [
     path("subjects/<int:pk>/history.json", views.subject_history_json, name="consent-subject-history-json"),
     path("subjects/<int:pk>/history.csv", views.subject_history_csv, name="consent-subject-history-csv"),
     path("consent-records/<int:pk>/revoke/", views.record_revoke, name="consent-record-revoke"),
+    path("erasure-requests/", views.erasure_request_list, name="consent-erasure-requests"),
+    path(
+        "erasure-requests/<int:pk>/confirm/",
+        views.erasure_request_confirm,
+        name="consent-erasure-request-confirm",
+    ),
+    path(
+        "erasure-requests/<int:pk>/decline/",
+        views.erasure_request_decline,
+        name="consent-erasure-request-decline",
+    ),
     path("assets/<int:pk>/", views.asset_file, name="consent-asset-file"),
     path("deletion-certificates/", views.certificate_list, name="consent-certificates"),
     path("deletion-certificates/export.json", views.certificates_json, name="consent-certificates-json"),

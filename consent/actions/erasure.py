@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from datetime import datetime
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -17,6 +18,7 @@ from consent.locks import locked_subject
 from consent.models import (
     Asset,
     DeletionCertificate,
+    ErasureRequest,
     ErasureTrigger,
     Subject,
     SubjectKey,
@@ -58,6 +60,45 @@ def _enqueue_completion(certificate_id: int) -> None:
     complete_erasure_task.delay(certificate_id)
 
 
+def holds_data(subject: Subject) -> bool:
+    """Whether anything of the subject is stored (a live key or a file): else there is nothing to erase."""
+    return (
+        SubjectKey.objects.for_tenant(subject.tenant).filter(subject=subject).exists()
+        or subject.assets.exists()
+    )
+
+
+def close_request(
+    request: ErasureRequest, state: ErasureRequest.State, *, actor: Actor, at: datetime, **facts: object
+) -> None:
+    """Under the subject lock: how an erasure request ended, and its audit entry (ids and facts only)."""
+    request.state = state
+    request.decided_by = acting_user(actor)
+    request.decided_at = at
+    request.save(update_fields=["state", "decided_by", "decided_at", "decision_reason", "certificate"])
+    audit(
+        tenant=request.tenant,
+        action=f"erasure.request_{state.value}",
+        actor=actor,
+        target=request,
+        payload={"subject_id": request.subject_id, "trigger": request.trigger, **facts},
+    )
+
+
+def _close_overtaken_requests(subject: Subject, certificate: DeletionCertificate, actor: Actor) -> None:
+    """Erasure requests still waiting for an admin are moot once the subject is erased for another reason."""
+    for request in subject.erasure_requests.filter(state=ErasureRequest.State.PENDING):
+        request.certificate = certificate
+        close_request(
+            request,
+            ErasureRequest.State.OVERTAKEN,
+            actor=actor,
+            at=certificate.started_at,
+            certificate_id=certificate.pk,
+            erasure_trigger=certificate.trigger,
+        )
+
+
 def begin_erasure(
     subject: Subject,
     *,
@@ -71,14 +112,16 @@ def begin_erasure(
     Idempotent: an open certificate is returned as is; a subject with neither
     key nor files gets none (there is nothing to destroy). Certificates carry
     wall-clock times, also when a sweep decides with a simulated `--now`.
+    Erasure requests still pending are closed as overtaken (a caller erasing
+    because of one closes that one first).
     """
     tenant = subject.tenant
     open_certificate = subject.deletion_certificates.filter(completed_at__isnull=True).first()
     if open_certificate is not None:
         return open_certificate
-    subject_key = SubjectKey.objects.for_tenant(tenant).filter(subject=subject).first()
-    if subject_key is None and not subject.assets.exists():
+    if not holds_data(subject):
         return None
+    subject_key = SubjectKey.objects.for_tenant(tenant).filter(subject=subject).first()
     certificate = DeletionCertificate.objects.for_tenant(tenant).create(
         subject=subject,
         scope=DeletionCertificate.Scope.SUBJECT,
@@ -94,6 +137,7 @@ def begin_erasure(
         target=certificate,
         payload={"subject_id": subject.pk, "trigger": trigger.value, "scope": certificate.scope},
     )
+    _close_overtaken_requests(subject, certificate, actor)
     if subject_key is not None:
         key_id = subject_key.key_id
         subject_key.delete()
