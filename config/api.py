@@ -13,6 +13,7 @@ from consent.api import (
     ConsentRecordViewSet,
     ConsentTemplateViewSet,
     DeletionCertificateViewSet,
+    ErasureRequestViewSet,
     RetentionScheduleViewSet,
     SubjectViewSet,
 )
@@ -37,6 +38,7 @@ router.register("consent-links", ConsentLinkViewSet)
 router.register("consent-templates", ConsentTemplateViewSet)
 router.register("retention-schedules", RetentionScheduleViewSet)
 router.register("deletion-certificates", DeletionCertificateViewSet)
+router.register("erasure-requests", ErasureRequestViewSet)
 router.register("assets", AssetViewSet)
 
 urlpatterns = [

@@ -121,12 +121,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded database is shared by the web server, the Celery worker and
     # beat: WAL lets readers run beside the writer, IMMEDIATE transactions take
     # the write lock up front (no "database is locked" on upgrade), and writers
-    # wait up to 20 s for each other instead of failing.
+    # wait up to 20 s for each other instead of failing. secure_delete zeroes a
+    # deleted row's bytes instead of leaving them in free space (most SQLite
+    # builds leave it off): crypto-erasure deletes the wrapped subject key and
+    # then checkpoints the WAL (consent.actions.erasure.checkpoint_sqlite_wal).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "timeout": 20,
             "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON;",
         }
     )
 
@@ -293,6 +296,13 @@ LIKENESS_CONSENT_LINK_HOURS = int(os.environ.get("LIKENESS_CONSENT_LINK_HOURS", 
 LIKENESS_INVITATION_HOURS = int(os.environ.get("LIKENESS_INVITATION_HOURS", "168"))
 if not 1 <= LIKENESS_INVITATION_HOURS <= 24 * 30:
     raise ImproperlyConfigured("LIKENESS_INVITATION_HOURS must be between 1 and 720.")
+# Two-person rule: an erasure that staff start (a revocation they record, a "purpose satisfied"
+# mark) waits this long for a tenant admin's confirmation. A revocation's erasure then runs
+# unconfirmed: the rule may delay an erasure, never prevent it, so the wait is bounded (at most
+# 30 days, GDPR Art. 12(3)'s month to act on a request).
+LIKENESS_ERASURE_CONFIRM_HOURS = int(os.environ.get("LIKENESS_ERASURE_CONFIRM_HOURS", "72"))
+if not 1 <= LIKENESS_ERASURE_CONFIRM_HOURS <= 720:
+    raise ImproperlyConfigured("LIKENESS_ERASURE_CONFIRM_HOURS must be between 1 and 720 (30 days).")
 # Mail (consent links to subjects, invitations to members): printed to the console in development.
 EMAIL_BACKEND = os.environ.get(
     "DJANGO_EMAIL_BACKEND",

@@ -4,7 +4,9 @@ Subjects carry the actions on a subject (change the contact address, send,
 re-send a link or start an in-person signing, upload photos, record a
 revocation, mark the purpose satisfied, erase, check consent); consent records,
 links, assets and deletion certificates are read-only resources; templates and
-retention schedules are versioned documents a POST publishes a new version of.
+retention schedules are versioned documents a POST publishes a new version of;
+erasure requests (erasures staff started) are read-only, with confirm and
+decline actions for tenant admins.
 Signing is deliberately absent: only the subject signs, on the page of the link
 e-mailed to them (no answer here contains that link) or in person after entering
 a code e-mailed to them.
@@ -23,7 +25,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, NotFound, Throttled, ValidationError
+from rest_framework.exceptions import APIException, MethodNotAllowed, NotFound, Throttled, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -39,6 +41,7 @@ from consent.models import (
     ConsentRecord,
     ConsentTemplate,
     DeletionCertificate,
+    ErasureRequest,
     Purpose,
     RetentionSchedule,
     Subject,
@@ -50,7 +53,9 @@ from consent.serializers import (
     ConsentRecordSerializer,
     ConsentTemplateSerializer,
     ContactSerializer,
+    DeclineSerializer,
     DeletionCertificateSerializer,
+    ErasureRequestSerializer,
     HandoverStartedSerializer,
     IntakeReportSerializer,
     LinkChoiceSerializer,
@@ -71,15 +76,28 @@ class ConsentConflict(APIException):
     default_code = "consent_required"
 
 
+class StoredFileDamaged(APIException):
+    """A stored file failed its checksum: a fault of the server, answered with its reason, not a traceback."""
+
+    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
+    default_detail = "A stored file failed its integrity check."
+    default_code = "asset_integrity"
+
+
 @contextmanager
 def _as_api_errors() -> Iterator[None]:
-    """Action failures become 400 (bad input), 409 (no consent) or 429 (e-mail limits), with their words."""
+    """Action failures become 400 (bad input), 409 (no consent) or 429 (e-mail limits), with their words.
+
+    A stored file that fails its checksum (vault.AssetIntegrityError) becomes a 500 with its reason.
+    """
     try:
         yield
     except actions.DeliveryLimitError as error:
         raise Throttled(wait=error.retry_after, detail=error.message) from None
     except actions.ConsentRequiredError as error:
         raise ConsentConflict({"detail": error.message, "reason": error.reason.value}) from None
+    except vault.AssetIntegrityError as error:
+        raise StoredFileDamaged({"detail": error.message, "code": StoredFileDamaged.default_code}) from None
     except PhotoRejectedError as error:
         raise ValidationError({"detail": error.message, "code": error.code.value}) from None
     except actions.ConsentActionError as error:
@@ -240,7 +258,11 @@ class SubjectViewSet(TenantScopedViewSet):
     @extend_schema(request=RevokeSerializer, responses={201: ConsentRecordSerializer})
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, pk: str | None = None) -> Response:
-        """Record a revocation the subject made by other means (with how it was received and why)."""
+        """Record a revocation the subject made by other means (with how it was received and why).
+
+        Every use stops at once. When it ends the last consent in force, an admin's call erases at once;
+        staff's opens an erasure request for an admin (`revocation.erasure_request`, with its deadline).
+        """
         subject = self.get_object()
         data = RevokeSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
@@ -254,16 +276,18 @@ class SubjectViewSet(TenantScopedViewSet):
                 reason=data.validated_data["reason"],
                 received_via=data.validated_data["received_via"],
             )
-        record = subject.records.select_related("revocation").get(pk=record.pk)
+        record = subject.records.select_related("revocation__erasure_request").get(pk=record.pk)
         return Response(ConsentRecordSerializer(record).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: SubjectSerializer})
+    @extend_schema(request=None, responses={200: SubjectSerializer, 202: ErasureRequestSerializer})
     @action(detail=True, methods=["post"], url_path="purpose-satisfied")
     def purpose_satisfied(self, request: Request, pk: str | None = None) -> Response:
-        """Start the retention schedule's 'purpose satisfied' clock."""
+        """Start the 'purpose satisfied' retention clock (200); staff's mark asks an admin first (202)."""
         subject = self.get_object()
         with _as_api_errors():
-            actions.mark_purpose_satisfied(actor=request.user, subject=subject)
+            pending = actions.mark_purpose_satisfied(actor=request.user, subject=subject)
+        if pending is not None:
+            return Response(ErasureRequestSerializer(pending).data, status=status.HTTP_202_ACCEPTED)
         return Response(SubjectSerializer(self.get_object()).data)
 
     @extend_schema(request=ReasonSerializer, responses={202: DeletionCertificateSerializer, 200: None})
@@ -340,7 +364,7 @@ class ConsentRecordViewSet(TenantScopedReadOnlyViewSet):
     serializer_class = ConsentRecordSerializer
 
     def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.select_related("revocation").order_by("-signed_at", "-id")
+        return queryset.select_related("revocation__erasure_request").order_by("-signed_at", "-id")
 
 
 class ConsentLinkViewSet(TenantScopedReadOnlyViewSet):
@@ -418,6 +442,51 @@ class DeletionCertificateViewSet(TenantScopedReadOnlyViewSet):
         return self._export(request, "json")
 
 
+class ErasureRequestViewSet(TenantScopedReadOnlyViewSet):
+    """Erasures that staff started, each with its deadline; a tenant admin other than the requester decides.
+
+    POST `confirm`: a revocation is erased now (a consent in force again closes it as
+    superseded instead), a purpose's retention clock starts now. POST `decline`
+    (`reason`): only a "purpose satisfied" request; a revocation cannot be declined.
+    Filter with `?state=pending`, `?trigger=`, `?subject=`.
+    """
+
+    queryset_model = ErasureRequest
+    serializer_class = ErasureRequestSerializer
+    http_method_names = ["get", "post", "head", "options"]
+    filterset_fields = ["state", "trigger", "subject"]
+    extra_action_permissions = {
+        "confirm": "consent.confirm_erasurerequest",
+        "decline": "consent.confirm_erasurerequest",
+    }
+
+    def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.order_by("-requested_at", "-id")
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        raise MethodNotAllowed("POST", detail="Erasure requests are opened by revocations and purpose marks.")
+
+    @extend_schema(request=None, responses={200: ErasureRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def confirm(self, request: Request, pk: str | None = None) -> Response:
+        erasure_request = self.get_object()
+        with _as_api_errors():
+            decided = actions.confirm_erasure_request(actor=request.user, request=erasure_request)
+        return Response(ErasureRequestSerializer(decided).data)
+
+    @extend_schema(request=DeclineSerializer, responses={200: ErasureRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def decline(self, request: Request, pk: str | None = None) -> Response:
+        erasure_request = self.get_object()
+        data = DeclineSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with _as_api_errors():
+            decided = actions.decline_erasure_request(
+                actor=request.user, request=erasure_request, reason=data.validated_data["reason"]
+            )
+        return Response(ErasureRequestSerializer(decided).data)
+
+
 class AssetViewSet(TenantScopedReadOnlyViewSet):
     """Metadata of a subject's stored files; `download` decrypts one. Face embeddings are never listed."""
 
@@ -433,7 +502,8 @@ class AssetViewSet(TenantScopedReadOnlyViewSet):
     def download(self, request: Request, pk: str | None = None) -> HttpResponse:
         asset = self.get_object()
         try:
-            data = vault.read_asset(asset)
+            with _as_api_errors():
+                data = vault.read_asset(asset)
         except vault.KeyDestroyedError:
             raise NotFound() from None
         response = HttpResponse(data, content_type=asset.content_type)

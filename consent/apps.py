@@ -10,6 +10,7 @@ class ConsentConfig(AppConfig):
 
         entries = [
             NavItem("Subjects", "consent-subjects", "consent.view_subject"),
+            NavItem("Erasure requests", "consent-erasure-requests", "consent.view_erasurerequest"),
             NavItem("Deletion certificates", "consent-certificates", "consent.view_deletioncertificate"),
             NavItem("Consent texts", "consent-templates", "consent.view_consenttemplate"),
             NavItem("Retention", "consent-schedules", "consent.view_retentionschedule"),

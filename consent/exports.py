@@ -19,6 +19,7 @@ from consent.models import (
     ConsentLink,
     ConsentRecord,
     DeletionCertificate,
+    ErasureRequest,
     LinkDelivery,
     RetentionSchedule,
     Subject,
@@ -131,6 +132,23 @@ def certificate_facts(certificate: DeletionCertificate) -> dict[str, Any]:
     }
 
 
+def erasure_request_facts(request: ErasureRequest) -> dict[str, Any]:
+    """Who started an erasure, who decided on it and when: the two-person rule's evidence."""
+    return {
+        "id": request.pk,
+        "trigger": request.trigger,
+        "revocation_id": request.revocation_id,
+        "state": request.state,
+        "requested_by": request.requested_by_id,
+        "requested_at": _when(request.requested_at),
+        "deadline": _when(request.deadline),
+        "decided_by": request.decided_by_id,
+        "decided_at": _when(request.decided_at),
+        "decision_reason": request.decision_reason,
+        "certificate_id": request.certificate_id,
+    }
+
+
 def history_document(subject: Subject) -> dict[str, Any]:
     """Everything a reviewer needs about one subject's consent, as of now."""
     status = subject_status(subject)
@@ -148,6 +166,7 @@ def history_document(subject: Subject) -> dict[str, Any]:
         "consent_records": [record_facts(record) for record in subject.records.all()],
         "consent_links": [link_facts(link) for link in subject.links.all()],
         "deletion_certificates": [certificate_facts(c) for c in subject.deletion_certificates.all()],
+        "erasure_requests": [erasure_request_facts(r) for r in subject.erasure_requests.all()],
         "exported_at": _when(timezone.now()),
     }
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 
+from consent.actions.erasure_requests import MAX_DECISION_REASON_CHARS
 from consent.models import ConsentTemplate, Purpose, Representation
 from tenancy.models import Tenant
 
@@ -69,6 +70,14 @@ class RevocationForm(forms.Form):
 class EraseForm(forms.Form):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}), label="Reason (the request it answers)"
+    )
+
+
+class DeclineForm(forms.Form):
+    reason = forms.CharField(
+        max_length=MAX_DECISION_REASON_CHARS,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Why the purpose is not satisfied yet (the requester reads it)",
     )
 
 

@@ -5,13 +5,15 @@ failure has its own code and a sentence a person can act on:
 
 1. size: not empty, not over the byte limit (read with a cap, never whole);
 2. type by content sniffing (JPEG, PNG, WebP magic bytes), never by name;
-3. no HTML/script markup riding inside the image (a polyglot that a browser or a
-   naive server could be tricked into rendering);
+3. no markup riding inside the image that a browser would act on (HTML, script,
+   SVG, MathML, PHP, any tag with an event handler such as `<img onerror=...>`): a
+   polyglot that a browser or a naive server could be tricked into rendering;
 4. the name's extension, if it has one, agrees with the content;
 5. decoding: Pillow's decompression-bomb *warning* is an error here, the pixel
    count is capped, truncated or damaged data is refused;
-6. EXIF orientation applied, then the pixels re-encoded into a fresh image, which
-   drops every metadata block (EXIF incl. GPS, XMP, IPTC, comments, ICC);
+6. EXIF orientation applied, the pixels brought to 8-bit RGB as a viewer shows them
+   (16-bit greyscale scaled, transparency on white), then re-encoded into a fresh
+   image, which drops every metadata block (EXIF incl. GPS, XMP, IPTC, comments, ICC);
 7. exactly one face, big enough, sharp enough, neither too dark nor too bright;
 8. optionally, the same person as the enrollment photo (128-d embedding distance).
 
@@ -107,10 +109,17 @@ _FORMATS = {
     "PNG": _Format("PNG", "image/png", "png", frozenset({"png"}), (("optimize", False),)),
     "WEBP": _Format("WEBP", "image/webp", "webp", frozenset({"webp"}), (("quality", 95),)),
 }
-# Tags a browser would act on. Each needs a delimiter after the name, which keeps the
-# chance of a false hit inside compressed image data negligible.
+# Markup a browser would act on, case-insensitive: tags that carry or load script (SVG and
+# MathML run script of their own), and any tag with an event-handler attribute (`<img
+# src=x onerror=...>`, `<details ontoggle=...>`). Each pattern needs a delimiter after the
+# name, and the handler must sit inside a tag (`<name ... on<event>=`), which keeps the
+# chance of a false hit inside compressed image data negligible (about 1e-13 per byte)
+# and lets ordinary metadata text ("taken on=...", XMP attributes) through.
 _MARKUP = re.compile(
-    rb"<(?:script|html|body|iframe|object|embed|meta|!doctype\s+html)[\s>/]|<\?php", re.IGNORECASE
+    rb"<(?:script|html|body|iframe|object|embed|meta|svg|math|!doctype\s+html)[\s>/]"
+    rb"|<\?php"
+    rb"|<[a-z][a-z0-9-]{0,30}[\s/](?:[^<>]{0,500}?[\s/\"'])?on[a-z]{3,40}\s*=",
+    re.IGNORECASE,
 )
 
 
@@ -172,6 +181,26 @@ def _decode(data: bytes, fmt: _Format, limits: IntakeLimits) -> Image.Image:
     return image
 
 
+def _as_viewed(image: Image.Image) -> Image.Image:
+    """8-bit RGB pixels as an image viewer shows the photo, whatever mode the decoder produced.
+
+    Pillow's convert("RGB") clips integer greyscale (I;16 from a 16-bit PNG, I) at 255
+    instead of scaling it, which turned a 16-bit scan white and lost its face; and it keeps
+    whatever colour lies under transparent pixels (often black), which a viewer never shows.
+    So 16-bit grey is scaled to 8 bits, and transparency (an alpha channel, or a palette or
+    colour key marked transparent) is composited on white. CMYK, YCbCr, palette and 1-bit
+    images convert correctly as they are. (Pillow's float mode F never comes out of the
+    JPEG, PNG or WebP decoders, the only ones intake opens.)
+    """
+    if image.mode.startswith("I"):
+        grey = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image.convert("RGBA"))
+    return image.convert("RGB")
+
+
 def _strip(image: Image.Image, fmt: _Format) -> tuple[np.ndarray, bytes]:
     """Upright pixels and their re-encoding without any metadata.
 
@@ -179,7 +208,7 @@ def _strip(image: Image.Image, fmt: _Format) -> tuple[np.ndarray, bytes]:
     XMP, comment or ICC block can ride along into the saved file.
     """
     upright = ImageOps.exif_transpose(image)
-    rgb = np.asarray(upright.convert("RGB"), dtype=np.uint8)
+    rgb = np.asarray(_as_viewed(upright), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format=fmt.name, **dict(fmt.save_options))
     return rgb, buffer.getvalue()

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from tenancy.models import TenantOwnedModel
@@ -466,3 +467,78 @@ class DeletionCertificate(TenantOwnedModel):
     @property
     def files_destroyed(self) -> int:
         return sum(int(n) for n in self.destroyed_counts.values())
+
+
+class ErasureRequest(TenantOwnedModel):
+    """An erasure that staff started, held until a tenant admin confirms it (the two-person rule).
+
+    Staff cannot destroy a subject's data on their own. A revocation they record
+    stops every use at once (the gate reads the revocation row), but the key is
+    destroyed only when an admin confirms, when the subject withdraws on their own
+    link, or when the deadline passes unconfirmed: the law wants erasure without
+    undue delay, so the rule may delay it, never prevent it. A consent in force
+    again supersedes it. A "purpose satisfied" mark starts no retention clock until
+    an admin confirms it, and an admin may decline it; no legal clock runs meanwhile,
+    so it just stays pending (shown overdue) past its deadline.
+
+    Every change happens under the subject's row lock (consent.locks).
+    """
+
+    class Trigger(models.TextChoices):
+        REVOCATION = "revocation", "Consent revoked (recorded by staff)"
+        PURPOSE_SATISFIED = "purpose_satisfied", "Purpose satisfied (marked by staff)"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Awaiting a tenant admin"
+        CONFIRMED = "confirmed", "Confirmed by a tenant admin"
+        DECLINED = "declined", "Declined by a tenant admin"
+        SUPERSEDED = "superseded", "Superseded by a consent in force"
+        DEADLINE_PASSED = "deadline_passed", "Erased at the deadline, unconfirmed"
+        OVERTAKEN = "overtaken", "Overtaken by an erasure for another reason"
+
+    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="erasure_requests")
+    trigger = models.CharField(max_length=24, choices=Trigger.choices)
+    revocation = models.OneToOneField(
+        ConsentRevocation,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="erasure_request",
+        help_text="Trigger 'revocation': the staff-recorded revocation that ended the last consent in force.",
+    )
+    state = models.CharField(max_length=24, choices=State.choices, default=State.PENDING)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField()
+    deadline = models.DateTimeField(
+        help_text="Revocation: erased unconfirmed at this moment. Purpose satisfied: shown overdue after it."
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True, help_text="Why an admin declined it.")
+    certificate = models.ForeignKey(
+        DeletionCertificate, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["tenant_id", "-requested_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subject", "trigger"],
+                condition=models.Q(state="pending"),
+                name="erasurerequest_one_pending_per_trigger",
+            )
+        ]
+        permissions = [("confirm_erasurerequest", "Can confirm or decline an erasure that staff started")]
+
+    def __str__(self) -> str:
+        return f"erasure request #{self.pk} ({self.get_trigger_display().lower()})"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.state == self.State.PENDING
+
+    @property
+    def is_overdue(self) -> bool:
+        return self.is_pending and self.deadline <= timezone.now()

@@ -8,12 +8,14 @@ from typing import Any
 from rest_framework import serializers
 
 from consent import exports
+from consent.actions.erasure_requests import MAX_DECISION_REASON_CHARS
 from consent.models import (
     Asset,
     ConsentLink,
     ConsentRecord,
     ConsentTemplate,
     DeletionCertificate,
+    ErasureRequest,
     LinkDelivery,
     Purpose,
     RetentionSchedule,
@@ -65,11 +67,40 @@ class SubjectSerializer(serializers.ModelSerializer[Subject]):
         return list(subject_status(subject).purposes)
 
 
+class ErasureRequestSerializer(serializers.ModelSerializer[ErasureRequest]):
+    overdue = serializers.BooleanField(source="is_overdue", read_only=True)
+
+    class Meta:
+        model = ErasureRequest
+        fields = [
+            "id",
+            "subject",
+            "trigger",
+            "revocation",
+            "state",
+            "requested_by",
+            "requested_at",
+            "deadline",
+            "overdue",
+            "decided_by",
+            "decided_at",
+            "decision_reason",
+            "certificate",
+        ]
+        read_only_fields = fields
+
+
 class RevocationOut(serializers.Serializer[Any]):
     revoked_at = serializers.DateTimeField()
     channel = serializers.CharField()
     received_via = serializers.CharField()
     reason = serializers.CharField()
+    erasure_request = ErasureRequestSerializer(
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="Recorded by staff and ending the last consent in force: the erasure awaiting an admin.",
+    )
 
 
 class ConsentRecordSerializer(serializers.ModelSerializer[ConsentRecord]):
@@ -213,6 +244,10 @@ class RevokeSerializer(serializers.Serializer[Any]):
 
 class ReasonSerializer(serializers.Serializer[Any]):
     reason = serializers.CharField()
+
+
+class DeclineSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=MAX_DECISION_REASON_CHARS)
 
 
 class ConsentCheckSerializer(serializers.Serializer[Any]):

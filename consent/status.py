@@ -11,9 +11,17 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from consent.models import ConsentLink, ConsentRecord, DeletionCertificate, DeliveryKind, Purpose, Subject
+from consent.models import (
+    ConsentLink,
+    ConsentRecord,
+    DeletionCertificate,
+    DeliveryKind,
+    ErasureRequest,
+    Purpose,
+    Subject,
+)
 
-STATUS_PREFETCH = ("records__revocation", "links__record", "deletion_certificates")
+STATUS_PREFETCH = ("records__revocation", "links__record", "deletion_certificates", "erasure_requests")
 LINK_STATUS_PREFETCH = ("record", "deliveries")
 
 
@@ -54,6 +62,17 @@ def subject_status(subject: Subject, at: datetime | None = None) -> SubjectStatu
         ends = [r.expires_at for r in live]
         until = None if None in ends else max(end for end in ends if end is not None)
         return SubjectStatus("active", "Consent in force", purposes, until)
+    awaiting = [
+        r
+        for r in subject.erasure_requests.all()
+        if r.trigger == ErasureRequest.Trigger.REVOCATION and r.state == ErasureRequest.State.PENDING
+    ]
+    if awaiting:
+        return SubjectStatus(
+            "erasure_pending",
+            "Consent revoked: erasure awaits a tenant admin's confirmation",
+            until=awaiting[0].deadline,
+        )
     future = [r for r in records if r.valid_from > moment and not _revoked(r, moment)]
     if future:
         return SubjectStatus(

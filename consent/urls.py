@@ -21,6 +21,17 @@ urlpatterns = [
     path("consent-links/<int:pk>/resend/", views.link_resend, name="consent-link-resend"),
     path("consent-links/<int:pk>/in-person/", views.link_in_person, name="consent-link-in-person"),
     path("consent-records/<int:pk>/revoke/", views.record_revoke, name="consent-record-revoke"),
+    path("erasure-requests/", views.erasure_request_list, name="consent-erasure-requests"),
+    path(
+        "erasure-requests/<int:pk>/confirm/",
+        views.erasure_request_confirm,
+        name="consent-erasure-request-confirm",
+    ),
+    path(
+        "erasure-requests/<int:pk>/decline/",
+        views.erasure_request_decline,
+        name="consent-erasure-request-decline",
+    ),
     path("assets/<int:pk>/", views.asset_file, name="consent-asset-file"),
     path("deletion-certificates/", views.certificate_list, name="consent-certificates"),
     path("deletion-certificates/export.json", views.certificates_json, name="consent-certificates-json"),

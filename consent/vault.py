@@ -8,6 +8,7 @@ views and for the other apps (training reads reference photos through it).
 from __future__ import annotations
 
 import io
+import logging
 import uuid
 
 import numpy as np
@@ -17,10 +18,31 @@ from django.core.exceptions import ImproperlyConfigured
 from consent import crypto
 from consent.models import Asset, SubjectKey
 from consent.storage import private_storage, subject_prefix
+from consent.tokens import sha256_hex
+
+logger = logging.getLogger(__name__)
 
 
 class KeyDestroyedError(Exception):
     """The data key that sealed this file no longer exists: the subject was erased."""
+
+
+class AssetIntegrityError(Exception):
+    """The stored file is not the one that was stored: altered or damaged in storage, never served.
+
+    GCM alone would not notice every such change: another authentic file of the
+    same subject (same key) swapped in under this name decrypts without error.
+    Asset.sha256 names the exact ciphertext stored, so any change is caught
+    before decryption. The message names the asset id only: safe for a page or a log.
+    """
+
+    def __init__(self, asset_id: int) -> None:
+        self.message = (
+            f"Stored file #{asset_id} failed its integrity check (its checksum does not match): it was "
+            "altered or damaged in storage since it was stored, so it is not served. The event is logged; "
+            "an operator can restore the file from a backup."
+        )
+        super().__init__(self.message)
 
 
 def _master_secrets() -> list[str]:
@@ -105,9 +127,26 @@ def open_envelope(tenant_id: int, subject_id: int, envelope: bytes) -> bytes:
 
 
 def read_asset(asset: Asset) -> bytes:
-    """The plaintext of a stored file; the caller has already checked tenant and permission."""
+    """The plaintext of a stored file, after checking the ciphertext against the SHA-256 recorded at storing.
+
+    The caller has already checked tenant and permission. Fails closed with
+    AssetIntegrityError (logged once, ids and digests only) rather than decrypt a
+    file that is not the one stored.
+    """
     with private_storage().open(asset.storage_name, "rb") as handle:
         envelope = handle.read()
+    found = sha256_hex(envelope)
+    if found != asset.sha256:
+        logger.error(
+            "asset %s of tenant %s (subject %s) failed its checksum: recorded sha256 %s, stored file %s; "
+            "refused",
+            asset.pk,
+            asset.tenant_id,
+            asset.subject_id,
+            asset.sha256,
+            found,
+        )
+        raise AssetIntegrityError(asset.pk)
     return open_envelope(asset.tenant_id, asset.subject_id, envelope)
 
 

@@ -20,10 +20,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from consent import actions, exports, vault
+from consent.actions.erasure_requests import format_moment
 from consent.forms import (
     CodeForm,
     ConsentTemplateForm,
     ContactForm,
+    DeclineForm,
     EraseForm,
     RetentionScheduleForm,
     RevocationForm,
@@ -40,6 +42,7 @@ from consent.models import (
     ConsentRecord,
     ConsentTemplate,
     DeletionCertificate,
+    ErasureRequest,
     LinkDelivery,
     Purpose,
     Representation,
@@ -54,6 +57,7 @@ from tenancy.permissions import has_perm, restrict_to_perm
 from tenancy.throttling import client_address
 
 PHOTO_KINDS = (AssetKind.ENROLLMENT_PHOTO, AssetKind.REFERENCE_PHOTO)
+CLOSED_REQUESTS_SHOWN = 50
 ActionFailure = (actions.ConsentActionError, actions.ConsentRequiredError, PhotoRejectedError)
 
 
@@ -131,6 +135,12 @@ def subject_detail(request: TenantRequest, pk: int) -> HttpResponse:
             "certificates": subject.deletion_certificates.all()
             if _can(request, "consent.view_deletioncertificate")
             else [],
+            "erasure_requests": subject.erasure_requests.select_related("requested_by").order_by(
+                "-requested_at", "-id"
+            )
+            if _can(request, "consent.view_erasurerequest")
+            else [],
+            "can_confirm": _can(request, "consent.confirm_erasurerequest"),
             "can_send_link": _can(request, "consent.add_consentlink"),
             "can_change_contact": _can(request, "consent.change_subject", subject),
             "can_upload": _can(request, "consent.upload_photos_subject", subject),
@@ -350,6 +360,7 @@ def subject_photos(request: TenantRequest, pk: int) -> HttpResponse:
     check_perm(request, "consent.view_asset")
     report: actions.IntakeReport | None = None
     failure = ""
+    status = 200
     if request.method == "POST":
         check_perm(request, "consent.upload_photos_subject", subject)
         try:
@@ -362,7 +373,9 @@ def subject_photos(request: TenantRequest, pk: int) -> HttpResponse:
                 actor=request.user, subject=subject, uploads=request.FILES.getlist("photos")
             )
         except ActionFailure as error:
-            failure = _failure_text(error)
+            failure, status = _failure_text(error), 400
+        except vault.AssetIntegrityError as error:  # the enrollment embedding every photo is compared with
+            failure, status = error.message, 500
         subject = _subject(request, pk)
     photos = subject.assets.filter(kind__in=PHOTO_KINDS).order_by("kind", "id")
     return render(
@@ -375,7 +388,7 @@ def subject_photos(request: TenantRequest, pk: int) -> HttpResponse:
             "failure": failure,
             "can_upload": _can(request, "consent.upload_photos_subject", subject),
         },
-        status=400 if failure else 200,
+        status=status,
     )
 
 
@@ -387,24 +400,35 @@ def subject_purpose_satisfied(request: TenantRequest, pk: int) -> HttpResponse:
     failure = ""
     if request.method == "POST":
         try:
-            actions.mark_purpose_satisfied(actor=request.user, subject=subject)
+            pending = actions.mark_purpose_satisfied(actor=request.user, subject=subject)
         except actions.ConsentActionError as error:
             failure = error.message
         else:
-            messages.success(request, "Purpose marked satisfied: the retention schedule's clock has started.")
+            if pending is None:
+                messages.success(
+                    request, "Purpose marked satisfied: the retention schedule's clock has started."
+                )
+            else:
+                messages.info(
+                    request,
+                    "Recorded: marking the purpose satisfied awaits a tenant admin's confirmation (due by "
+                    f"{format_moment(pending.deadline)}). No retention clock starts until then.",
+                )
             return redirect("consent-subject", pk=subject.pk)
+    schedule = subject.retention_schedule
+    explanation = (
+        f"Under schedule v{schedule.version} ({schedule.title}) the subject's biometric data is then "
+        f"destroyed within {schedule.days_after_purpose_satisfied} days."
+    )
+    if not _can(request, "consent.erase_subject", subject):
+        explanation += " A tenant admin confirms it first (two-person rule); the clock starts then."
     return render(
         request,
         "consent/confirm.html",
         {
             "subject": subject,
             "title": "Mark the purpose satisfied",
-            "explanation": (
-                f"Under schedule v{subject.retention_schedule.version} ({subject.retention_schedule.title}) "
-                "the "
-                f"subject's biometric data is then destroyed within "
-                f"{subject.retention_schedule.days_after_purpose_satisfied} days."
-            ),
+            "explanation": explanation,
             "button": "Mark satisfied",
             "failure": failure,
         },
@@ -457,11 +481,20 @@ def record_revoke(request: TenantRequest, pk: int) -> HttpResponse:
     form = RevocationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            actions.record_revocation(actor=request.user, record=record, **form.cleaned_data)
+            revocation = actions.record_revocation(actor=request.user, record=record, **form.cleaned_data)
         except actions.ConsentActionError as error:
             form.add_error(None, error.message)
         else:
-            messages.success(request, "Revocation recorded.")
+            pending = getattr(revocation, "erasure_request", None)
+            if pending is not None and pending.is_pending:
+                messages.warning(
+                    request,
+                    "Revocation recorded: every use of the subject's likeness stopped at once. Erasing their "
+                    "data awaits a tenant admin's confirmation; unconfirmed, it runs at "
+                    f"{format_moment(pending.deadline)} all the same.",
+                )
+            else:
+                messages.success(request, "Revocation recorded.")
             return redirect("consent-subject", pk=record.subject_id)
     return render(
         request,
@@ -469,6 +502,110 @@ def record_revoke(request: TenantRequest, pk: int) -> HttpResponse:
         {"record": record, "subject": record.subject, "form": form},
         status=400 if request.method == "POST" else 200,
     )
+
+
+# --- erasure requests (the two-person rule) -----------------------------------------------------------
+@require_GET
+@tenant_permission_required("consent.view_erasurerequest")
+def erasure_request_list(request: TenantRequest) -> HttpResponse:
+    """Pending requests (each with its deadline), then the most recent decided ones."""
+    requests = ErasureRequest.objects.for_tenant(require_tenant(request)).select_related(
+        "subject", "requested_by", "decided_by"
+    )
+    return render(
+        request,
+        "consent/erasure_request_list.html",
+        {
+            "pending": requests.filter(state=ErasureRequest.State.PENDING).order_by("deadline", "id"),
+            "closed": requests.exclude(state=ErasureRequest.State.PENDING).order_by("-decided_at", "-id")[
+                :CLOSED_REQUESTS_SHOWN
+            ],
+            "closed_shown": CLOSED_REQUESTS_SHOWN,
+            "can_confirm": _can(request, "consent.confirm_erasurerequest"),
+        },
+    )
+
+
+def _erasure_request(request: TenantRequest, pk: int) -> ErasureRequest:
+    found = get_for_tenant_or_404(
+        ErasureRequest.objects.select_related(
+            "subject__retention_schedule", "requested_by", "decided_by", "revocation__record"
+        ),
+        require_tenant(request),
+        pk=pk,
+    )
+    check_perm(request, "consent.confirm_erasurerequest", found)
+    return found
+
+
+def _decision_page(
+    request: TenantRequest,
+    erasure_request: ErasureRequest,
+    decision: str,
+    form: forms.Form | None,
+    failure: str,
+) -> HttpResponse:
+    return render(
+        request,
+        "consent/erasure_request_decide.html",
+        {
+            "erasure_request": erasure_request,
+            "subject": erasure_request.subject,
+            "decision": decision,
+            "form": form,
+            "failure": failure,
+        },
+        status=400 if failure or (form is not None and form.errors) else 200,
+    )
+
+
+def _confirmed_message(decided: ErasureRequest) -> str:
+    if decided.state == ErasureRequest.State.SUPERSEDED:
+        return "A consent of the subject is in force again: nothing was erased and the request is closed."
+    if decided.trigger == ErasureRequest.Trigger.PURPOSE_SATISFIED:
+        return "Confirmed: the purpose is marked satisfied and the retention schedule's clock has started."
+    if decided.certificate is None:
+        return "Confirmed: nothing of the subject was stored any more."
+    return "Confirmed: the subject's key is destroyed; the files are being deleted."
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(ErasureRequest)
+def erasure_request_confirm(request: TenantRequest, pk: int) -> HttpResponse:
+    """A tenant admin other than the requester confirms an erasure that staff started."""
+    erasure_request = _erasure_request(request, pk)
+    failure = ""
+    if request.method == "POST":
+        try:
+            decided = actions.confirm_erasure_request(actor=request.user, request=erasure_request)
+        except actions.ConsentActionError as error:
+            failure = error.message
+        else:
+            messages.success(request, _confirmed_message(decided))
+            return redirect("consent-subject", pk=decided.subject_id)
+    return _decision_page(request, erasure_request, "confirm", None, failure)
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(ErasureRequest)
+def erasure_request_decline(request: TenantRequest, pk: int) -> HttpResponse:
+    """A tenant admin declines a "purpose satisfied" request, saying why (a revocation cannot be declined)."""
+    erasure_request = _erasure_request(request, pk)
+    form = DeclineForm(request.POST or None)
+    failure = ""
+    if request.method == "POST" and form.is_valid():
+        try:
+            actions.decline_erasure_request(
+                actor=request.user, request=erasure_request, reason=form.cleaned_data["reason"]
+            )
+        except actions.ConsentActionError as error:
+            failure = error.message
+        else:
+            messages.success(request, "Declined: the purpose stays open and the requester can read why.")
+            return redirect("consent-subject", pk=erasure_request.subject_id)
+    return _decision_page(request, erasure_request, "decline", form, failure)
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -486,6 +623,9 @@ def asset_file(request: TenantRequest, pk: int) -> HttpResponse:
         data = vault.read_asset(asset)
     except vault.KeyDestroyedError:
         raise Http404("Not found.") from None
+    except vault.AssetIntegrityError as error:
+        # A server-side fault, not the request's: a 500, but answered here with its reason, not a traceback.
+        return render(request, "consent/asset_damaged.html", {"message": error.message}, status=500)
     response = HttpResponse(data, content_type=asset.content_type)
     extension = asset.storage_name.rsplit(".", 2)[-2] if asset.storage_name.count(".") >= 2 else "bin"
     response["Content-Disposition"] = f'inline; filename="asset-{asset.pk}.{extension}"'
@@ -513,6 +653,9 @@ def subject_history(request: TenantRequest, pk: int) -> HttpResponse:
             .prefetch_related(*LINK_STATUS_PREFETCH)
             .order_by("created_at"),
             "certificates": subject.deletion_certificates.order_by("started_at"),
+            "erasure_requests": subject.erasure_requests.select_related(
+                "requested_by", "decided_by"
+            ).order_by("requested_at", "id"),
             "can_export": _can(request, "consent.export_subject", subject),
         },
     )

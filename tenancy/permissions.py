@@ -49,6 +49,7 @@ _CONSENT_READ = frozenset(
         "consent.view_consentrevocation",
         "consent.view_consenttemplate",
         "consent.view_retentionschedule",
+        "consent.view_erasurerequest",
     }
 )
 _CONSENT_STAFF = _CONSENT_READ | frozenset(
@@ -70,10 +71,19 @@ _CONSENT_LEGAL = _CONSENT_READ | frozenset(
         "consent.export_subject",
     }
 )
+# An erasure that staff start (a revocation they record, "purpose satisfied") waits for an
+# admin's confirmation: the two-person rule (consent.models.ErasureRequest).
 _CONSENT_ADMIN = (
     _CONSENT_STAFF
     | _CONSENT_LEGAL
-    | frozenset({"consent.add_consenttemplate", "consent.add_retentionschedule", "consent.erase_subject"})
+    | frozenset(
+        {
+            "consent.add_consenttemplate",
+            "consent.add_retentionschedule",
+            "consent.erase_subject",
+            "consent.confirm_erasurerequest",
+        }
+    )
 )
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {

@@ -15,6 +15,7 @@ write `consent.actions.require(...)` whatever module holds it:
 - signing: links, the subject's signature, revocation;
 - files: encrypted subject files and the photo intake;
 - erasure: key destruction and file deletion; sweep: the retention sweep;
+- erasure_requests: the two-person rule (erasures staff start wait for an admin);
 - keys: master-key rotation.
 
 Rules enforced here (docs/compliance.md has the why):
@@ -27,6 +28,8 @@ Rules enforced here (docs/compliance.md has the why):
 - when no consent is in force any more, erasure starts in the same transaction
   as the revocation: the subject key is destroyed first, the files follow
   (complete_erasure, on the default Celery queue, or inline in the sweep);
+  unless staff recorded that revocation: then a tenant admin confirms first, or
+  the sweep erases at the request's deadline (the two-person rule);
 - every file carries retain_until and enforce_retention erases what is due.
 """
 
@@ -46,6 +49,12 @@ from consent.actions.delivery import (
     resend_consent_link,
 )
 from consent.actions.erasure import complete_erasure, erase_subject
+from consent.actions.erasure_requests import (
+    MAX_DECISION_REASON_CHARS,
+    confirm_erasure_request,
+    decline_erasure_request,
+    mark_purpose_satisfied,
+)
 from consent.actions.files import (
     IntakeReport,
     RejectedPhoto,
@@ -72,7 +81,6 @@ from consent.actions.keys import RotationReport, rotate_master_key
 from consent.actions.retention import (
     BIPA_DEFAULT_TITLE,
     MAX_YEARS_AFTER_LAST_INTERACTION,
-    mark_purpose_satisfied,
     publish_retention_schedule,
     retention_statement,
     schedule_in_force,
@@ -103,6 +111,7 @@ __all__ = [
     "CODE_VALID_FOR",
     "MAX_CODE_ATTEMPTS",
     "MAX_CODE_DELIVERIES",
+    "MAX_DECISION_REASON_CHARS",
     "MAX_LINK_DELIVERIES",
     "MAX_YEARS_AFTER_LAST_INTERACTION",
     "MIN_DELIVERY_INTERVAL",
@@ -126,7 +135,9 @@ __all__ = [
     "change_contact_email",
     "check_contact_address",
     "complete_erasure",
+    "confirm_erasure_request",
     "create_subject",
+    "decline_erasure_request",
     "enforce_retention",
     "enrollment_embedding",
     "erase_subject",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.actions import record as audit
@@ -16,6 +18,7 @@ from consent.locks import locked_subject
 from consent.models import (
     Asset,
     DeletionCertificate,
+    ErasureRequest,
     ErasureTrigger,
     Subject,
     SubjectKey,
@@ -23,11 +26,77 @@ from consent.models import (
 from consent.storage import private_storage, subject_prefix, walk
 from tenancy.permissions import require_perm
 
+logger = logging.getLogger(__name__)
+
+
+def checkpoint_sqlite_wal() -> None:
+    """On the embedded SQLite database, copy every committed page into the file and empty the WAL.
+
+    secure_delete (settings) zeroes a deleted row's bytes, but in WAL mode only in the
+    page written to the -wal file: the database file keeps the page with the wrapped key
+    until a checkpoint copies the new one over it, and older WAL frames (the key's
+    insert) stay readable until the WAL is truncated. A checkpoint cannot pass a reader
+    still on an older snapshot; it then waits the busy timeout (20 s) and gives up, and
+    the next retention sweep, which ends with the same checkpoint, finishes the job.
+    PostgreSQL has no such step here (its residual risk is in docs/compliance.md).
+    """
+    if connection.vendor != "sqlite":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, wal_frames, checkpointed = cursor.fetchone()
+    if busy:
+        logger.warning(
+            "SQLite WAL checkpoint after an erasure was blocked by a reader (%s of %s frames copied); "
+            "the next retention sweep finishes it",
+            checkpointed,
+            wal_frames,
+        )
+
 
 def _enqueue_completion(certificate_id: int) -> None:
     from consent.tasks import complete_erasure_task
 
     complete_erasure_task.delay(certificate_id)
+
+
+def holds_data(subject: Subject) -> bool:
+    """Whether anything of the subject is stored (a live key or a file): else there is nothing to erase."""
+    return (
+        SubjectKey.objects.for_tenant(subject.tenant).filter(subject=subject).exists()
+        or subject.assets.exists()
+    )
+
+
+def close_request(
+    request: ErasureRequest, state: ErasureRequest.State, *, actor: Actor, at: datetime, **facts: object
+) -> None:
+    """Under the subject lock: how an erasure request ended, and its audit entry (ids and facts only)."""
+    request.state = state
+    request.decided_by = acting_user(actor)
+    request.decided_at = at
+    request.save(update_fields=["state", "decided_by", "decided_at", "decision_reason", "certificate"])
+    audit(
+        tenant=request.tenant,
+        action=f"erasure.request_{state.value}",
+        actor=actor,
+        target=request,
+        payload={"subject_id": request.subject_id, "trigger": request.trigger, **facts},
+    )
+
+
+def _close_overtaken_requests(subject: Subject, certificate: DeletionCertificate, actor: Actor) -> None:
+    """Erasure requests still waiting for an admin are moot once the subject is erased for another reason."""
+    for request in subject.erasure_requests.filter(state=ErasureRequest.State.PENDING):
+        request.certificate = certificate
+        close_request(
+            request,
+            ErasureRequest.State.OVERTAKEN,
+            actor=actor,
+            at=certificate.started_at,
+            certificate_id=certificate.pk,
+            erasure_trigger=certificate.trigger,
+        )
 
 
 def begin_erasure(
@@ -43,14 +112,16 @@ def begin_erasure(
     Idempotent: an open certificate is returned as is; a subject with neither
     key nor files gets none (there is nothing to destroy). Certificates carry
     wall-clock times, also when a sweep decides with a simulated `--now`.
+    Erasure requests still pending are closed as overtaken (a caller erasing
+    because of one closes that one first).
     """
     tenant = subject.tenant
     open_certificate = subject.deletion_certificates.filter(completed_at__isnull=True).first()
     if open_certificate is not None:
         return open_certificate
-    subject_key = SubjectKey.objects.for_tenant(tenant).filter(subject=subject).first()
-    if subject_key is None and not subject.assets.exists():
+    if not holds_data(subject):
         return None
+    subject_key = SubjectKey.objects.for_tenant(tenant).filter(subject=subject).first()
     certificate = DeletionCertificate.objects.for_tenant(tenant).create(
         subject=subject,
         scope=DeletionCertificate.Scope.SUBJECT,
@@ -66,6 +137,7 @@ def begin_erasure(
         target=certificate,
         payload={"subject_id": subject.pk, "trigger": trigger.value, "scope": certificate.scope},
     )
+    _close_overtaken_requests(subject, certificate, actor)
     if subject_key is not None:
         key_id = subject_key.key_id
         subject_key.delete()
@@ -80,6 +152,7 @@ def begin_erasure(
             target_id=str(key_id),
             payload={"subject_id": subject.pk, "certificate_id": certificate.pk},
         )
+        transaction.on_commit(checkpoint_sqlite_wal, robust=True)
     if enqueue:
         transaction.on_commit(lambda: _enqueue_completion(certificate.pk), robust=True)
     return certificate

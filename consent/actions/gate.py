@@ -28,12 +28,13 @@ def revoked_as_of(record: ConsentRecord, at: datetime) -> datetime | None:
     return None
 
 
+def in_period(record: ConsentRecord, at: datetime) -> bool:
+    """Within the consent's validity period: in force at `at` unless it was revoked."""
+    return record.valid_from <= at and (record.expires_at is None or at < record.expires_at)
+
+
 def in_force(record: ConsentRecord, at: datetime) -> bool:
-    return (
-        record.valid_from <= at
-        and (record.expires_at is None or at < record.expires_at)
-        and revoked_as_of(record, at) is None
-    )
+    return in_period(record, at) and revoked_as_of(record, at) is None
 
 
 def subject_records(subject: Subject) -> list[ConsentRecord]:

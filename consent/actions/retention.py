@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.actions import record as audit
-from consent.actions.common import Actor, ConsentActionError, acting_user, format_day, next_version
+from consent.actions.common import Actor, ConsentActionError, acting_user, next_version
 from consent.actions.gate import revoked_as_of, subject_records
 from consent.locks import locked_subject
 from consent.models import (
@@ -160,18 +160,13 @@ def touch_subject(subject: Subject, at: datetime | None = None) -> None:
     subject.last_interaction_at = locked.last_interaction_at
 
 
-def mark_purpose_satisfied(*, actor: Actor, subject: Subject, at: datetime | None = None) -> Subject:
-    """The campaign is over: the 'purpose satisfied' clock starts (BIPA: erase now; Texas: within a year)."""
-    require_perm(actor, subject.tenant, "consent.close_purpose_subject", subject)
-    moment = at or timezone.now()
-    with transaction.atomic():
-        locked = locked_subject(subject)
-        if locked.purpose_satisfied_at is not None:
-            raise ConsentActionError(
-                f"The purpose was already marked satisfied on {format_day(locked.purpose_satisfied_at)}."
-            )
-        locked.purpose_satisfied_at = moment
-        locked.save(update_fields=["purpose_satisfied_at"])
-        refresh_retention(locked)
-        audit(tenant=locked.tenant, action="subject.purpose_satisfied", actor=actor, target=locked)
-    return locked
+def start_purpose_clock(locked: Subject, *, actor: Actor, at: datetime) -> None:
+    """Under the subject lock: the campaign is over from `at` (BIPA: erase now; Texas: within a year).
+
+    Who may start it, and when staff need an admin's confirmation first, is
+    consent.actions.erasure_requests.mark_purpose_satisfied's decision.
+    """
+    locked.purpose_satisfied_at = at
+    locked.save(update_fields=["purpose_satisfied_at"])
+    refresh_retention(locked)
+    audit(tenant=locked.tenant, action="subject.purpose_satisfied", actor=actor, target=locked)

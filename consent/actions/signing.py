@@ -22,8 +22,13 @@ from django.utils.crypto import constant_time_compare
 from audit.actions import record as audit
 from consent.actions.common import Actor, ConsentActionError, InvalidLinkError, acting_user, format_day
 from consent.actions.delivery import deliver_link
-from consent.actions.erasure import begin_erasure
-from consent.actions.gate import records_in_force
+from consent.actions.erasure import begin_erasure, holds_data
+from consent.actions.erasure_requests import (
+    erases_at_once,
+    open_erasure_request,
+    supersede_revocation_requests,
+)
+from consent.actions.gate import in_period, records_in_force
 from consent.actions.retention import refresh_retention
 from consent.actions.subjects import check_contact_address
 from consent.locks import locked_link, locked_subject
@@ -34,6 +39,7 @@ from consent.models import (
     ConsentRevocation,
     ConsentTemplate,
     DeliveryKind,
+    ErasureRequest,
     ErasureTrigger,
     InPersonHandover,
     Purpose,
@@ -281,6 +287,7 @@ def record_signature(
         subject.last_interaction_at = at
         subject.save(update_fields=["last_interaction_at"])
     refresh_retention(subject)
+    supersede_revocation_requests(subject, at)
     audit(
         tenant=tenant,
         action="consent.signed",
@@ -352,12 +359,25 @@ def _revoke(
     user_agent: str,
     at: datetime,
 ) -> ConsentRevocation:
+    """Write the revocation (the gate refuses from now on), then start or request the erasure it calls for.
+
+    The erasure begins at once when the subject withdraws themselves, when the
+    actor may erase anyway (admins, the system) or when no consent was in force
+    before it (the erasure was due already); staff who record the revocation
+    that ends the last consent in force open an erasure request instead
+    (consent.actions.erasure_requests).
+    """
     tenant = record.tenant
     with transaction.atomic():
         subject = locked_subject(record.subject)
+        # A consent that came into force since an earlier request (no sweep has seen it yet) supersedes it.
+        supersede_revocation_requests(subject, at)
         existing = ConsentRevocation.objects.for_tenant(tenant).filter(record=record).first()
         if existing is not None:
-            return existing  # a double submit of the same withdrawal changes nothing
+            # A double submit changes nothing; but the subject's own word ends any wait for an admin.
+            if channel == RevocationChannel.SUBJECT_LINK and not records_in_force(subject, at):
+                begin_erasure(subject, trigger=ErasureTrigger.REVOCATION, actor=actor, reason="")
+            return existing
         revocation = ConsentRevocation.objects.for_tenant(tenant).create(
             record=record,
             revoked_at=at,
@@ -375,8 +395,18 @@ def _revoke(
             target=revocation,
             payload={"record_id": record.pk, "subject_id": subject.pk, "channel": channel.value},
         )
-        if not records_in_force(subject, at):
+        if records_in_force(subject, at) or not holds_data(subject):
+            return revocation
+        if (
+            channel == RevocationChannel.SUBJECT_LINK
+            or erases_at_once(actor, subject)
+            or not in_period(record, at)
+        ):
             begin_erasure(subject, trigger=ErasureTrigger.REVOCATION, actor=actor, reason="")
+        else:
+            open_erasure_request(
+                subject, trigger=ErasureRequest.Trigger.REVOCATION, actor=actor, at=at, revocation=revocation
+            )
     return revocation
 
 
@@ -409,7 +439,11 @@ def revoke_via_link(
 def record_revocation(
     *, actor: Actor, record: ConsentRecord, reason: str, received_via: str, at: datetime | None = None
 ) -> ConsentRevocation:
-    """Staff record a withdrawal the subject made by other means (letter, email, phone), with a reason."""
+    """Staff record a withdrawal the subject made by other means (letter, email, phone), with a reason.
+
+    Every use stops at once. If it ends the last consent in force, an admin's recording erases at
+    once; staff's opens an erasure request that waits for an admin (revocation.erasure_request).
+    """
     require_perm(actor, record.tenant, "consent.add_consentrevocation")
     if not reason.strip() or not received_via.strip():
         raise ConsentActionError("Say how the withdrawal was received and give its reason or wording.")

@@ -12,14 +12,20 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.actions import record as audit
-from consent.actions.erasure import begin_erasure, complete_erasure
-from consent.actions.gate import records_in_force, revoked_as_of, subject_records
+from consent.actions.erasure import begin_erasure, checkpoint_sqlite_wal, complete_erasure, holds_data
+from consent.actions.erasure_requests import (
+    erase_at_deadline,
+    format_moment,
+    pending_request,
+    supersede_revocation_requests,
+)
+from consent.actions.gate import in_period, records_in_force, revoked_as_of, subject_records
 from consent.actions.retention import subject_retain_until
 from consent.models import (
     DeletionCertificate,
+    ErasureRequest,
     ErasureTrigger,
     Subject,
-    SubjectKey,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,20 +53,75 @@ def _describe(certificate: DeletionCertificate) -> str:
     )
 
 
+def _locked(subject_id: int) -> Subject:
+    """The subject under its row lock, across tenants (a system sweep), in the caller's transaction."""
+    return (
+        Subject.dangerously_unscoped.select_for_update(of=("self",))
+        .select_related("tenant", "retention_schedule")
+        .get(pk=subject_id)
+    )
+
+
+def _held_for_confirmation(subject: Subject, request: ErasureRequest, now: datetime) -> bool:
+    """Whether a pending revocation request, within its deadline, alone keeps the subject's data at `now`.
+
+    It holds back only what its staff-recorded revocation ended: if the revoked
+    consent would have expired by now anyway, or the schedule's retention date
+    passed, the erasure is due whoever confirms it.
+    """
+    assert request.revocation is not None
+    return in_period(request.revocation.record, now) and subject_retain_until(subject, now) > now
+
+
+def _review_requests(now: datetime, dry_run: bool, say: Callable[[str], None]) -> None:
+    """Close revocation requests that a consent in force superseded; say which requests still wait."""
+    pending = ErasureRequest.dangerously_unscoped.filter(state=ErasureRequest.State.PENDING)
+    for request_id, subject_id in list(pending.order_by("id").values_list("pk", "subject_id")):
+        with transaction.atomic():
+            subject = _locked(subject_id)
+            request = ErasureRequest.objects.for_tenant(subject.tenant).get(pk=request_id)
+            if not request.is_pending:
+                continue
+            where = f"erasure request #{request.pk} of subject {subject.pk} (tenant {subject.tenant.slug})"
+            label = request.get_trigger_display().lower()
+            if request.trigger == ErasureRequest.Trigger.REVOCATION and records_in_force(subject, now):
+                if not dry_run:
+                    supersede_revocation_requests(subject, now)
+                say(f"{'would close' if dry_run else 'closed'} {where}: a consent is in force again")
+            elif request.deadline > now:
+                say(f"{where}: {label}, awaits a tenant admin until {format_moment(request.deadline)}")
+            elif request.trigger == ErasureRequest.Trigger.PURPOSE_SATISFIED:
+                overdue = format_moment(request.deadline)
+                say(f"{where}: {label}, awaits a tenant admin, overdue since {overdue}")
+
+
 def _open_sweep_erasure(
     subject: Subject, now: datetime, dry_run: bool, say: Callable[[str], None]
 ) -> DeletionCertificate | None:
     """Under the subject lock: decide what of this subject is due at `now` and open its certificate."""
-    assets = subject.assets.all()
-    if (
-        not SubjectKey.objects.for_tenant(subject.tenant).filter(subject=subject).exists()
-        and not assets.exists()
-    ):
+    if not holds_data(subject):
         return None
+    assets = subject.assets.all()
     where = f"subject {subject.pk} (tenant {subject.tenant.slug})"
     trigger: ErasureTrigger | None = None
     if not records_in_force(subject, now):
-        trigger = ErasureTrigger.REVOCATION if _ended_by_revocation(subject, now) else ErasureTrigger.EXPIRY
+        request = pending_request(subject, ErasureRequest.Trigger.REVOCATION)
+        if request is None:
+            trigger = (
+                ErasureTrigger.REVOCATION if _ended_by_revocation(subject, now) else ErasureTrigger.EXPIRY
+            )
+        elif request.deadline <= now:
+            if dry_run:
+                say(f"would erase {where}: {request} passed its deadline unconfirmed, {assets.count()} files")
+                return None
+            return erase_at_deadline(subject, request)
+        elif not _held_for_confirmation(subject, request, now):  # it ended anyway: that is the reason
+            trigger = (
+                ErasureTrigger.RETENTION
+                if subject_retain_until(subject, now) <= now
+                else ErasureTrigger.EXPIRY
+            )
+        # Otherwise the subject waits for an admin or the deadline; files whose own retention ended go below.
     elif subject_retain_until(subject, now) <= now:
         trigger = ErasureTrigger.RETENTION
     if trigger is not None:
@@ -95,10 +156,13 @@ def enforce_retention(
 ) -> SweepReport:
     """Erase everything due at `now`, across tenants (a system sweep: the command and the beat task).
 
-    Order: finish erasures a crash interrupted; then subjects holding data with
-    no consent in force (expiry; revocations whose erasure never ran); then data
-    past its retain_until. Each subject is decided and erased under its own lock
-    and transactions, so a crash anywhere loses nothing and the next run finishes.
+    Order: finish erasures a crash interrupted; review pending erasure requests
+    (a consent in force again supersedes a revocation's); then subjects holding
+    data with no consent in force (expiry; revocations whose erasure never ran;
+    a staff-recorded revocation once its request's deadline passed, never before
+    unless the consent would have ended anyway); then data past its retain_until.
+    Each subject is decided and erased under its own lock and transactions, so a
+    crash anywhere loses nothing and the next run finishes.
     """
     moment = now or timezone.now()
     report = SweepReport()
@@ -118,6 +182,7 @@ def enforce_retention(
             report.erased_subjects += int(done.scope == DeletionCertificate.Scope.SUBJECT)
             report.erased_files += done.files_destroyed
             say(f"finished interrupted erasure of {_describe(done)}")
+    _review_requests(moment, dry_run, say)
     holders = (
         Subject.dangerously_unscoped.filter(Q(data_key__isnull=False) | Q(assets__isnull=False))
         .distinct()
@@ -126,12 +191,7 @@ def enforce_retention(
     )
     for subject_id in list(holders):
         with transaction.atomic():
-            subject = (
-                Subject.dangerously_unscoped.select_for_update(of=("self",))
-                .select_related("tenant", "retention_schedule")
-                .get(pk=subject_id)
-            )
-            certificate = _open_sweep_erasure(subject, moment, dry_run, say)
+            certificate = _open_sweep_erasure(_locked(subject_id), moment, dry_run, say)
         if certificate is None:
             continue
         done = complete_erasure(certificate.pk)
@@ -139,6 +199,8 @@ def enforce_retention(
             report.erased_subjects += int(done.scope == DeletionCertificate.Scope.SUBJECT)
             report.erased_files += done.files_destroyed
             say(f"erased {_describe(done)}")
+    if not dry_run:
+        checkpoint_sqlite_wal()  # finishes a checkpoint that a reader blocked after an erasure
     say(
         f"{'dry run: ' if dry_run else ''}{report.erased_subjects} subjects erased, "
         f"{report.erased_files} files destroyed, {report.resumed} interrupted erasures finished"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from consent import actions
@@ -15,11 +16,12 @@ from consent.models import (
     ConsentRecord,
     ConsentTemplate,
     DeletionCertificate,
+    ErasureRequest,
     Purpose,
     RetentionSchedule,
     Subject,
 )
-from tenancy.models import Tenant
+from tenancy.models import Membership, Role, Tenant
 from tests.isolation import isolation_factory
 
 from .mailbox import IssuedLink, issued
@@ -114,3 +116,14 @@ def make_certificate(tenant: Tenant) -> DeletionCertificate:
     done = actions.complete_erasure(certificate.pk)
     assert done is not None
     return done
+
+
+@isolation_factory(ErasureRequest)
+def make_erasure_request(tenant: Tenant) -> ErasureRequest:
+    """Staff mark the purpose satisfied: a pending request that an admin may confirm or decline."""
+    record, _ = _signed(tenant)
+    staff = get_user_model().objects.create_user(username=f"isolation-staff-{next(_numbers)}")
+    Membership.objects.create(user=staff, tenant=tenant, role=Role.STAFF)
+    request = actions.mark_purpose_satisfied(actor=staff, subject=record.subject)
+    assert request is not None
+    return request

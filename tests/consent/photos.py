@@ -54,14 +54,10 @@ def decompression_bomb_png(side: int = 10_000) -> bytes:
 
 def png_html_polyglot() -> bytes:
     """A valid PNG of a real face whose text chunk is an HTML page with a script."""
-    image = Image.open(io.BytesIO(photo_bytes("obama2.jpg", 400)))
-    info = PngInfo()
-    info.add_text(
-        "Comment", "<html><body><script>fetch('/api/v1/subjects/').then(alert)</script></body></html>"
+    return png_with_text(
+        photo_bytes("obama2.jpg", 400),
+        "<html><body><script>fetch('/api/v1/subjects/').then(alert)</script></body></html>",
     )
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
 
 
 def with_gps_exif(jpeg: bytes) -> bytes:
@@ -110,6 +106,51 @@ def darkened(jpeg: bytes) -> bytes:
 
 
 def as_format(jpeg: bytes, fmt: str) -> bytes:
+    return _encoded(Image.open(io.BytesIO(jpeg)), fmt)
+
+
+def _encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
-    Image.open(io.BytesIO(jpeg)).save(buffer, format=fmt)
+    image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def grey16_png(jpeg: bytes) -> bytes:
+    """The photo as a 16-bit greyscale PNG (scanners and raw converters export them): Pillow reads I;16."""
+    grey = np.asarray(Image.open(io.BytesIO(jpeg)).convert("L"), dtype=np.uint16) * 257
+    return _encoded(Image.fromarray(grey), "PNG")
+
+
+def in_mode(jpeg: bytes, mode: str, fmt: str = "PNG") -> bytes:
+    """The photo converted to a Pillow mode (CMYK, 1-bit, greyscale with alpha...) and saved as `fmt`."""
+    return _encoded(Image.open(io.BytesIO(jpeg)).convert(mode), fmt)
+
+
+def cut_out_png(jpeg: bytes) -> bytes:
+    """The face opaque, a wide border fully transparent and black underneath (how cut-out tools save)."""
+    rgba = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGBA")).copy()
+    border = min(rgba.shape[0], rgba.shape[1]) // 12
+    for edge in (np.s_[:border], np.s_[-border:]):
+        rgba[edge, :, :] = 0
+        rgba[:, edge, :] = 0
+    return _encoded(Image.fromarray(rgba), "PNG")
+
+
+def palette_with_transparency_png(jpeg: bytes) -> bytes:
+    """A 256-colour palette PNG whose first palette entry is transparent (a tRNS chunk)."""
+    palette = Image.open(io.BytesIO(jpeg)).convert("RGB").quantize(256)
+    return _encoded(palette, "PNG", transparency=0)
+
+
+def png_with_text(jpeg: bytes, text: str) -> bytes:
+    info = PngInfo()
+    info.add_text("Comment", text)
+    return _encoded(Image.open(io.BytesIO(jpeg)), "PNG", pnginfo=info)
+
+
+def jpeg_with_comment(jpeg: bytes, text: str) -> bytes:
+    return _encoded(Image.open(io.BytesIO(jpeg)), "JPEG", quality=92, comment=text.encode())
+
+
+def webp_with_xmp(jpeg: bytes, xmp: str) -> bytes:
+    return _encoded(Image.open(io.BytesIO(jpeg)), "WEBP", quality=90, xmp=xmp.encode())

@@ -114,6 +114,10 @@ def test_api_flow_from_subject_to_certificate(tenant, admin, staff, legal, api_c
         format="json",
     )
     assert revoked.status_code == 201 and revoked.json()["revocation"]["channel"] == "staff_recorded"
+    # Recorded by staff: the erasure waits for an admin (the two-person rule), who confirms it.
+    pending = revoked.json()["revocation"]["erasure_request"]
+    assert pending["state"] == "pending" and not DeletionCertificate.objects.for_tenant(tenant).exists()
+    assert as_admin.post(f"/api/v1/erasure-requests/{pending['id']}/confirm/").status_code == 200
     certificate = DeletionCertificate.objects.for_tenant(tenant).get()
     actions.complete_erasure(certificate.pk)
 

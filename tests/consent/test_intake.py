@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
@@ -116,3 +117,77 @@ def test_identity_consistency_against_the_enrollment_embedding() -> None:
     error = _rejected(photos.photo_bytes("biden.jpg"), "b.jpg", enrollment_embedding=enrollment)
     assert error.code == RejectionCode.DIFFERENT_PERSON
     assert "does not look like the same person" in error.message
+
+
+def _luma(data: bytes) -> float:
+    return float(np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.float64).mean())
+
+
+def test_a_16_bit_greyscale_png_keeps_its_tones_and_its_face() -> None:
+    source = photos.photo_bytes("obama2.jpg")
+    grey16 = photos.grey16_png(source)
+    assert Image.open(io.BytesIO(grey16)).mode == "I;16"
+
+    clean = intake.check_photo(grey16, "scan.png", LIMITS)
+
+    assert clean.image_format == "PNG" and clean.quality["face_px"] >= LIMITS.min_face_px
+    # Scaled 65535 -> 255, not clipped at 255 (which turned every pixel but the darkest white).
+    assert abs(_luma(clean.data) - _luma(source)) < 1.0
+    assert clean.distance_to_enrollment is None
+    same = faces.embedding_distance(clean.embedding, _embedding("obama2.jpg"))
+    assert same < faces.SAME_PERSON_THRESHOLD / 2
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "mode"),
+    [
+        (lambda jpeg: photos.in_mode(jpeg, "CMYK", "JPEG"), "print.jpg", "CMYK"),
+        (lambda jpeg: photos.in_mode(jpeg, "LA"), "grey-alpha.png", "LA"),
+        (photos.palette_with_transparency_png, "palette.png", "P"),
+        (photos.cut_out_png, "cut-out.png", "RGBA"),
+    ],
+)
+def test_other_pixel_modes_are_accepted_as_a_viewer_shows_them(make, name, mode) -> None:
+    source = photos.photo_bytes("obama2.jpg")
+    data = make(source)
+    assert Image.open(io.BytesIO(data)).mode == mode
+    clean = intake.check_photo(data, name, LIMITS)
+    stored = Image.open(io.BytesIO(clean.data))
+    assert stored.mode == "RGB" and not stored.info.get("transparency")
+    if mode == "RGBA":
+        # Transparent pixels are shown on white, as a viewer does, not as the black stored under them.
+        corner = np.asarray(stored)[:10, :10]
+        assert corner.min() == 255
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda jpeg: photos.png_with_text(jpeg, '<svg xmlns="http://www.w3.org/2000/svg"/>'), "a.png"),
+        (lambda jpeg: photos.png_with_text(jpeg, "<SVG/onload=alert(document.cookie)>"), "b.png"),
+        (lambda jpeg: photos.jpeg_with_comment(jpeg, "<img src=x onerror=alert(1)>"), "c.jpg"),
+        (lambda jpeg: photos.jpeg_with_comment(jpeg, '<IMG SRC="x" ONERROR = "alert(1)">'), "d.jpg"),
+        (lambda jpeg: photos.webp_with_xmp(jpeg, '<a href="#" onfocus="alert(1)" autofocus>x</a>'), "e.webp"),
+        (lambda jpeg: photos.png_with_text(jpeg, "<details open ontoggle=alert(1)>"), "f.png"),
+        (lambda jpeg: photos.jpeg_with_comment(jpeg, "<math><mi xlink:href=x>"), "g.jpg"),
+    ],
+    ids=["svg", "svg-onload", "img-onerror", "img-onerror-upper", "webp-xmp-onfocus", "ontoggle", "math"],
+)
+def test_markup_that_runs_script_is_a_polyglot(make, name) -> None:
+    data = make(photos.photo_bytes("obama2.jpg", 400))
+    assert intake.sniff_format(data) is not None
+    assert _rejected(data, name).code == RejectionCode.POLYGLOT
+
+
+def test_ordinary_metadata_text_is_not_taken_for_markup() -> None:
+    """Real photos carry XMP and comments; only tags a browser acts on are refused, not every '<' or 'on'."""
+    source = photos.photo_bytes("obama2.jpg")
+    xmp = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description photoshop:Credit="Shot on location"'
+        ' xmp:CreatorTool="Camera &lt;v2&gt;"/></rdf:RDF></x:xmpmeta>'
+    )
+    for data, name in [
+        (photos.webp_with_xmp(source, xmp), "x.webp"),
+        (photos.jpeg_with_comment(source, "taken on=2027-05-01 <3 imaging one image"), "c.jpg"),
+    ]:
+        assert intake.check_photo(data, name, LIMITS).image_format in {"WEBP", "JPEG"}

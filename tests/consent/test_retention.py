@@ -42,7 +42,7 @@ def _alive(subject) -> bool:
 
 
 def test_sweeps_at_simulated_dates_erase_exactly_what_is_due(
-    tenant, admin, staff, make_subject, sign, storage_root
+    tenant, admin, make_subject, sign, storage_root
 ) -> None:
     now = timezone.now()
     expiring = make_subject("Expires in a month")
@@ -54,7 +54,7 @@ def test_sweeps_at_simulated_dates_erase_exactly_what_is_due(
     done = make_subject("Campaign finished (BIPA)")
     sign(done, expires_at=now + TEN_YEARS)
     _store(done)
-    actions.mark_purpose_satisfied(actor=staff, subject=done)
+    actions.mark_purpose_satisfied(actor=admin, subject=done)  # staff's would wait for an admin
     cached = make_subject("Has a short-lived cache")
     sign(cached, expires_at=now + TEN_YEARS)
     kept = _store(cached)
@@ -70,7 +70,7 @@ def test_sweeps_at_simulated_dates_erase_exactly_what_is_due(
     assert texan.retention_schedule == texas and done.retention_schedule.version == 1
     sign(texan, expires_at=now + TEN_YEARS)
     _store(texan)
-    actions.mark_purpose_satisfied(actor=staff, subject=texan)
+    actions.mark_purpose_satisfied(actor=admin, subject=texan)
 
     # Every asset carries its date: the earliest of consent end, schedule clocks and its own cap.
     assert (
@@ -134,10 +134,10 @@ def test_an_interaction_moves_the_bipa_clock(make_subject, sign) -> None:
     assert "0 subjects erased" in _sweep(timezone.now() + timedelta(days=3 * 365 + 2))
 
 
-def test_the_sweep_finishes_an_erasure_whose_task_never_ran(enrolled_subject, staff, storage_root) -> None:
+def test_the_sweep_finishes_an_erasure_whose_task_never_ran(enrolled_subject, admin, storage_root) -> None:
     # In this test no transaction commits, so the Celery task is never sent: as if the broker were down.
     actions.record_revocation(
-        actor=staff, record=enrolled_subject.records.get(), reason="by phone", received_via="phone"
+        actor=admin, record=enrolled_subject.records.get(), reason="by phone", received_via="phone"
     )
     certificate = DeletionCertificate.objects.for_tenant(enrolled_subject.tenant).get()
     assert certificate.completed_at is None and files_under(storage_root)
@@ -152,14 +152,14 @@ def test_bad_now_is_a_clear_error() -> None:
         call_command("enforce_retention", "--now", "next tuesday")
 
 
-def test_the_beat_schedule_runs_the_registered_sweep_task(enrolled_subject, staff, storage_root) -> None:
+def test_the_beat_schedule_runs_the_registered_sweep_task(enrolled_subject, admin, storage_root) -> None:
     from config.celery import app
     from consent.tasks import enforce_retention_task
 
     entry = app.conf.beat_schedule["consent-enforce-retention"]
     assert entry["task"] == enforce_retention_task.name and entry["task"] in app.tasks
     actions.record_revocation(
-        actor=staff, record=enrolled_subject.records.get(), reason="by email", received_via="email"
+        actor=admin, record=enrolled_subject.records.get(), reason="by email", received_via="email"
     )
     lines = enforce_retention_task.apply().get()  # the task body, run in this process
     assert any("finished interrupted erasure" in line for line in lines)

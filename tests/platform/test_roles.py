@@ -15,6 +15,7 @@ from audit.models import AuditEntry
 from tenancy import actions
 from tenancy.models import Membership, Role
 from tenancy.permissions import role_has_perm
+from tests.consent.isolation_factories import make_erasure_request
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.django_db
 @dataclass(frozen=True)
 class Case:
     method: str
-    url: str  # may contain {member} (a staff membership's id), {entry} (an audit entry's), {invitation}
+    # may contain {member} (a staff membership's id), {entry} (an audit entry's id), {invitation} or
+    # {request} (a pending erasure request that a staff member started)
+    url: str
     perm: str
     data: dict[str, Any] | None = None
     ok: int = 200
@@ -38,6 +41,7 @@ class Case:
 
 VIEW_MEMBER, VIEW_AUDIT = "tenancy.view_membership", "audit.view_auditentry"
 VIEW_INVITATION = "tenancy.view_invitation"
+VIEW_ERASURE, DECIDE_ERASURE = "consent.view_erasurerequest", "consent.confirm_erasurerequest"
 NEWCOMER = {"email": "newcomer@example.test", "role": "staff"}
 
 CASES = [
@@ -126,6 +130,27 @@ CASES = [
     Case("get", "/api/v1/audit-entries/verify/", "audit.view_auditentry", api=True),
     Case("get", "/api/v1/audit-entries/export-csv/", "audit.export_auditentry", api=True),
     Case("get", "/api/v1/audit-entries/export-json/", "audit.export_auditentry", api=True),
+    # The two-person rule: staff start an erasure, only an admin decides.
+    Case("get", "/erasure-requests/", VIEW_ERASURE),
+    Case("get", "/erasure-requests/{request}/confirm/", DECIDE_ERASURE),
+    Case("post", "/erasure-requests/{request}/confirm/", DECIDE_ERASURE, ok=302),
+    Case("post", "/erasure-requests/{request}/decline/", DECIDE_ERASURE, {"reason": "Not over yet"}, ok=302),
+    Case("get", "/api/v1/erasure-requests/", VIEW_ERASURE, api=True, listing=True),
+    Case(
+        "post",
+        "/api/v1/erasure-requests/{request}/confirm/",
+        DECIDE_ERASURE,
+        api=True,
+        visible_with=VIEW_ERASURE,
+    ),
+    Case(
+        "post",
+        "/api/v1/erasure-requests/{request}/decline/",
+        DECIDE_ERASURE,
+        {"reason": "Not over yet"},
+        api=True,
+        visible_with=VIEW_ERASURE,
+    ),
 ]
 
 
@@ -152,7 +177,9 @@ def test_role_can_do_exactly_what_its_permissions_say(case, role, world, client_
     tenant, users, target, invitation = world
     client = client_for(users[role], tenant)
     entry = AuditEntry.objects.for_tenant(tenant).earliest("seq")
-    url = case.url.format(member=target.pk, entry=entry.pk, invitation=invitation.pk)
+    # A pending request that a staff member started (the isolation factory makes one through the actions).
+    request = make_erasure_request(tenant).pk if "erasure-requests" in case.url else None
+    url = case.url.format(member=target.pk, entry=entry.pk, invitation=invitation.pk, request=request)
     before = AuditEntry.objects.for_tenant(tenant).count()
     allowed = role_has_perm(role, case.perm)
 

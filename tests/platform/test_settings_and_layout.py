@@ -106,6 +106,15 @@ def test_settings_refuse_unusable_previous_master_keys(previous, message):
     assert message in result.stderr
 
 
+@pytest.mark.parametrize("hours", ["0", "721"])
+def test_settings_refuse_an_erasure_confirmation_window_out_of_bounds(hours):
+    """The two-person rule may delay an erasure, never indefinitely (docs/compliance.md)."""
+    env = {**PRODUCTION_ENV, "LIKENESS_ERASURE_CONFIRM_HOURS": hours}
+    result = _run([sys.executable, "manage.py", "check"], env)
+    assert result.returncode != 0
+    assert "LIKENESS_ERASURE_CONFIRM_HOURS must be between 1 and 720" in result.stderr
+
+
 def test_the_s3_backend_is_the_private_one_and_names_an_s3_compatible_endpoint():
     env = {
         **PRODUCTION_ENV,
