@@ -60,10 +60,11 @@ COPY --chown=likeness:likeness editing ./editing
 COPY --chown=likeness:likeness personalization ./personalization
 COPY --chown=likeness:likeness templates ./templates
 # Static files of the admin and the browsable API, for the reverse proxy to serve
-# from /app/var/static (the dashboard itself needs none).
+# from /app/var/static (the dashboard itself needs none; compose shares them through a volume).
 RUN DJANGO_DEBUG=1 python manage.py collectstatic --noinput -v0 && chown -R likeness:likeness /app/var
 USER likeness
 VOLUME ["/data"]
 EXPOSE 8000
 # The web server (HTTP + WebSocket). Workers and beat override the command (compose.yaml).
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "config.asgi:application"]
+CMD ["python", "-m", "uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
+     "--no-proxy-headers", "--lifespan", "off", "--no-server-header", "--workers", "2"]

@@ -31,6 +31,13 @@ def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def _env_positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ImproperlyConfigured(f"{name} must be a positive whole number, not {raw!r}.")
+    return int(raw)
+
+
 DEBUG = _env_bool("DJANGO_DEBUG", False)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
@@ -44,7 +51,6 @@ ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -205,6 +211,23 @@ LIKENESS_MAX_UPLOAD_BYTES = int(os.environ.get("LIKENESS_MAX_UPLOAD_BYTES", str(
 LIKENESS_MAX_IMAGE_PIXELS = int(os.environ.get("LIKENESS_MAX_IMAGE_PIXELS", "40000000"))
 LIKENESS_MIN_FACE_PX = int(os.environ.get("LIKENESS_MIN_FACE_PX", "100"))
 LIKENESS_SAME_PERSON_THRESHOLD = float(os.environ.get("LIKENESS_SAME_PERSON_THRESHOLD", "0.6"))
+# Request-body limits, enforced by config.bodylimit in front of Django (a 413 as soon as the
+# Content-Length or the streamed body passes them, before anything is buffered). Every route
+# accepts LIKENESS_MAX_REQUEST_BYTES; the photo upload routes (config.bodylimit.UPLOAD_ROUTE_NAMES)
+# accept LIKENESS_MAX_UPLOAD_FILES photos of LIKENESS_MAX_UPLOAD_BYTES each, plus that allowance
+# for the multipart framing and form fields. deploy/nginx.conf repeats both numbers.
+LIKENESS_MAX_REQUEST_BYTES = _env_positive_int("LIKENESS_MAX_REQUEST_BYTES", 1024 * 1024)
+LIKENESS_MAX_UPLOAD_FILES = _env_positive_int("LIKENESS_MAX_UPLOAD_FILES", 10)
+LIKENESS_MAX_UPLOAD_REQUEST_BYTES = (
+    LIKENESS_MAX_UPLOAD_FILES * LIKENESS_MAX_UPLOAD_BYTES + LIKENESS_MAX_REQUEST_BYTES
+)
+DATA_UPLOAD_MAX_NUMBER_FILES = LIKENESS_MAX_UPLOAD_FILES
+# Photo bodies never touch a disk in plaintext: Django keeps a request body in memory up to
+# FILE_UPLOAD_MAX_MEMORY_SIZE (beyond it, a temporary file), and the body limit above makes every
+# accepted body smaller than that; uploaded files are held by the memory handler only (there is no
+# temporary-file handler to fall back to). The price is memory: see docs/compliance.md.
+FILE_UPLOAD_MAX_MEMORY_SIZE = LIKENESS_MAX_UPLOAD_REQUEST_BYTES
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
 # How long a consent link may be used to sign (revoking through it stays possible).
 LIKENESS_CONSENT_LINK_HOURS = int(os.environ.get("LIKENESS_CONSENT_LINK_HOURS", "168"))
 # Mail (consent links to subjects): printed to the console in development.
@@ -264,6 +287,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PARSER_CLASSES": [
+        "tenancy.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
 }

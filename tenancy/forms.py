@@ -9,6 +9,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from tenancy.models import Role
+from tenancy.parsers import JSONTooDeepError, loads_bounded
 
 
 class AddMemberForm(forms.Form):
@@ -38,9 +39,11 @@ class TenantSettingsForm(forms.Form):
     def clean_settings(self) -> dict[str, Any]:
         raw = self.cleaned_data["settings"].strip() or "{}"
         try:
-            value = json.loads(raw)
+            value = loads_bounded(raw)
         except json.JSONDecodeError as error:
             raise forms.ValidationError(f"Not valid JSON: {error.msg} (line {error.lineno}).") from None
+        except JSONTooDeepError as error:
+            raise forms.ValidationError(str(error)) from None
         if not isinstance(value, dict):
             raise forms.ValidationError("Settings must be a JSON object ({...}).")
         return value
