@@ -314,10 +314,26 @@ SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
+LIKENESS_LOG_LEVEL = os.environ.get("LIKENESS_LOG_LEVEL", "INFO")
+# Every line goes through one handler whose filter (config.logredact) removes consent and
+# invitation tokens from the message and its arguments: the web server's access log and
+# django.request name the path, and a token in a path can sign or revoke. Loggers that come with
+# handlers of their own (Django's, which print unfiltered in DEBUG; uvicorn's, set up before Django
+# starts) are routed to it instead; Celery's get the filter in config.celery.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "config.logredact.RedactSecretsFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LIKENESS_LOG_LEVEL", "INFO")},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}
+    },
+    "root": {"handlers": ["console"], "level": LIKENESS_LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LIKENESS_LOG_LEVEL, "propagate": False},
+        "django.server": {"handlers": ["console"], "level": LIKENESS_LOG_LEVEL, "propagate": False},
+        "uvicorn": {"handlers": ["console"], "level": LIKENESS_LOG_LEVEL, "propagate": False},
+        "uvicorn.error": {"level": LIKENESS_LOG_LEVEL},
+        "uvicorn.access": {"handlers": ["console"], "level": LIKENESS_LOG_LEVEL, "propagate": False},
+    },
 }

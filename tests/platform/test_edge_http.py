@@ -1,16 +1,25 @@
-"""The HTTP edge inside the process: JSON nesting, and request bodies kept off the disk."""
+"""The HTTP edge inside the process: JSON nesting, request bodies kept off the disk, and the log
+filter's reach."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
 
+from config.logredact import redact
+from consent.tokens import make_link_token
 from tenancy.models import Role
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.django_db
@@ -103,3 +112,50 @@ def test_a_photo_upload_body_is_held_in_memory_while_it_arrives(settings, tmp_pa
     async_to_sync(application)(scope, receive, send)
     assert sent == chunks and status == [403]  # the whole body was read; the CSRF check answered
     assert seen_before_last_chunk == []
+
+
+def test_redaction_keeps_the_line_useful():
+    token = make_link_token(uuid.uuid4())
+    encoded = token.replace(":", "%3A")
+    random = "Zq3v_Kx9-pL2mN8rT4yW"
+    cases = {
+        f'"GET /consent/{token}/ HTTP/1.1" 404': '"GET /consent/[redacted]/ HTTP/1.1" 404',
+        f"/login/?next=%2Fconsent%2F{encoded}%2F": "/login/?next=%2Fconsent%2F[redacted]%2F",
+        f"POST /consent/in-person/{random}/ 200": "POST /consent/in-person/[redacted]/ 200",
+        f"GET /invitations/{random}/accept/": "GET /invitations/[redacted]/accept/",
+        f"mailed link {token} to subject 7": "mailed link [redacted] to subject 7",
+    }
+    unchanged = [
+        'File "/srv/app/consent/actions/signing.py", line 3',
+        "GET /api/v1/consent-records/5/ 200 at 12:30:45",
+    ]
+    for line, expected in cases.items():
+        assert redact(line) == expected
+    for line in unchanged:
+        assert redact(line) == line
+
+
+CELERY_LOGGING = """
+import logging, sys
+from config.celery import app
+app.log.setup(loglevel="INFO", redirect_stdouts=False)
+logging.getLogger("celery.app.trace").info("Task send_link[%s] link /consent/%s/", "id-1", sys.argv[1])
+"""
+
+
+def test_celery_workers_log_through_the_same_filter():
+    """A worker replaces the settings' handlers with Celery's own; those must redact too."""
+    token = make_link_token(uuid.uuid4())
+    env = {**os.environ, "DJANGO_DEBUG": "1", "LIKENESS_LOG_LEVEL": "INFO"}
+    result = subprocess.run(
+        [sys.executable, "-c", CELERY_LOGGING, token],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "Task send_link[id-1] link /consent/[redacted]/" in output
+    assert token not in output

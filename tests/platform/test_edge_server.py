@@ -1,4 +1,4 @@
-"""The HTTP edge as a real server process runs it: request-body limits.
+"""The HTTP edge as a real server process runs it: body limits and tokens kept out of the logs.
 
 The server is the one `make run` starts (config.stack.web_command), on the
 test database, with small upload limits so that the bodies stay small.
@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from config.stack import free_port, web_command
+from consent.tokens import make_link_token
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db  # the server process uses the session's test database
@@ -36,6 +38,15 @@ class Server:
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=ANSWER_TIMEOUT)
+
+    def log_text_once(self, *expected: str) -> str:
+        """The server's output, once every expected fragment is in it (a log line may lag its response)."""
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        while True:
+            text = self.log.read_text(errors="replace")
+            if all(fragment in text for fragment in expected) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.2)
 
 
 def _database_url(tmp: Path) -> str:
@@ -158,3 +169,20 @@ def test_upload_routes_take_more_and_a_slow_upload_holds_up_no_one(server):
     answer = upload.getresponse()
     assert answer.status != 413
     assert answer.status == 403  # the CSRF check: the body was accepted and Django handled the request
+
+
+def test_consent_tokens_never_reach_the_server_log(server):
+    token = make_link_token(uuid.uuid4())
+    assert _answer(server, "GET", f"/consent/{token}/").status == 404
+    assert _answer(server, "GET", f"/login/?next=/consent/{token}/").status == 200
+    assert _answer(server, "POST", f"/consent/{token}/", b"action=revoke").status == 403
+
+    access_line = '"GET /consent/[redacted]/ HTTP/1.1" 404'
+    request_line = "Not Found: /consent/[redacted]/"
+    csrf_line = "Forbidden (CSRF cookie not set.): /consent/[redacted]/"
+    log = server.log_text_once(access_line, request_line, csrf_line)
+    assert token not in log
+    assert token.split(":")[-1] not in log  # not even the signature on its own
+    login_line = '"GET /login/?next=/consent/[redacted]/ HTTP/1.1" 200'
+    for line in (access_line, request_line, csrf_line, login_line):
+        assert line in log, log[-3000:]
