@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from consent.crypto import MIN_MASTER_SECRET_CHARS
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "guardian",
     "channels",
+    "csp",
     "tenancy",
     "audit",
     "consent",
@@ -71,7 +73,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that its response half runs last and sees every response, error pages included.
+    "config.middleware.NoStoreMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -94,6 +99,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "tenancy.context_processors.tenancy",
+                "csp.context_processors.nonce",
             ],
         },
     },
@@ -300,6 +306,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Consent-first personalized portrait models: subjects, consent, training, studio, audit.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema maps every route and field: for signed-in users only (the docs page too).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # Security: strict by default, relaxed only in DEBUG so `make run` works over plain HTTP.
@@ -313,6 +321,23 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Every HTML page: scripts and styles only from this origin or inline with the request's nonce
+# (templates use {{ request.csp_nonce }}; no style attributes or inline event handlers, which a
+# test keeps out of templates). Views that set their own policy (asset downloads) keep it.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [NONE],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    }
+}
 
 LIKENESS_LOG_LEVEL = os.environ.get("LIKENESS_LOG_LEVEL", "INFO")
 # Every line goes through one handler whose filter (config.logredact) removes consent and

@@ -1,11 +1,12 @@
-"""The HTTP edge inside the process: JSON nesting, request bodies kept off the disk, and the log
-filter's reach."""
+"""The HTTP edge inside the process: caching and content-security headers, private API docs,
+JSON nesting, request bodies kept off the disk, and the log filter's reach."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,78 @@ from consent.tokens import make_link_token
 from tenancy.models import Role
 
 ROOT = Path(__file__).resolve().parents[2]
+NONCE_SOURCE = re.compile(r"'nonce-([^']+)'")
+
+
+def _no_store(response) -> bool:
+    return {"no-store", "private"} <= {part.strip() for part in response["Cache-Control"].split(",")}
+
+
+@pytest.mark.django_db
+def test_every_page_and_answer_says_no_store(client, tenant_factory, member, client_for, api_client_for):
+    tenant = tenant_factory()
+    admin = member(tenant, Role.ADMIN)
+    responses = {
+        "login page": client.get("/login/"),
+        "public consent page": client.get(f"/consent/{make_link_token(uuid.uuid4())}/"),
+        "dashboard": client_for(admin, tenant).get("/"),
+        "members": client_for(admin, tenant).get("/members/"),
+        "API": api_client_for(admin, tenant).get("/api/v1/me/"),
+        "not found": client_for(admin, tenant).get("/no-such-page/"),
+    }
+    assert responses["dashboard"].status_code == responses["API"].status_code == 200
+    for name, response in responses.items():
+        assert response.has_header("Cache-Control"), name
+        assert _no_store(response), (name, response["Cache-Control"])
+
+
+@pytest.mark.django_db
+def test_html_pages_carry_a_policy_whose_nonce_their_inline_blocks_use(tenant_factory, member, client_for):
+    tenant = tenant_factory()
+    page = client_for(member(tenant, Role.ADMIN), tenant).get("/members/")
+    policy = dict(
+        (directive.split()[0], directive.split()[1:])
+        for directive in page["Content-Security-Policy"].split(";")
+    )
+    assert policy["default-src"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["object-src"] == ["'none'"] and policy["base-uri"] == ["'none'"]
+    assert "'unsafe-inline'" not in page["Content-Security-Policy"]
+    assert policy["script-src"][0] == policy["style-src"][0] == "'self'"
+    [nonce] = NONCE_SOURCE.findall(" ".join(policy["script-src"][1:]))
+    assert policy["style-src"][1:] == policy["script-src"][1:]
+    blocks = re.findall(r"<(script|style)\b([^>]*)>", page.content.decode())
+    assert {kind for kind, _ in blocks} == {"script", "style"}
+    for _, attributes in blocks:
+        assert f'nonce="{nonce}"' in attributes
+
+
+def test_templates_need_nothing_the_policy_forbids():
+    """No inline style attribute, event handler or javascript: URL; every inline block carries the nonce."""
+    offences = []
+    for template in sorted((ROOT / "templates").rglob("*.html")):
+        text = template.read_text()
+        name = template.relative_to(ROOT)
+        for pattern, what in (
+            (r"\sstyle\s*=", "style attribute"),
+            (r"\son[a-z]+\s*=", "inline event handler"),
+            (r"javascript:", "javascript: URL"),
+        ):
+            offences += [f"{name}: {what}" for _ in re.finditer(pattern, text, re.IGNORECASE)]
+        for tag in re.findall(r"<(?:script|style)\b[^>]*>", text, re.IGNORECASE):
+            if 'nonce="{{ request.csp_nonce }}"' not in tag and " src=" not in tag:
+                offences.append(f"{name}: inline block without the nonce: {tag}")
+    assert offences == []
+
+
+@pytest.mark.django_db
+def test_the_api_schema_and_docs_are_for_signed_in_users(client, user_factory):
+    assert client.get("/api/v1/schema/?format=json").status_code in (401, 403)
+    docs = client.get("/api/v1/docs/")
+    assert docs.status_code == 302 and docs["Location"].startswith("/login/")
+    client.force_login(user_factory())
+    assert client.get("/api/v1/schema/?format=json").status_code == 200
+    assert client.get("/api/v1/docs/").status_code == 200
 
 
 @pytest.mark.django_db
