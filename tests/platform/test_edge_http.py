@@ -232,3 +232,14 @@ def test_celery_workers_log_through_the_same_filter():
     output = result.stdout + result.stderr
     assert "Task send_link[id-1] link /consent/[redacted]/" in output
     assert token not in output
+
+
+@pytest.mark.django_db
+def test_other_refusals_keep_a_generic_reason(client):
+    """A refused Host header is the sender's own mistake or probe: the answer names nothing of it."""
+    page = client.get("/", HTTP_HOST="probe.example")
+    api = client.get("/api/v1/me/", HTTP_HOST="probe.example")
+    assert page.status_code == api.status_code == 400
+    assert "The request could not be understood." in page.content.decode()
+    assert api.json() == {"detail": "The request could not be understood."}
+    assert "probe.example" not in page.content.decode() + api.content.decode()

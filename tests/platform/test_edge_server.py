@@ -6,6 +6,7 @@ test database, with small upload limits so that the bodies stay small.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import websockets
+from websockets.typing import Origin
 
 from config.stack import free_port, web_command
 from consent.tokens import make_link_token
@@ -186,3 +189,18 @@ def test_consent_tokens_never_reach_the_server_log(server):
     login_line = '"GET /login/?next=/consent/[redacted]/ HTTP/1.1" 200'
     for line in (access_line, request_line, csrf_line, login_line):
         assert line in log, log[-3000:]
+
+
+def test_websocket_handshakes_reach_channels(server):
+    """The server speaks WebSocket and hands the handshake to Channels, whose origin check answers."""
+
+    async def handshake() -> int:
+        url = f"ws://127.0.0.1:{server.port}/ws/anything/"
+        elsewhere = Origin("https://elsewhere.example")
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, origin=elsewhere, open_timeout=ANSWER_TIMEOUT):
+                pass
+        return refused.value.response.status_code
+
+    assert asyncio.run(handshake()) == 403
+    assert "Unsupported upgrade request" not in server.log.read_text()
