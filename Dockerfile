@@ -60,13 +60,14 @@ COPY --chown=likeness:likeness editing ./editing
 COPY --chown=likeness:likeness personalization ./personalization
 COPY --chown=likeness:likeness templates ./templates
 # Static files of the admin and the browsable API, for the reverse proxy to serve
-# from /app/var/static (the dashboard itself needs none).
+# from /app/var/static (the dashboard itself needs none; compose shares them through a volume).
 RUN DJANGO_DEBUG=1 python manage.py collectstatic --noinput -v0 && chown -R likeness:likeness /app/var
 USER likeness
 VOLUME ["/data"]
 EXPOSE 8000
 # The web server (HTTP + WebSocket). Workers and beat override the command (compose.yaml).
-# No --proxy-headers: daphne would take the client address from the left-most X-Forwarded-For
+# No proxy headers: uvicorn would take the client address from the left-most X-Forwarded-For
 # entry, which the client writes; the application reads the header itself, trusting only the
 # LIKENESS_TRUSTED_PROXIES entries on its right (tenancy/throttling.py).
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]
+CMD ["python", "-m", "uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
+     "--no-proxy-headers", "--lifespan", "off", "--no-server-header", "--workers", "2"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from drf_spectacular.generators import SchemaGenerator
@@ -95,7 +96,9 @@ def _components(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return components
 
 
+@login_required
 def api_docs(request: HttpRequest) -> HttpResponse:
+    """For signed-in users only, as the schema it renders (SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"])."""
     schema = SchemaGenerator().get_schema(request=None, public=True)
     operations = _operations(schema)
     tags = sorted({operation["tag"] for operation in operations})

@@ -1,7 +1,8 @@
 """ASGI entry point: HTTP through Django, WebSocket through Channels.
 
-WebSocket connections are checked against ALLOWED_HOSTS and authenticated from
-the session before any consumer sees them.
+Every HTTP request passes the body limit (config.bodylimit) before Django reads
+its body. WebSocket connections are checked against ALLOWED_HOSTS and
+authenticated from the session before any consumer sees them.
 """
 
 import os
@@ -14,12 +15,18 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (Django must be set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from config.bodylimit import BodyLimitMiddleware  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimitMiddleware(
+            django_asgi_app,
+            default_limit=settings.LIKENESS_MAX_REQUEST_BYTES,
+            upload_limit=settings.LIKENESS_MAX_UPLOAD_REQUEST_BYTES,
+        ),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

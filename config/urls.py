@@ -10,3 +10,5 @@ urlpatterns = [
     path("", include("consent.urls")),
     path("", include("tenancy.urls")),
 ]
+
+handler400 = "config.errors.bad_request"

@@ -26,7 +26,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, MethodNotAllowed, NotFound, Throttled, ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -114,7 +113,6 @@ class SubjectViewSet(TenantScopedViewSet):
     queryset_model = Subject
     serializer_class = SubjectSerializer
     http_method_names = ["get", "post", "head", "options"]
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
     extra_action_permissions = {
         "contact": "consent.change_subject",
         "send_link": "consent.add_consentlink",

@@ -10,6 +10,7 @@ from django.conf import settings
 
 from tenancy.actions import MAX_TOKEN_NAME_CHARS
 from tenancy.models import Role
+from tenancy.parsers import JSONTooDeepError, loads_bounded
 
 
 class InviteForm(forms.Form):
@@ -46,11 +47,11 @@ class TenantSettingsForm(forms.Form):
     def clean_settings(self) -> dict[str, Any]:
         raw = self.cleaned_data["settings"].strip() or "{}"
         try:
-            value = json.loads(raw)
+            value = loads_bounded(raw)
         except json.JSONDecodeError as error:
             raise forms.ValidationError(f"Not valid JSON: {error.msg} (line {error.lineno}).") from None
-        except RecursionError:
-            raise forms.ValidationError("Settings are nested too deeply.") from None
+        except JSONTooDeepError as error:
+            raise forms.ValidationError(str(error)) from None
         if not isinstance(value, dict):
             raise forms.ValidationError("Settings must be a JSON object ({...}).")
         return value

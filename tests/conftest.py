@@ -210,9 +210,19 @@ def chromium() -> Any:
 
 @pytest.fixture
 def page(chromium: Any) -> Any:
-    """A fresh browser context (own cookies) and page per test."""
+    """A fresh browser context (own cookies) and page per test.
+
+    Whatever the browser refuses under the Content-Security-Policy (an inline
+    style or handler a template gained) fails the test that loaded it.
+    """
     context = chromium.new_context()
     page = context.new_page()
     page.set_default_timeout(15_000)
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None,
+    )
     yield page
     context.close()
+    assert refused == [], refused

@@ -96,6 +96,7 @@ OBJECT_ROUTES = [r for r in ALL_ROUTES if r.kwargs]
 LIST_ROUTES = [r for r in ALL_ROUTES if r.is_viewset and r.callback.actions.get("get") == "list"]
 FACTORIES = discover_factories()
 CSRF = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]*"')
+CSP_NONCE = re.compile(rb' nonce="[^"]*"')  # per response, like the CSRF token
 
 
 def _model_of(route: Route) -> tuple[Any, dict[str, str]]:
@@ -131,7 +132,7 @@ def _methods(route: Route) -> list[str]:
 
 def _body(response: Any) -> bytes:
     content = b"".join(response.streaming_content) if response.streaming else response.content
-    return CSRF.sub(b"", content)
+    return CSP_NONCE.sub(b"", CSRF.sub(b"", content))
 
 
 @pytest.fixture

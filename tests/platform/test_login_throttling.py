@@ -2,7 +2,7 @@
 failed logins that cannot flood a tenant's audit log.
 
 Every request here goes through the real middleware stack (Django's test
-client, and its ASGI twin for the code path daphne takes) against PostgreSQL.
+client, and its ASGI twin for the code path the ASGI server takes) against PostgreSQL.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def test_the_lockout_ends_after_the_cooloff(user_factory, settings):
 
 
 def test_the_lockout_holds_on_the_asgi_path(user_factory):
-    """Under daphne the middleware runs asynchronously: a different code path in django-axes."""
+    """Under the ASGI server the middleware runs asynchronously: a different code path in django-axes."""
     user_factory(username="asgi-target")
     client = AsyncClient()
     post = async_to_sync(client.post)

@@ -1,7 +1,8 @@
 """`python -m config.stack` (what `make run` starts): everything comes up, one Ctrl-C stops all of it.
 
-Runs against a fresh SQLite file and an embedded Redis on a free port, exactly
-as on a fresh machine; also checks the queue routing the worker depends on.
+Runs against a fresh SQLite file and the stack's own embedded Redis, exactly as
+on a fresh machine (where CI's Redis answers on the default port: the stack
+must not use it); also checks the queue routing the worker depends on.
 """
 
 from __future__ import annotations
@@ -19,16 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from config.stack import free_port
 from tests.support import requires_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.worker
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _sessions_alive(session_ids: list[int]) -> list[int]:
@@ -50,9 +46,9 @@ def test_stack_starts_everything_and_one_ctrl_c_stops_it(tmp_path):
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300
     )
-    web_port, redis_port = _free_port(), _free_port()
+    web_port = free_port()
     stack = subprocess.Popen(
-        [sys.executable, "-m", "config.stack", "--port", str(web_port), "--redis-port", str(redis_port)],
+        [sys.executable, "-m", "config.stack", "--port", str(web_port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -76,6 +72,11 @@ def test_stack_starts_everything_and_one_ctrl_c_stops_it(tmp_path):
             if (m := re.search(r"\[stack\] (\w+) started \(pid (\d+)\)", line))
         }
         assert set(started) == {"redis", "web", "worker", "beat"}
+        # The worker consumes from the stack's own Redis, never from one that happened to answer.
+        redis_port = int(next(m[1] for line in lines if (m := re.search(r"--port (\d+) --dir", line))))
+        broker = re.compile(r"\.> (?:transport|results):\s+redis://(?:\S*@)?127\.0\.0\.1:(\d+)/")
+        used = [int(m[1]) for line in lines if (m := broker.search(line))]
+        assert used == [redis_port, redis_port] and redis_port != 6379, "".join(lines)
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/login/", timeout=10) as response:
             assert response.status == 200
         assert any("beat: Starting" in line for line in lines)
@@ -109,6 +110,33 @@ def test_stack_refuses_a_busy_port():
         )
     assert result.returncode == 2
     assert "already in use" in result.stdout
+
+
+def test_stack_refuses_a_busy_redis_port_instead_of_sharing_it():
+    """Whatever answers there (another checkout's Redis, say) is not this checkout's queue."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        redis_port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "config.stack",
+                "--port",
+                str(free_port()),
+                "--redis-port",
+                str(redis_port),
+            ],
+            cwd=ROOT,
+            env={**env, "DJANGO_DEBUG": "1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"port {redis_port} is already in use: the embedded Redis needs a port of its own" in result.stdout
 
 
 @requires_redis
