@@ -27,6 +27,7 @@ from tenancy.api_views import (
     MeView,
     TokenView,
 )
+from training.api import AnyJobViewSet, UsageView
 
 router = TenantRouter()
 router.register("memberships", MembershipViewSet)
@@ -40,6 +41,7 @@ router.register("retention-schedules", RetentionScheduleViewSet)
 router.register("deletion-certificates", DeletionCertificateViewSet)
 router.register("erasure-requests", ErasureRequestViewSet)
 router.register("assets", AssetViewSet)
+router.register("jobs", AnyJobViewSet)
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
@@ -47,6 +49,7 @@ urlpatterns = [
     path("auth/tokens/<int:pk>/", ApiTokenDetailView.as_view(), name="api-token-detail"),
     path("me/", MeView.as_view(), name="api-me"),
     path("tenant/", CurrentTenantView.as_view(), name="api-tenant"),
+    path("usage/", UsageView.as_view(), name="api-usage"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", api_docs, name="api-docs"),
     path("", include(router.urls)),

@@ -1,7 +1,10 @@
-"""WebSocket routes. Apps append their consumers here, e.g.
-`path("ws/training-jobs/<int:pk>/", TrainingJobProgressConsumer.as_asgi())`,
-with consumers built on tenancy.realtime.TenantObjectConsumer."""
+"""WebSocket routes: consumers built on tenancy.realtime.TenantObjectConsumer, one per live object."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-websocket_urlpatterns: list[URLPattern | URLResolver] = []
+from training.consumers import JobConsumer
+
+websocket_urlpatterns: list[URLPattern | URLResolver] = [
+    # Every kind of job (training, generation, edit) shares one id space and one socket.
+    path("ws/jobs/<int:pk>/", JobConsumer.as_asgi()),
+]

@@ -358,7 +358,34 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": LIKENESS_AUDIT_ANCHOR_MINUTES * 60.0,
         "options": {"queue": "default"},
     },
+    # Jobs whose worker stopped beating go back to the queue (or fail); free GPU slots are handed out.
+    "training-tend-jobs": {
+        "task": "training.tend_jobs",
+        "schedule": 30.0,
+        "options": {"queue": "default"},
+    },
 }
+# Jobs (training.jobs): GPU slots are the GPU worker processes the broker may feed at once (one per
+# GPU); a tenant holds at most LIKENESS_TENANT_MAX_CONCURRENT_JOBS of them, and waits with at most
+# LIKENESS_TENANT_MAX_QUEUED_JOBS jobs in line. Progress is stored (and pushed to sockets) at most every
+# LIKENESS_JOB_PROGRESS_SECONDS; a running job beats every LIKENESS_JOB_HEARTBEAT_SECONDS, and one that
+# has not beaten for LIKENESS_JOB_STALE_SECONDS lost its worker: it is queued again, up to
+# LIKENESS_JOB_MAX_ATTEMPTS starts, then fails with the reason.
+LIKENESS_JOB_SLOTS = _env_int("LIKENESS_JOB_SLOTS", 1, low=1, high=256)
+LIKENESS_TENANT_MAX_CONCURRENT_JOBS = _env_int("LIKENESS_TENANT_MAX_CONCURRENT_JOBS", 2, low=1, high=256)
+# Fairness remembers who had the GPUs lately: a tenant's jobs started within this window count against
+# its turn, so a tenant with a long queue and one with a single job alternate (training.jobs.dispatch).
+LIKENESS_FAIR_SHARE_MINUTES = _env_int("LIKENESS_FAIR_SHARE_MINUTES", 60, low=1, high=24 * 60)
+LIKENESS_TENANT_MAX_QUEUED_JOBS = _env_int("LIKENESS_TENANT_MAX_QUEUED_JOBS", 100, low=1, high=10_000)
+LIKENESS_JOB_PROGRESS_SECONDS = float(_env_int("LIKENESS_JOB_PROGRESS_SECONDS", 1, low=0, high=60))
+LIKENESS_JOB_HEARTBEAT_SECONDS = float(_env_int("LIKENESS_JOB_HEARTBEAT_SECONDS", 10, low=1, high=300))
+LIKENESS_JOB_STALE_SECONDS = _env_int("LIKENESS_JOB_STALE_SECONDS", 120, low=3, high=3600)
+LIKENESS_JOB_MAX_ATTEMPTS = _env_int("LIKENESS_JOB_MAX_ATTEMPTS", 3, low=1, high=10)
+if LIKENESS_JOB_STALE_SECONDS < 3 * LIKENESS_JOB_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("LIKENESS_JOB_STALE_SECONDS must be at least 3 heartbeats long.")
+# Decrypted inputs of a running job (reference crops, a trained folder) live here only while it runs;
+# give it a memory-backed filesystem in production (compose.yaml mounts a tmpfs).
+LIKENESS_SCRATCH_ROOT = Path(os.environ.get("LIKENESS_SCRATCH_ROOT", str(VAR_DIR / "scratch")))
 # Base diffusion model: a hub id or a local folder. The default is the tiny
 # random-init model that `make setup` builds, so the product runs offline.
 LIKENESS_BASE_MODEL = os.environ.get("LIKENESS_BASE_MODEL", str(VAR_DIR / "models" / "tiny-sd"))
@@ -380,6 +407,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("LIKENESS_TASK_SOFT_TIME_LIMIT", "3600"))
 CELERY_TASK_TIME_LIMIT = int(os.environ.get("LIKENESS_TASK_TIME_LIMIT", "3900"))
+# Redis redelivers an unacknowledged message after this long: longer than the longest job, or a job
+# still running would be delivered a second time (which the runner recognises, but need not see).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE

@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/v1/", include("config.api")),
     path("audit/", include("audit.urls")),
     path("", include("consent.urls")),
+    path("", include("training.urls")),
     path("", include("tenancy.urls")),
 ]
 

@@ -102,6 +102,7 @@ class AssetKind(models.TextChoices):
     LATENT_CACHE = "latent_cache", "Cached latents"
     ADAPTER = "adapter", "Trained identity adapter"
     OUTPUT = "output", "Generated or edited output"
+    PREVIEW = "preview", "Training preview"
 
 
 class RetentionSchedule(WriteOnceModel):

@@ -86,15 +86,23 @@ _CONSENT_ADMIN = (
     )
 )
 
+# Jobs of every kind (training.models.Job): staff follow and cancel them, legal reviewers read who ran
+# what on whom (their previews need consent.view_asset, which reviewers do not have); admins also read
+# the usage meter. Each kind adds its own create permission with its app.
+_JOBS_READ = frozenset({"training.view_job"})
+_JOBS_STAFF = _JOBS_READ | frozenset({"training.cancel_job"})
+_JOBS_ADMIN = _JOBS_STAFF | frozenset({"training.view_usage"})
+
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
     # Members (by invitation), settings, retention schedule; reads the audit log of its tenant.
-    Role.ADMIN: _TENANCY_ADMIN | _AUDIT_READ | _CONSENT_ADMIN,
+    Role.ADMIN: _TENANCY_ADMIN | _AUDIT_READ | _CONSENT_ADMIN | _JOBS_ADMIN,
     # Subjects, uploads, training, studio, approvals (rows added by those apps).
-    Role.STAFF: frozenset({"tenancy.view_tenant"}) | _CONSENT_STAFF,
+    Role.STAFF: frozenset({"tenancy.view_tenant"}) | _CONSENT_STAFF | _JOBS_STAFF,
     # Read-only: consent records, audit log, deletion certificates; exports.
     Role.LEGAL_REVIEWER: frozenset({"tenancy.view_tenant", "tenancy.view_membership"})
     | _AUDIT_READ
-    | _CONSENT_LEGAL,
+    | _CONSENT_LEGAL
+    | _JOBS_READ,
 }
 
 

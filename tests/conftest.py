@@ -49,6 +49,9 @@ from django.conf import settings  # noqa: E402
 # tests create hundreds of users and do not test the hasher.
 settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
+# Fixtures shared across areas live in modules of tests/fixtures (Saleor's layout), registered here.
+pytest_plugins = ["tests.fixtures.consent"]
+
 _counter = itertools.count(1)
 
 

@@ -83,3 +83,17 @@ def moto_s3(*buckets: str) -> Iterator[str]:
         yield endpoint
     finally:
         server.stop()
+
+
+# A Celery worker for tests that need a real one: one process, no pool, quiet, no cluster chatter.
+TEST_WORKER_ARGS = [
+    "--pool",
+    "solo",
+    "--concurrency",
+    "1",
+    "--loglevel",
+    "WARNING",
+    "--without-gossip",
+    "--without-mingle",
+    "--without-heartbeat",
+]

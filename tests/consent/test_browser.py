@@ -12,8 +12,8 @@ from consent import actions
 from consent.models import ConsentLink, ConsentRecord, InPersonHandover, Subject
 from tenancy.models import Role
 from tests.conftest import TEST_PASSWORD
+from tests.fixtures.consent import CONSENT_TEXT
 
-from .conftest import CONSENT_TEXT
 from .mailbox import delivered_code, delivered_url
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

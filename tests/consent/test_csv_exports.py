@@ -23,8 +23,7 @@ from audit.actions import record
 from consent import actions
 from tenancy.models import Role
 from tenancy.spreadsheet import FORMULA_PREFIXES, spreadsheet_safe
-
-from .conftest import ALL_PURPOSES
+from tests.fixtures.consent import ALL_PURPOSES
 
 pytestmark = pytest.mark.django_db
 

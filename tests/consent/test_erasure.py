@@ -20,9 +20,9 @@ from consent.models import (
     SubjectKey,
 )
 from consent.storage import subject_prefix
+from tests.fixtures.consent import ALL_PURPOSES, NamedBytes
 
 from . import photos
-from .conftest import ALL_PURPOSES, NamedBytes
 from .scans import files_under, rows_mentioning
 
 pytestmark = pytest.mark.django_db

@@ -10,9 +10,9 @@ from django.urls import reverse
 
 from consent import actions, vault
 from consent.models import AssetKind
+from tests.fixtures.consent import NamedBytes
 
 from . import photos
-from .conftest import NamedBytes
 
 pytestmark = pytest.mark.django_db
 

@@ -11,9 +11,9 @@ from audit.models import AuditEntry
 from consent import actions, crypto, vault
 from consent.models import Asset, AssetKind, Subject, SubjectKey
 from consent.storage import private_storage
+from tests.fixtures.consent import NamedBytes
 
 from . import photos
-from .conftest import NamedBytes
 
 pytestmark = pytest.mark.django_db
 

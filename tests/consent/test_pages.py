@@ -26,9 +26,9 @@ from consent.models import (
     Subject,
     SubjectKey,
 )
+from tests.fixtures.consent import CONSENT_TEXT
 
 from . import photos
-from .conftest import CONSENT_TEXT
 from .mailbox import delivered_url
 
 pytestmark = pytest.mark.django_db

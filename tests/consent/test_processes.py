@@ -23,6 +23,7 @@ from audit.models import AuditEntry
 from consent import actions, vault
 from consent.faults import CRASH_ENV
 from consent.models import Asset, AssetKind, DeletionCertificate, SubjectKey
+from tests.support import TEST_WORKER_ARGS
 
 from .scans import files_under
 
@@ -138,15 +139,7 @@ def celery_worker(storage_root: Path):
             "worker",
             "-Q",
             "default",
-            "--pool",
-            "solo",
-            "--concurrency",
-            "1",
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
+            *TEST_WORKER_ARGS,
         ],
         cwd=ROOT,
         env=_child_env(storage_root),

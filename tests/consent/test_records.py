@@ -11,9 +11,8 @@ from django.utils import timezone
 from consent import actions
 from consent.models import ConsentRecord, ConsentRevocation, ImmutableRecordError
 from consent.status import subject_status
+from tests.fixtures.consent import SITE_URL
 from tests.support import requires_postgresql
-
-from .conftest import SITE_URL
 
 pytestmark = pytest.mark.django_db
 

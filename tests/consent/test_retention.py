@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from consent import actions, vault
 from consent.models import Asset, AssetKind, DeletionCertificate, ErasureTrigger, SubjectKey
+from tests.fixtures.consent import ALL_PURPOSES
 
-from .conftest import ALL_PURPOSES
 from .scans import files_under
 
 pytestmark = pytest.mark.django_db

@@ -18,10 +18,10 @@ import pytest
 from consent import actions, vault
 from consent.models import Asset, Subject
 from consent.storage import private_storage, subject_prefix
+from tests.fixtures.consent import NamedBytes
 from tests.support import S3_CREDENTIALS, moto_s3
 
 from . import photos
-from .conftest import NamedBytes
 
 pytestmark = pytest.mark.django_db
 

@@ -31,8 +31,8 @@ from consent.models import (
 )
 from consent.tokens import make_link_token, token_fingerprint
 from tenancy.models import Role, Tenant
+from tests.fixtures.consent import SITE_URL
 
-from .conftest import SITE_URL
 from .mailbox import URL, delivered_code, delivered_token, delivered_url
 
 pytestmark = pytest.mark.django_db

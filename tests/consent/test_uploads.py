@@ -13,9 +13,9 @@ from consent.actions import ConsentActionError, ConsentRequired
 from consent.intake import PhotoRejectedError, RejectionCode
 from consent.models import Asset, AssetKind
 from consent.storage import private_storage, walk
+from tests.fixtures.consent import NamedBytes
 
 from . import photos
-from .conftest import NamedBytes
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,139 @@
+"""Jobs: the one base every kind of GPU work shares (training, generation, editing).
+
+A `Job` row is the whole life of one piece of work: its state machine, its live
+progress, its cancellation and its metering. Each kind adds its own parameters
+in a child table (multi-table inheritance: `training.TrainingJob`,
+`editing.GenerationJob`, `editing.EditJob`), so one id space serves the job
+page (`/jobs/<id>/`), its socket (`/ws/jobs/<id>/`), the fair queue, the
+reaper and the usage meter, whatever the kind.
+
+State changes only through training.jobs (conditional updates: a late worker
+can never overwrite "cancelled" with "succeeded"). The order of states:
+
+    queued --(dispatched to the broker)--> running --> succeeded | failed | cancelled
+       \\-----------------------------------------------> cancelled | failed
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+from tenancy.models import TenantOwnedModel
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Job(TenantOwnedModel):
+    """One piece of GPU work on one subject's likeness, of any kind."""
+
+    kind = models.CharField(max_length=32, help_text="training | generation | edit (training.jobs.kinds).")
+    subject = models.ForeignKey("consent.Subject", on_delete=models.PROTECT, related_name="jobs")
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    consent_record = models.ForeignKey(
+        "consent.ConsentRecord",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The record that covered the job's purpose when it was queued.",
+    )
+    created_at = models.DateTimeField()
+    # The fair queue hands a job to the broker only when a slot is free (training.jobs.dispatch);
+    # the token names that hand-over, so a stale or duplicated broker message is recognised.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    dispatch_token = models.UUIDField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker started it.")
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    cancel_reason = models.CharField(max_length=200, blank=True)
+    # Live progress: the latest snapshot, written at a throttled rate and published after commit.
+    phase = models.CharField(max_length=32, blank=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    losses = models.JSONField(default=dict, blank=True)
+    learning_rates = models.JSONField(default=dict, blank=True)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    loss_history = models.JSONField(
+        default=list, blank=True, help_text="[[step, total loss], ...], thinned to a bounded length."
+    )
+    notices = models.JSONField(default=list, blank=True)
+    # How it ended, for a person: never a traceback (that goes to the worker's log).
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    # Where and at what cost it ran: the base of usage metering.
+    worker_host = models.CharField(max_length=255, blank=True)
+    device = models.CharField(max_length=128, blank=True)
+    wall_seconds = models.FloatField(default=0.0)
+    device_seconds = models.FloatField(default=0.0)
+    peak_memory_bytes = models.PositiveBigIntegerField(default=0)
+    steps_done = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "-created_at", "-id"], name="job_tenant_created"),
+            models.Index(fields=["tenant", "status"], name="job_tenant_status"),
+            models.Index(fields=["status", "dispatched_at"], name="job_status_dispatched"),
+        ]
+        permissions = [
+            ("cancel_job", "Can cancel a job"),
+            ("view_usage", "Can read the tenant's usage metering"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job #{self.pk}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def progress_fraction(self) -> float:
+        if self.status == JobStatus.SUCCEEDED:
+            return 1.0
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+    def specific(self) -> Any:
+        """The kind's own row (a TrainingJob, a GenerationJob...) with this base attached.
+
+        Each kind's child model redeclares `objects` and `dangerously_unscoped`: Django does not
+        inherit managers from a concrete parent.
+        """
+        from training.jobs.kinds import job_kind
+
+        return job_kind(self.kind).model.dangerously_unscoped.get(pk=self.pk)
+
+
+class JobPreview(TenantOwnedModel):
+    """An image a running job showed of its progress (a training preview), stored as a subject file."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="previews")
+    step = models.PositiveIntegerField()
+    # A preview shows the subject's likeness: a consent.Asset, erased with the subject key.
+    asset = models.ForeignKey(
+        "consent.Asset", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["job", "step", "id"]

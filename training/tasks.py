@@ -1,0 +1,43 @@
+"""Celery tasks of the job machinery: thin callers of training.jobs, taking ids.
+
+`training.run_job` runs on the `gpu` queue (one worker process per GPU); the
+tending task (reaper + dispatcher) on `default`, from beat. Both are safe to
+deliver twice: a message for a finished, cancelled or re-dispatched job does
+nothing, and one that finds a live run of its job asks again later.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from celery import Task, shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from training.jobs.dispatch import dispatch_jobs
+from training.jobs.lifecycle import StartOutcome, requeue_or_fail_stale
+from training.jobs.runner import run_job
+
+
+@shared_task(
+    name="training.run_job",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
+def run_job_task(self: Task, job_id: int, dispatch_token: str) -> str:
+    """Run one job to its end in this worker process (CUDA, when used, is initialised here)."""
+    outcome = run_job(job_id, dispatch_token, host=f"{socket.gethostname()}:{os.getpid()}")
+    if outcome is StartOutcome.BUSY:
+        # Another run of this job still beats: look again once its heartbeat would have gone stale.
+        raise self.retry(countdown=settings.LIKENESS_JOB_STALE_SECONDS, queue="gpu")
+    return outcome.value
+
+
+@shared_task(name="training.tend_jobs", acks_late=True)
+def tend_jobs_task() -> list[int]:
+    """Beat: requeue (or fail) jobs whose worker stopped beating, then hand out free GPU slots."""
+    touched = requeue_or_fail_stale(timezone.now())
+    return touched + dispatch_jobs()
