@@ -20,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from tenancy.models import TenantOwnedModel
 
@@ -137,3 +138,68 @@ class JobPreview(TenantOwnedModel):
 
     class Meta:
         ordering = ["job", "step", "id"]
+
+
+class IdentityModel(TenantOwnedModel):
+    """One trained version of a subject's identity model: what generation and editing load.
+
+    The artifact (the core's trained folder, packed by training.artifacts) is a
+    subject file, encrypted with the subject key: erasure destroys it with the
+    rest, and the row stays as the history (`artifact` empty). At most one
+    version per subject is active; promoting another is an audited action.
+    """
+
+    subject = models.ForeignKey("consent.Subject", on_delete=models.PROTECT, related_name="identity_models")
+    version = models.PositiveIntegerField()
+    job = models.ForeignKey(
+        Job,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The run that made it.",
+    )
+    method = models.CharField(max_length=32, help_text="identity | multiconcept")
+    base_model = models.CharField(max_length=500, help_text="Hub id or folder the run trained on.")
+    model_kind = models.CharField(max_length=16, help_text="sd15 | sdxl")
+    manifest = models.JSONField(default=dict, help_text="The trained folder's manifest.json.")
+    artifact = models.ForeignKey(
+        "consent.Asset", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    evaluation = models.JSONField(
+        default=dict, blank=True, help_text="Identity distance of fixed-seed generations to the references."
+    )
+    is_active = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["subject", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["subject", "version"], name="identitymodel_unique_version"),
+            models.UniqueConstraint(
+                fields=["subject"], condition=models.Q(is_active=True), name="identitymodel_one_active"
+            ),
+        ]
+        permissions = [("activate_identitymodel", "Can choose a subject's active model version")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} v{self.version}"
+
+    @property
+    def is_usable(self) -> bool:
+        """False once erasure destroyed its files (the row stays as history)."""
+        return self.artifact_id is not None
+
+
+class IdentityModelUserObjectPermission(UserObjectPermissionBase):
+    """Direct foreign-key object permissions (guardian), as for subjects."""
+
+    content_object = models.ForeignKey(IdentityModel, on_delete=models.CASCADE)
+
+
+class IdentityModelGroupObjectPermission(GroupObjectPermissionBase):
+    content_object = models.ForeignKey(IdentityModel, on_delete=models.CASCADE)
