@@ -32,9 +32,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# URL names of the routes that take photos (the dashboard's upload form and the two API actions).
+# URL names of the routes that take photos (the dashboard's upload form, the two API actions of a
+# subject, and the API's style-set upload, a POST to the style-set list).
 UPLOAD_ROUTE_NAMES = frozenset(
-    {"consent-subject-photos", "subject-enrollment-photo", "subject-reference-photos"}
+    {"consent-subject-photos", "subject-enrollment-photo", "subject-reference-photos", "styleset-list"}
 )
 API_PREFIX = "/api/"
 

@@ -389,6 +389,16 @@ LIKENESS_SCRATCH_ROOT = Path(os.environ.get("LIKENESS_SCRATCH_ROOT", str(VAR_DIR
 # Base diffusion model: a hub id or a local folder. The default is the tiny
 # random-init model that `make setup` builds, so the product runs offline.
 LIKENESS_BASE_MODEL = os.environ.get("LIKENESS_BASE_MODEL", str(VAR_DIR / "models" / "tiny-sd"))
+# The base models a training job may ask for (comma-separated; the default base model first, always
+# included): an operator decides which weights the GPU workers hold and whose licences allow this use.
+LIKENESS_TRAINING_BASE_MODELS = list(
+    dict.fromkeys([LIKENESS_BASE_MODEL, *_env_list("LIKENESS_TRAINING_BASE_MODELS", "")])
+)
+# A style photo is refused when a face in it is at least this share of the photo's shorter side (or at
+# least LIKENESS_MIN_FACE_PX across): a face that large is a person's likeness, not a style (docs).
+LIKENESS_STYLE_MAX_FACE_FRACTION = float(os.environ.get("LIKENESS_STYLE_MAX_FACE_FRACTION", "0.1"))
+if not 0.01 <= LIKENESS_STYLE_MAX_FACE_FRACTION <= 1.0:
+    raise ImproperlyConfigured("LIKENESS_STYLE_MAX_FACE_FRACTION must be between 0.01 and 1.")
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -441,6 +451,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema maps every route and field: for signed-in users only (the docs page too).
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Several models name their choices "status": each set gets its own component name.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "training.models.JobStatus",
+        "ReferenceSetStatusEnum": "training.models.ReferenceSetStatus",
+    },
 }
 
 # Security: strict by default, relaxed only in DEBUG so `make run` works over plain HTTP.

@@ -1,0 +1,249 @@
+"""The training kind: what a GPU worker does with a TrainingJob (registered in TrainingConfig.ready()).
+
+1. Unpack the pinned reference set (crops and masks decrypted, the pinned
+   captions) into the job's scratch folder in the layout the core reads; for
+   multiconcept, prepare the style set's photos (`prepare --style`) beside it at
+   the same resolution.
+2. Train with the core, reporting every step through the job context; a stop
+   (a cancel, or consent withdrawn) is caught inside the core's progress
+   callback, which answers "stop" so the core ends cleanly, and raised again
+   after.
+3. Evaluate: a few fixed-seed generations from the trained folder as generation
+   will load it, each scored against the subject's reference photos.
+4. Store the trained folder (one packed subject file) and record the version,
+   in one transaction: a cancelled or failed job leaves neither.
+
+torch and the core are imported here, inside the worker process only: the web
+process imports this module (the kind is registered in every process) but never
+runs it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from consent import vault
+from consent.models import Asset, AssetKind, Purpose
+from training.actions.common import atomic_with_files
+from training.actions.registry import create_identity_model
+from training.actions.styles import StylePhotoDamagedError, read_style_photo
+from training.artifacts import pack_folder
+from training.jobs import JobContext, JobError, JobKind, JobStopped, register_job_kind
+from training.models import TRAINING_KIND, ReferenceItem, ReferenceSet, StyleSet, TrainingJob, TrainingMethod
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# The evaluation run right after training (stop-gap until the core's evaluation function is on main).
+EVALUATION_IMAGES = 4
+EVALUATION_SEED = 1000
+EVALUATION_STEPS = 20
+EVALUATION_PROMPT = "a photo of {identity} {class_word}"
+
+
+def _inside(folder: Path, relative: str) -> Path:
+    """A path of the prepared layout, which must stay inside `folder` (it comes from a stored entry)."""
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise JobError("The reference set is damaged (a file name leaves its folder): build a new set.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def unpack_reference_set(reference_set: ReferenceSet, folder: Path) -> list[ReferenceItem]:
+    """Decrypt the set into `folder` as `prepare` wrote it, with the set's own captions."""
+    from personalization.dataset import MANIFEST_NAME
+
+    items = list(reference_set.items.select_related("crop", "face_mask").order_by("name"))
+    if not items or any(item.crop is None or item.face_mask is None for item in items):
+        raise JobError(
+            "The reference set's files were erased (retention or erasure): build a new reference set.",
+            code="reference_set_erased",
+        )
+    folder.mkdir(parents=True)
+    for item in items:
+        assert item.crop is not None and item.face_mask is not None
+        _inside(folder, item.entry["image"]).write_bytes(vault.read_asset(item.crop))
+        _inside(folder, item.entry["face_mask"]).write_bytes(vault.read_asset(item.face_mask))
+        _inside(folder, item.entry["caption"]).write_text(item.caption + "\n", encoding="utf-8")
+    manifest = {**reference_set.prepare_options, "images": [item.entry for item in items], "rejected": []}
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    return items
+
+
+def prepare_style_set(style_set: StyleSet, scratch: Path, resolution: int) -> Path:
+    """The style photos prepared (`prepare --style`) at the run's resolution, in the scratch folder."""
+    from personalization.prepare import PrepareError, PrepareOptions, prepare
+
+    photos = scratch / "style-photos"
+    photos.mkdir(parents=True)
+    for index, photo in enumerate(style_set.photos.order_by("id"), start=1):
+        try:
+            data = read_style_photo(photo)
+        except StylePhotoDamagedError as error:
+            raise JobError(f"The style set cannot be used: {error}.", code="style_set_damaged") from None
+        (photos / f"{index:04d}.{photo.extension}").write_bytes(data)
+    out = scratch / "style"
+    try:
+        prepare(photos, out, PrepareOptions(resolution=resolution, style=True, force=True))
+    except PrepareError as error:
+        raise JobError(_without(str(error), scratch), code="style_set") from None
+    return out
+
+
+def _without(message: str, scratch: Path) -> str:
+    """A core message for a person: the worker's scratch paths taken out."""
+    return message.replace(f"{scratch}/", "").replace(str(scratch), "the job's folder")
+
+
+def _reference_embeddings(reference_set: ReferenceSet, items: list[ReferenceItem]) -> list[np.ndarray]:
+    """The face embeddings stored with the set's reference photos (what intake measured on upload)."""
+    stored = Asset.objects.for_tenant(reference_set.tenant).filter(
+        kind=AssetKind.FACE_EMBEDDING, source_id__in=[item.photo_id for item in items if item.photo_id]
+    )
+    return [vault.embedding_from_bytes(vault.read_asset(asset)) for asset in stored.order_by("id")]
+
+
+def evaluate(job: TrainingJob, trained: Path, device: Any, references: list[np.ndarray]) -> dict[str, Any]:
+    """Identity distance of a few fixed-seed generations to the reference photos (lower: more alike).
+
+    The trained folder is loaded onto a fresh base pipeline, exactly as generation
+    will load it, so the evaluation also proves the version loads. A generation
+    without a face is recorded as such, never as a distance.
+    """
+    from personalization.generate import GenerationSettings, generate, load_generator
+    from personalization.scoring import as_dict, identity_score
+
+    pipe, manifest = load_generator(trained, base_model=job.base_model, device=device)
+    settings = GenerationSettings(
+        prompt=EVALUATION_PROMPT,
+        count=EVALUATION_IMAGES,
+        seed=EVALUATION_SEED,
+        steps=EVALUATION_STEPS,
+        width=manifest.resolution,
+        height=manifest.resolution,
+        unet_scale=manifest.default_scales.get("unet", 1.0),
+        text_scale=manifest.default_scales.get("text", 1.0),
+    )
+    result = generate(pipe, manifest, settings)
+    base: dict[str, Any] = {
+        "prompt": result.prompt,
+        "seeds": result.seeds,
+        "steps": EVALUATION_STEPS,
+        "references": len(references),
+    }
+    if not references:
+        return {
+            **base,
+            "measured": False,
+            "summary": "No reference face embeddings are stored: not measured.",
+        }
+    scores = [as_dict(identity_score(image, references)) for image in result.images]
+    with_face = [score for score in scores if score["outcome"] != "no_face"]
+    matches = sum(1 for score in with_face if score["passed"])
+    summary = (
+        f"No face was found in any of the {len(scores)} generations: identity could not be measured."
+        if not with_face
+        else f"{matches} of {len(scores)} generations show the same person as the references "
+        f"({len(scores) - len(with_face)} without a face)."
+    )
+    return {
+        **base,
+        "measured": bool(with_face),
+        "threshold": scores[0]["threshold"],
+        "images": [{"seed": seed, **score} for seed, score in zip(result.seeds, scores, strict=True)],
+        "faces_found": len(with_face),
+        "matches": matches,
+        "mean_best_distance": statistics.fmean(s["best_distance"] for s in with_face) if with_face else None,
+        "summary": summary,
+    }
+
+
+def execute(job: TrainingJob, context: JobContext) -> None:
+    """Run one training job inside a GPU worker (see the module docstring for the steps)."""
+    from personalization.artifacts import MANIFEST_NAME
+    from personalization.models import ModelLoadError
+    from personalization.training import TrainConfig, Trainer, TrainingError, TrainProgress, _device_name
+
+    scratch = context.scratch
+    reference_set = job.reference_set
+    try:
+        items = unpack_reference_set(reference_set, scratch / "reference")
+    except vault.AssetIntegrityError as error:
+        raise JobError(error.message, code="asset_integrity") from None
+    settings = dict(job.resolved_settings)
+    style_images = None
+    if job.method == TrainingMethod.MULTICONCEPT:
+        if job.style_set is None:
+            raise JobError("The multiconcept method needs a style set.", code="style_set")
+        style_images = prepare_style_set(job.style_set, scratch, settings["resolution"])
+    known = set(TrainConfig.__dataclass_fields__)
+    out = scratch / "trained"
+    stops: list[JobStopped] = []
+
+    def on_progress(event: TrainProgress) -> str | None:
+        try:
+            context.report(
+                step=event.step,
+                total=event.total,
+                phase=event.phase,
+                losses=event.losses,
+                learning_rates=event.learning_rates,
+                eta_seconds=event.eta_seconds,
+                notices=list(event.notices),
+                preview=event.preview,
+            )
+        except JobStopped as stop:
+            stops.append(stop)
+            return "stop"  # the core ends cleanly after this step; the stop is raised again below
+        return None
+
+    try:
+        config = TrainConfig(
+            method=job.method,  # type: ignore[arg-type]
+            base_model=job.base_model,
+            images=scratch / "reference",
+            out=out,
+            style_images=style_images,
+            **{key: value for key, value in settings.items() if key in known},
+        )
+        trainer = Trainer(config, on_progress)
+        context.device = _device_name(trainer.device)
+        result = trainer.run()
+    except (ModelLoadError, TrainingError) as error:
+        raise JobError(_without(str(error), scratch), code="training_refused") from None
+    if stops:
+        raise stops[0]
+    device = trainer.device
+    del trainer  # the training pipeline's memory goes before the evaluation loads its own
+    gc.collect()
+    context.report(step=result.steps, total=result.steps, phase="evaluating")
+    evaluation = evaluate(job, out, device, _reference_embeddings(reference_set, items))
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    packed = pack_folder(out)
+    with atomic_with_files() as stored:
+        artifact = context.store_file(
+            kind=AssetKind.ADAPTER,
+            data=packed,
+            content_type="application/gzip",
+            extension="tar.gz",
+            label=f"identity model of training job {job.pk}",
+        )
+        stored.append(artifact.storage_name)
+        create_identity_model(job=job, artifact=artifact, manifest=manifest, evaluation=evaluation)
+
+
+def register() -> None:
+    register_job_kind(
+        JobKind(
+            name=TRAINING_KIND,
+            label="Training",
+            model=TrainingJob,
+            purpose=Purpose.TRAIN_IDENTITY,
+            execute=execute,
+        )
+    )
