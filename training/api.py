@@ -310,7 +310,11 @@ class ReferenceSetSerializer(serializers.ModelSerializer[ReferenceSet]):
         read_only_fields = [name for name in fields if name not in ("subject", "base_model")]
 
     def get_is_current(self, reference_set: ReferenceSet) -> bool:
-        return is_current(reference_set, current_photo_ids(reference_set.subject))
+        # One reading of a subject's photos per response, however many of their sets it lists.
+        photos: dict[int, list[int]] = self.context.setdefault("current_photo_ids", {})
+        if reference_set.subject_id not in photos:
+            photos[reference_set.subject_id] = current_photo_ids(reference_set.subject)
+        return is_current(reference_set, photos[reference_set.subject_id])
 
     def get_used_by_jobs(self, reference_set: ReferenceSet) -> bool:
         return reference_set.training_jobs.exists()
