@@ -249,3 +249,25 @@ def test_one_version_is_active_and_choosing_another_is_audited_and_permission_ch
         ).status_code
         == 403
     )
+
+
+def test_the_web_process_never_loads_torch_or_the_diffusion_core():
+    """The training kind is registered in every process, but torch and the core load only in a worker that
+    runs a job: a web process (URLs, API, sockets, tasks' modules) starts without them."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import os, sys; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); import django; "
+        "django.setup(); import config.urls, config.asgi, training.tasks, training.kind; "
+        "heavy = ('torch', 'diffusers', 'transformers', 'dlib'); "
+        "print(sorted(name for name in heavy if name in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]", result.stderr
