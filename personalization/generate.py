@@ -35,6 +35,7 @@ from personalization.artifacts import (
     set_trained_scales,
 )
 from personalization.models import load_pipeline
+from personalization.presets import SCHEDULERS
 from personalization.prompts import DEFAULT_PROMPT, expand_prompt
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -71,9 +72,6 @@ def _scheduler_factories() -> dict[str, tuple[Any, dict[str, Any]]]:
         "unipc": (UniPCMultistepScheduler, {}),
         "lms": (LMSDiscreteScheduler, {}),
     }
-
-
-SCHEDULERS = ("default", "ddim", "pndm", "euler", "euler-a", "dpm++2m", "dpm++2m-karras", "unipc", "lms")
 
 
 @dataclass

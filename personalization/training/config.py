@@ -63,6 +63,8 @@ class TrainConfig:
     preview_steps: int = 20
     validation_repeats: int = 2  # fixed-draw reconstruction loss before and after (0: off)
     resume: bool = False
+    # The size the photos must have been prepared at (a preset's); None accepts the prepared size.
+    resolution: int | None = None
 
     def total_steps(self) -> int:
         if self.steps is not None:
@@ -77,7 +79,8 @@ class TrainConfig:
         return 1200 if self.steps is None else round(self.total_steps() * 1200 / 2700)
 
     def hyperparameters(self) -> dict[str, Any]:
-        skip = {"base_model", "images", "style_images", "out", "resume", "device", "cache_dir"}
+        # resolution is a check on the data, whose own resolution the manifest and dataset hash record.
+        skip = {"base_model", "images", "style_images", "out", "resume", "device", "cache_dir", "resolution"}
         values = {key: value for key, value in dataclasses.asdict(self).items() if key not in skip}
         values.update(steps=self.total_steps(), phase1_steps=self.embedding_steps(), lora_alpha=self.alpha())
         return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}

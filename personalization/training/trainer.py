@@ -93,6 +93,11 @@ class Trainer:
             )
         if self.style is not None and self.style.token == self.source.token:
             raise TrainingError(f"identity and style photos use the same token {self.source.token}")
+        if config.resolution is not None and self.source.resolution != config.resolution:
+            raise TrainingError(
+                f"the photos are prepared at {self.source.resolution} px and this run trains at "
+                f"{config.resolution} px: prepare them again at {config.resolution} px"
+            )
         self.resolution = self.source.resolution
         self.generator = torch.Generator("cpu").manual_seed(config.seed)
         self.history: list[dict[str, float]] = []
