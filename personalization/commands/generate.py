@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
 
 from personalization.cli import Command, CommandError
-
-log = logging.getLogger("personalization.generate")
+from personalization.terminal import ProgressDisplay, add_progress_arguments, quiet_library_bars
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,10 +72,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="face-restoration plugin FILE.py:FUNCTION (default $LIKENESS_FACE_RESTORATION_PLUGIN)",
     )
     parser.add_argument("--max-batch", type=int, help="most images per pipeline call (default: all that fit)")
-
-
-def _progress(phase: str, done: int, total: int) -> None:
-    log.info("%s: step %d/%d", phase, done, total)
+    add_progress_arguments(parser)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -117,9 +112,11 @@ def _run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         **scales,
     )
+    quiet_library_bars()
     try:
         pipe, manifest = load_generator(args.model, base_model=args.base_model, device=args.device)
-        result = generate(pipe, manifest, settings, progress=_progress)
+        with ProgressDisplay("generate", quiet=args.quiet, every=args.log_every) as display:
+            result = generate(pipe, manifest, settings, progress=display)
     except (GenerationError, PromptError, ArtifactError, ModelLoadError) as error:
         raise CommandError(str(error)) from error
     out: Path = args.out

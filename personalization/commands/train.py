@@ -10,6 +10,7 @@ from typing import Any
 
 from personalization.cli import Command, CommandError
 from personalization.presets import PRESET_NAMES, TRAINING_BOUNDS
+from personalization.terminal import ProgressDisplay, add_progress_arguments, quiet_library_bars
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,8 +93,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--checkpoint-every", type=int, help="checkpoint every N steps (default 250; 0 off)")
     add("--preview-every", type=int, help="save a preview image every N steps (default 0: off)")
     add("--preview-steps", type=int, help="sampling steps of a preview (default 20)")
-    add("--log-every", type=int, default=10, help="print progress every N steps (default 10)")
     add("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add_progress_arguments(parser)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,25 +143,21 @@ def _run(args: argparse.Namespace) -> int:
         **_settings(args),
     )
     previews = args.out / "previews"
+    quiet_library_bars()
 
-    def report(progress: TrainProgress) -> Any:
+    def report(progress: TrainProgress, display: ProgressDisplay) -> None:
         for notice in progress.notices:
-            print(f"notice: {notice}", flush=True)
+            display.write(f"notice: {notice}")
         if progress.preview is not None:
             previews.mkdir(parents=True, exist_ok=True)
             progress.preview.save(previews / f"step-{progress.step:07d}.png")
-        if progress.step % max(args.log_every, 1) == 0 or progress.step == progress.total:
-            losses = " ".join(f"{name}={value:.4f}" for name, value in progress.losses.items())
-            rates = " ".join(f"{name}={value:.1e}" for name, value in progress.learning_rates.items())
-            print(
-                f"step {progress.step}/{progress.total} [{progress.phase}] {losses} lr {rates} "
-                f"eta {progress.eta_seconds:.0f}s",
-                flush=True,
-            )
-        return None
+        losses = " ".join(f"{name}={value:.4f}" for name, value in progress.losses.items())
+        rates = " ".join(f"{name}={value:.1e}" for name, value in progress.learning_rates.items())
+        display.update(progress, f"{losses} lr {rates}", brief=f"loss {progress.losses['total']:.4f}")
 
     try:
-        result = train(config, report)
+        with ProgressDisplay("train", quiet=args.quiet, every=args.log_every) as display:
+            result = train(config, lambda progress: report(progress, display))
     except (TrainingError, FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from error
     if result.status == "stopped":

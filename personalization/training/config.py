@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
 
-from personalization import artifacts
+from personalization import artifacts, progress
+from personalization.progress import StepProgress
 
 Method = Literal["identity", "multiconcept"]
 
@@ -102,21 +102,17 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class TrainProgress:
-    """One progress report; the callback may return "stop" to end training cleanly after it."""
+class TrainProgress(StepProgress):
+    """A training step (phase identity | embeddings | joint); the callback may return "stop" to end
+    training cleanly after it, with a checkpoint to resume from (see personalization.progress)."""
 
-    step: int
-    total: int
-    phase: str
     losses: dict[str, float]
     learning_rates: dict[str, float]
-    eta_seconds: float
-    elapsed_seconds: float
     preview: Image.Image | None = None
     notices: tuple[str, ...] = ()
 
 
-ProgressCallback = Callable[[TrainProgress], str | None]
+ProgressCallback = progress.ProgressCallback[TrainProgress]
 
 
 @dataclass

@@ -19,6 +19,7 @@ from personalization.presets import (
     resolve_training,
 )
 from personalization.training import TrainConfig, Trainer, TrainingError
+from tests.personalization.conftest import identity_train_args
 
 METHODS = ("identity", "multiconcept")
 
@@ -161,16 +162,11 @@ def test_train_cli_with_a_preset(
     tiny_sd: Path, prepared_source: PreparedDataset, tmp_path: Path, cli
 ) -> None:
     out = tmp_path / "out"
-    common = [
-        "train",
-        "--method",
-        "identity",
-        "--base-model",
-        str(tiny_sd),
-        "--images",
-        str(prepared_source.root),
-    ]
-    done = cli(*common, "--out", str(out), "--preset", "quick", "--steps", "3", "--rank", "2")
+    done = cli(
+        *identity_train_args(
+            tiny_sd, prepared_source.root, out, "--preset", "quick", "--steps", "3", "--rank", "2"
+        )
+    )
     assert done.returncode == 0, done.stderr
     assert "preset quick (identity): steps 3, " in done.stderr and "(overridden: rank, steps)" in done.stderr
     hyperparameters = json.loads((out / "manifest.json").read_text())["hyperparameters"]
@@ -178,7 +174,10 @@ def test_train_cli_with_a_preset(
     assert hyperparameters["steps"] == 3 and hyperparameters["rank"] == 2
     assert hyperparameters["preview_every"] == quick["preview_every"]
     assert hyperparameters["checkpoint_every"] == quick["checkpoint_every"]
-    refused = cli(*common, "--out", str(tmp_path / "other"), "--preset", "quick", "--text-lr", "1e-3")
+    other = tmp_path / "other"
+    refused = cli(
+        *identity_train_args(tiny_sd, prepared_source.root, other, "--preset", "quick", "--text-lr", "1e-3")
+    )
     assert refused.returncode == 2
     assert "error: text_lr: applies to the multiconcept method only" in refused.stderr
     assert not (tmp_path / "other").exists()
