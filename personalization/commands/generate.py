@@ -12,11 +12,14 @@ from personalization.cli import Command, CommandError
 from personalization.terminal import ProgressDisplay, add_progress_arguments, quiet_library_bars
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by generate and edit: the trained folder, its base model, device, LoRA scales."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, scales: bool = True) -> None:
+    """Options shared by generate, edit and evaluate: the trained folder, its base model, device,
+    and (unless the command uses the manifest's) the LoRA scales."""
     parser.add_argument("--model", type=Path, required=True, help="trained model folder (manifest.json)")
     parser.add_argument("--base-model", help="base model folder or hub id (default: the manifest's)")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when present)")
+    if not scales:
+        return
     parser.add_argument(
         "--unet-scale",
         type=float,
