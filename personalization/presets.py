@@ -90,6 +90,10 @@ def _validate(
         return {}
     if not isinstance(overrides, Mapping):
         raise PresetError({"overrides": f"must be an object of settings, got {type(overrides).__name__}"})
+    if len(overrides) > len(bounds):  # each key at most once: more can only be unknown ones
+        raise PresetError(
+            {"overrides": f"has {len(overrides)} settings; at most {len(bounds)} can be overridden"}
+        )
     problems: dict[str, str] = {}
     accepted: dict[str, Any] = {}
     allowed = ", ".join(name for name, spec in bounds.items() if method is None or method in spec.methods)

@@ -124,6 +124,9 @@ def test_every_problem_is_reported_at_once_and_names_are_checked() -> None:
         resolve_training("identity", "fast", base_resolution=64)
     with pytest.raises(PresetError, match="method: must be one of identity, multiconcept"):
         resolve_training("dreambooth", "quick", base_resolution=64)
+    many = {f"key{index}": index for index in range(10_000)}
+    with pytest.raises(PresetError, match=r"overrides: has 10000 settings; at most 14 can be overridden"):
+        resolve_training("identity", "quick", many, base_resolution=64)
     with pytest.raises(PresetError, match="overrides: must be an object"):
         resolve_training("identity", "quick", ["steps", 10], base_resolution=64)  # type: ignore[arg-type]
 
