@@ -29,6 +29,7 @@ from rest_framework.response import Response
 
 from consent.actions import ConsentRequiredError
 from consent.models import Subject
+from personalization.presets import PRESET_NAMES
 from tenancy.api import TenantAPIView, TenantPrimaryKeyRelatedField, TenantScopedViewSet
 from training.actions import (
     MAX_CAPTION_CHARS,
@@ -40,7 +41,6 @@ from training.actions import (
     queue_training_job,
     request_reference_set,
 )
-from training.actions.jobs import PRESETS
 from training.actions.references import current_photo_ids, is_current
 from training.actions.styles import MAX_NAME_CHARS as MAX_STYLE_NAME_CHARS
 from training.jobs import JobError, cancel_job
@@ -482,7 +482,7 @@ class TrainingJobSerializer(JobSerializer):
     style_set = TenantPrimaryKeyRelatedField(
         StyleSet, required=False, allow_null=True, help_text="Required by multiconcept."
     )
-    preset = serializers.ChoiceField(choices=PRESETS, default="quick")
+    preset = serializers.ChoiceField(choices=PRESET_NAMES, default="quick")
     overrides = serializers.DictField(
         required=False,
         default=dict,

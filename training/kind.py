@@ -8,8 +8,9 @@
    (a cancel, or consent withdrawn) is caught inside the core's progress
    callback, which answers "stop" so the core ends cleanly, and raised again
    after.
-3. Evaluate: a few fixed-seed generations from the trained folder as generation
-   will load it, each scored against the subject's reference photos.
+3. Evaluate with the core (personalization.evaluation): a few fixed-seed
+   portraits from the trained folder as generation will load it, each scored
+   against the subject's reference photos.
 4. Store the trained folder (one packed subject file) and record the version,
    in one transaction: a cancelled or failed job leaves neither.
 
@@ -21,13 +22,13 @@ runs it.
 from __future__ import annotations
 
 import gc
+import io
 import json
-import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from consent import vault
-from consent.models import Asset, AssetKind, Purpose
+from consent.models import AssetKind, Purpose
 from training.actions.common import atomic_with_files
 from training.actions.registry import create_identity_model
 from training.actions.styles import StylePhotoDamagedError, read_style_photo
@@ -36,13 +37,7 @@ from training.jobs import JobContext, JobError, JobKind, JobStopped, register_jo
 from training.models import TRAINING_KIND, ReferenceItem, ReferenceSet, StyleSet, TrainingJob, TrainingMethod
 
 if TYPE_CHECKING:
-    import numpy as np
-
-# The evaluation run right after training (stop-gap until the core's evaluation function is on main).
-EVALUATION_IMAGES = 4
-EVALUATION_SEED = 1000
-EVALUATION_STEPS = 20
-EVALUATION_PROMPT = "a photo of {identity} {class_word}"
+    from PIL import Image
 
 
 def _inside(folder: Path, relative: str) -> Path:
@@ -100,74 +95,55 @@ def _without(message: str, scratch: Path) -> str:
     return message.replace(f"{scratch}/", "").replace(str(scratch), "the job's folder")
 
 
-def _reference_embeddings(reference_set: ReferenceSet, items: list[ReferenceItem]) -> list[np.ndarray]:
-    """The face embeddings stored with the set's reference photos (what intake measured on upload)."""
-    stored = Asset.objects.for_tenant(reference_set.tenant).filter(
-        kind=AssetKind.FACE_EMBEDDING, source_id__in=[item.photo_id for item in items if item.photo_id]
-    )
-    return [vault.embedding_from_bytes(vault.read_asset(asset)) for asset in stored.order_by("id")]
+def _reference_photos(items: list[ReferenceItem]) -> list[Image.Image]:
+    """The set's reference photos as uploaded (decrypted in memory): what the evaluation scores against."""
+    from PIL import Image
+
+    return [Image.open(io.BytesIO(vault.read_asset(item.photo))) for item in items if item.photo is not None]
 
 
-def evaluate(job: TrainingJob, trained: Path, device: Any, references: list[np.ndarray]) -> dict[str, Any]:
-    """Identity distance of a few fixed-seed generations to the reference photos (lower: more alike).
+def evaluate(
+    job: TrainingJob, trained: Path, device: Any, items: list[ReferenceItem], context: JobContext
+) -> dict[str, Any]:
+    """The core's evaluation of the trained folder, loaded exactly as generation will load it (so it also
+    proves the version loads): fixed-seed portraits, each scored for identity distance to the reference
+    photos. Its progress keeps the job's step count (the training's) and shows the evaluation's ETA;
+    a stop asked for meanwhile stops it too."""
+    from personalization.evaluation import evaluate_folder
+    from personalization.progress import Cancelled, StepProgress
+    from personalization.scoring import ScoringError
 
-    The trained folder is loaded onto a fresh base pipeline, exactly as generation
-    will load it, so the evaluation also proves the version loads. A generation
-    without a face is recorded as such, never as a distance.
-    """
-    from personalization.generate import GenerationSettings, generate, load_generator
-    from personalization.scoring import as_dict, identity_score
-
-    pipe, manifest = load_generator(trained, base_model=job.base_model, device=device)
-    settings = GenerationSettings(
-        prompt=EVALUATION_PROMPT,
-        count=EVALUATION_IMAGES,
-        seed=EVALUATION_SEED,
-        steps=EVALUATION_STEPS,
-        width=manifest.resolution,
-        height=manifest.resolution,
-        unet_scale=manifest.default_scales.get("unet", 1.0),
-        text_scale=manifest.default_scales.get("text", 1.0),
-    )
-    result = generate(pipe, manifest, settings)
-    base: dict[str, Any] = {
-        "prompt": result.prompt,
-        "seeds": result.seeds,
-        "steps": EVALUATION_STEPS,
-        "references": len(references),
-    }
+    references = _reference_photos(items)
     if not references:
-        return {
-            **base,
-            "measured": False,
-            "summary": "No reference face embeddings are stored: not measured.",
-        }
-    scores = [as_dict(identity_score(image, references)) for image in result.images]
-    with_face = [score for score in scores if score["outcome"] != "no_face"]
-    matches = sum(1 for score in with_face if score["passed"])
-    summary = (
-        f"No face was found in any of the {len(scores)} generations: identity could not be measured."
-        if not with_face
-        else f"{matches} of {len(scores)} generations show the same person as the references "
-        f"({len(scores) - len(with_face)} without a face)."
-    )
-    return {
-        **base,
-        "measured": bool(with_face),
-        "threshold": scores[0]["threshold"],
-        "images": [{"seed": seed, **score} for seed, score in zip(result.seeds, scores, strict=True)],
-        "faces_found": len(with_face),
-        "matches": matches,
-        "mean_best_distance": statistics.fmean(s["best_distance"] for s in with_face) if with_face else None,
-        "summary": summary,
-    }
+        return {"measured": False, "summary": "The reference photos were erased: identity was not measured."}
+    steps = context.steps_done
+    stops: list[JobStopped] = []
+
+    def on_progress(event: StepProgress) -> str | None:
+        try:
+            context.report(step=steps, total=steps, phase="evaluating", eta_seconds=event.eta_seconds)
+        except JobStopped as stop:
+            stops.append(stop)
+            return "stop"
+        return None
+
+    try:
+        evaluation = evaluate_folder(
+            trained, references, base_model=job.base_model, device=str(device), progress=on_progress
+        )
+    except Cancelled:
+        raise stops[0] from None
+    except ScoringError as error:
+        return {"measured": False, "summary": f"Identity was not measured: {error}."}
+    return {"measured": bool(evaluation.with_face), **evaluation.to_dict()}
 
 
 def execute(job: TrainingJob, context: JobContext) -> None:
     """Run one training job inside a GPU worker (see the module docstring for the steps)."""
     from personalization.artifacts import MANIFEST_NAME
     from personalization.models import ModelLoadError
-    from personalization.training import TrainConfig, Trainer, TrainingError, TrainProgress, _device_name
+    from personalization.training import TrainConfig, Trainer, TrainingError, TrainProgress
+    from personalization.training.outputs import device_name
 
     scratch = context.scratch
     reference_set = job.reference_set
@@ -212,8 +188,8 @@ def execute(job: TrainingJob, context: JobContext) -> None:
             **{key: value for key, value in settings.items() if key in known},
         )
         trainer = Trainer(config, on_progress)
-        context.device = _device_name(trainer.device)
-        result = trainer.run()
+        context.device = device_name(trainer.device)
+        trainer.run()
     except (ModelLoadError, TrainingError) as error:
         raise JobError(_without(str(error), scratch), code="training_refused") from None
     if stops:
@@ -221,8 +197,7 @@ def execute(job: TrainingJob, context: JobContext) -> None:
     device = trainer.device
     del trainer  # the training pipeline's memory goes before the evaluation loads its own
     gc.collect()
-    context.report(step=result.steps, total=result.steps, phase="evaluating")
-    evaluation = evaluate(job, out, device, _reference_embeddings(reference_set, items))
+    evaluation = evaluate(job, out, device, items, context)
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     packed = pack_folder(out)
     with atomic_with_files() as stored:

@@ -71,7 +71,9 @@ def test_an_identity_job_trains_reports_evaluates_and_registers_the_first_versio
     # The tiny random model draws no face: said as such, never turned into a distance.
     assert evaluation["measured"] is False and evaluation["references"] == 3
     assert [image["outcome"] for image in evaluation["images"]] == ["no_face"] * 4
-    assert evaluation["summary"].startswith("No face was found in any of the 4 generations")
+    assert evaluation["summary"] == "no face found in any of the 4 generated images"
+    assert evaluation["faces_found"] == 0 and evaluation["mean_distance"] is None
+    assert evaluation["parameters"]["seeds"] == [1000, 1001] and len(evaluation["parameters"]["prompts"]) == 2
     created = AuditEntry.objects.for_tenant(job.tenant).get(action="identity_model.created")
     assert created.payload["activated"] is True and created.payload["job_id"] == job.pk
 
@@ -117,6 +119,7 @@ def test_queueing_refuses_what_cannot_run_with_the_reason(photographed, built_se
         ({"method": "identity", "overrides": {"steps": 0}}, "overrides"),
         ({"method": "identity", "overrides": {"learning_rate_of_doom": 1}}, "overrides"),
         ({"method": "identity", "overrides": {"steps": True}}, "overrides"),
+        ({"method": "identity", "overrides": {"resolution": 128}}, "overrides"),
     ]
     for kwargs, code in cases:
         with pytest.raises(JobError) as refused:

@@ -28,51 +28,30 @@ from training.actions.references import (
 from training.jobs import JobError, queue_job
 from training.models import TRAINING_KIND, ReferenceSetStatus, StyleSet, TrainingJob, TrainingMethod
 
-PRESETS = ("quick", "standard", "max")
-
-# Stop-gap until the core's personalization.presets is on main (resolve_training replaces all of this).
-_STEPS = {
-    "identity": {"quick": (250, 0), "standard": (800, 0), "max": (1600, 0)},
-    "multiconcept": {"quick": (450, 200), "standard": (2700, 1200), "max": (4200, 1200)},
-}
-_OVERRIDES = {"steps": (1, 20_000), "seed": (0, 2**32 - 1), "preview_every": (0, 20_000)}
-
 
 def resolve_settings(
     method: str, preset: str, overrides: Mapping[str, Any] | None, *, resolution: int
 ) -> dict[str, Any]:
-    """Every training setting of `preset` with `overrides` applied (validated), as TrainConfig takes them.
+    """Every training setting of `preset` with `overrides` applied (the core's presets, validated there),
+    at the resolution the reference set was prepared at.
 
     A job never writes checkpoints: its scratch folder goes when the run ends, so
     a later attempt starts over and a checkpoint would be written for nothing.
     """
-    if preset not in PRESETS:
+    from personalization.presets import PresetError, resolve_training
+
+    try:
+        resolved = resolve_training(method, preset, overrides, base_resolution=resolution)
+    except PresetError as error:
+        code = "preset" if set(error.problems) <= {"method", "preset"} else "overrides"
+        raise JobError(f"Refused: {error}.", code=code) from None
+    if resolved.resolution != resolution:
         raise JobError(
-            f"preset must be one of {', '.join(PRESETS)}, not {str(preset)[:40]!r}.", code="preset"
+            f"The reference photos are prepared at {resolution} px (the base model's size): the "
+            "resolution cannot be overridden.",
+            code="overrides",
         )
-    problems = []
-    accepted: dict[str, int] = {}
-    for key, value in (overrides or {}).items():
-        bounds = _OVERRIDES.get(key)
-        if bounds is None:
-            problems.append(
-                f"{str(key)[:64]}: not a setting that can be overridden ({', '.join(_OVERRIDES)})"
-            )
-        elif isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
-            problems.append(f"{key}: must be an integer from {bounds[0]} to {bounds[1]}")
-        else:
-            accepted[key] = value
-    if problems:
-        raise JobError("Overrides refused: " + "; ".join(problems) + ".", code="overrides")
-    steps, phase1 = _STEPS[method][preset]
-    values: dict[str, Any] = {"steps": steps, "seed": 0, "resolution": resolution, "preview_every": 50}
-    if method == TrainingMethod.MULTICONCEPT:
-        values["phase1_steps"] = phase1
-    values.update(accepted)
-    if "steps" in accepted and method == TrainingMethod.MULTICONCEPT:
-        values["phase1_steps"] = round(accepted["steps"] * phase1 / steps)
-    values["checkpoint_every"] = 0
-    return values
+    return {**resolved.values, "checkpoint_every": 0}
 
 
 def queue_training_job(

@@ -232,30 +232,13 @@ def build_reference_set(set_id: int) -> ReferenceSet | None:
     return reference_set
 
 
-def native_resolution(base_model: str) -> int:
-    """The image side the base model was trained at, from its configs (no weights loaded).
-
-    Stop-gap until the core's personalization.models.native_resolution is on main (same rule).
-    """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    from personalization.models import ModelLoadError
-
-    try:
-        unet = UNet2DConditionModel.load_config(base_model, subfolder="unet")
-        vae = AutoencoderKL.load_config(base_model, subfolder="vae")
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"the base model {base_model} cannot be read: {type(error).__name__}") from error
-    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-
-
 def _photo_label(photo_id: int) -> str:
     return f"photo #{photo_id}"
 
 
 def _build(reference_set: ReferenceSet, scratch: Path) -> None:
     from personalization.dataset import MANIFEST_NAME
-    from personalization.models import ModelLoadError
+    from personalization.models import ModelLoadError, native_resolution
     from personalization.prepare import PrepareError, PrepareOptions, prepare
 
     subject = reference_set.subject
