@@ -441,6 +441,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema maps every route and field: for signed-in users only (the docs page too).
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Two models name their choices "status" (a job's and an output's): each gets its own enum name.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "training.models.JobStatus",
+        "OutputStatusEnum": "editing.models.OutputStatus",
+    },
 }
 
 # Security: strict by default, relaxed only in DEBUG so `make run` works over plain HTTP.
