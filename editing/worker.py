@@ -35,6 +35,7 @@ from editing.models import EditJob, GenerationJob, MaskMode, Output, OutputKind
 from editing.pipelines import LoadedModel, trained_pipeline
 from training.artifacts import ArtifactError, unpack_to
 from training.jobs import JobContext, JobError
+from training.models import Job
 
 if TYPE_CHECKING:
     import numpy as np
@@ -225,7 +226,8 @@ def _write_outputs(
         audit(
             tenant=job.tenant,
             action="outputs.created",
-            target=job,
+            target_type=Job._meta.label_lower,  # the job's trail (training.jobs names the base row)
+            target_id=job.pk,
             payload={"kind": kind.value, "subject_id": job.subject_id, "output_ids": ids},
         )
 

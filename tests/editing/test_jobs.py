@@ -74,6 +74,14 @@ def test_a_generation_makes_its_images_pending_review_with_their_scores(model, s
         assert _image(output.image).size == (64, 64)
     entry = AuditEntry.objects.for_tenant(job.tenant).get(action="outputs.created")
     assert entry.payload["output_ids"] == [first.pk, second.pk]
+    entries = AuditEntry.objects.for_tenant(job.tenant)
+    trail = entries.filter(target_type="training.job", target_id=str(job.pk))
+    assert list(trail.values_list("action", flat=True)) == [
+        "job.queued",
+        "job.started",
+        "outputs.created",
+        "job.succeeded",
+    ]
 
 
 def test_the_second_job_of_a_model_in_a_worker_process_reuses_its_loaded_pipeline(
