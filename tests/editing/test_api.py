@@ -197,3 +197,10 @@ def test_an_erased_outputs_image_is_gone_and_the_row_says_withdrawn(made, staff,
     assert row["status"] == OutputStatus.WITHDRAWN and row["image"] is None and row["download"] is None
     gone = client.get(f"/api/v1/outputs/{made.pk}/download/")
     assert gone.status_code == 404 and "erased" in gone.json()["detail"]
+
+
+def test_the_job_page_follows_a_generation_like_any_job(made, staff, client_for):
+    page = client_for(staff, made.tenant).get(f"/jobs/{made.job_id}/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert f"Generation job #{made.job_id}" in html and "Succeeded" in html
