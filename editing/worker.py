@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -40,6 +41,12 @@ from training.models import Job
 if TYPE_CHECKING:
     import numpy as np
 
+logger = logging.getLogger(__name__)
+
+UNUSABLE_MODEL = (
+    "This GPU worker cannot use the model version (its base model is missing here, or its files do not "
+    "fit the base). The operator can find why in the GPU worker's log under job {job_id}."
+)
 OUT_OF_MEMORY = (
     "The GPU ran out of memory for this job. Ask for fewer images or a smaller size, or ask the operator "
     "to check what else runs on the GPU worker."
@@ -86,8 +93,13 @@ class Made:
 
 
 @contextmanager
-def _core_refusals() -> Iterator[None]:
-    """The core's refusals (a model it cannot load, a prompt it cannot write) as the job's reason."""
+def _core_refusals(job: GenerationJob | EditJob) -> Iterator[None]:
+    """The core's refusals as the job's reason, in words for the person who asked.
+
+    A refused prompt or setting is theirs to fix and its message says how; a base model or model
+    files this worker cannot use are the operator's, whose log has the details (server paths stay
+    out of what the tenant reads).
+    """
     import torch
 
     from personalization.artifacts import ArtifactError as CoreArtifactError
@@ -100,10 +112,9 @@ def _core_refusals() -> Iterator[None]:
         yield
     except torch.OutOfMemoryError:
         raise JobError(OUT_OF_MEMORY, code="out_of_memory") from None
-    except ModelLoadError as error:
-        raise JobError(f"The GPU worker cannot load the model's base: {error}.", code="base_model") from None
-    except (CoreArtifactError, ArtifactError) as error:
-        raise JobError(f"The model version's files cannot be used: {error}.", code="model_files") from None
+    except (ModelLoadError, CoreArtifactError, ArtifactError):
+        logger.warning("job %s cannot use its model version %s", job.pk, job.identity_model_id, exc_info=True)
+        raise JobError(UNUSABLE_MODEL.format(job_id=job.pk), code="model_unusable") from None
     except (GenerationError, EditError, PromptError) as error:
         raise JobError(f"The model refused the request: {error}.", code="invalid_parameters") from None
 
@@ -249,7 +260,7 @@ def run_generation(job: GenerationJob, context: JobContext) -> None:
         height=job.height,
     )
     reporter = StepReporter(context, total=job.steps + job.count)
-    with _core_refusals(), _model(job, context) as loaded:
+    with _core_refusals(job), _model(job, context) as loaded:
         result = generate(loaded.pipe, loaded.manifest, settings, progress=reporter)
     references = _reference_embeddings(job.subject)
     common = {
@@ -329,7 +340,7 @@ def run_edit(job: EditJob, context: JobContext) -> None:
     )
     automatic = user_mask is None or job.mask_mode == MaskMode.CONSTRAIN
     reporter = StepReporter(context, total=2 * job.steps + (settings.mask_steps if automatic else 0) + 1)
-    with _core_refusals(), _model(job, context) as loaded:
+    with _core_refusals(job), _model(job, context) as loaded:
         result = edit_image(loaded.pipe, photo, settings, progress=reporter)
     identity = _identity(result.image, _reference_embeddings(job.subject))
     background = _background(photo, result.image, result.region)

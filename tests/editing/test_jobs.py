@@ -98,6 +98,18 @@ def test_the_second_job_of_a_model_in_a_worker_process_reuses_its_loaded_pipelin
     assert second.pipeline_reused is True
 
 
+def test_a_model_whose_base_this_worker_lacks_fails_with_a_reason_that_names_no_server_path(
+    model, staff, run_in_process
+):
+    model.base_model = "/srv/models/sd15-gone"
+    model.save(update_fields=["base_model"])
+    job = actions.queue_generation(actor=staff, identity_model=model, prompt_preset="portrait")
+    job = run_in_process(job)
+    assert job.status == JobStatus.FAILED and job.error_code == "model_unusable"
+    assert f"job {job.pk}" in job.error_message and "/srv" not in job.error_message
+    assert not _outputs(job).exists()
+
+
 # --- edit ---------------------------------------------------------------------------------------------------
 def test_an_edit_of_the_enrollment_photo_keeps_it_outside_the_region_and_reports_how_well(
     model, staff, run_in_process
