@@ -19,15 +19,6 @@ DEFAULT_WORK = REPO_ROOT / "var" / "bench"
 DEFAULT_FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
 
 
-def quiet_loading() -> None:
-    """No loading bars: they would bury the tables in the logs a device run brings back."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-
-
 def real_pipeline(kind: str, device: str = "cpu") -> Any:
     """Random weights, real architectures: SD 1.5 (runwayml v1-5 configs) and SDXL base 1.0.
 

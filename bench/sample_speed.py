@@ -31,9 +31,10 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import DEFAULT_FACES, DEFAULT_WORK, ensure_model, quiet_loading
+from bench.common import DEFAULT_FACES, DEFAULT_WORK, ensure_model
 from personalization import edit, generate
 from personalization.models import load_pipeline, pick_device
+from personalization.terminal import quiet_library_bars
 
 PROMPT = "a photo of a person"
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args(argv)
 
-    quiet_loading()
+    quiet_library_bars()
     device = pick_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

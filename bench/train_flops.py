@@ -23,7 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.common import quiet_loading, real_pipeline  # noqa: E402
+from bench.common import real_pipeline  # noqa: E402
+from personalization.terminal import quiet_library_bars  # noqa: E402
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 SIZES = {"sd15": 512, "sdxl": 1024}
@@ -92,7 +93,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--tflops", type=float, default=990.0, help="device rate for the floor (TFLOP/s)")
     args = parser.parse_args()
-    quiet_loading()
+    quiet_library_bars()
     print(f"GFLOP (ATen operations, about one kernel launch each in eager mode) per step, batch {args.batch}")
     columns = ["model", "px", "VAE encode", "text encode", "UNet fwd+bwd", "plain step", "identity step"]
     print("| " + " | ".join([*columns, "ratio (FLOP)", "ratio (launches)"]) + " |")

@@ -35,7 +35,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.common import DEFAULT_FACES, DEFAULT_WORK, ensure_data, ensure_model, quiet_loading  # noqa: E402
+from bench.common import DEFAULT_FACES, DEFAULT_WORK, ensure_data, ensure_model  # noqa: E402
+from personalization.terminal import quiet_library_bars  # noqa: E402
 
 RESOLUTION = {("tiny", "sd15"): 64, ("tiny", "sdxl"): 64, ("real", "sd15"): 512, ("real", "sdxl"): 1024}
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -193,7 +194,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    quiet_loading()
+    quiet_library_bars()
 
     torch.backends.cuda.matmul.allow_tf32 = True
     if spec["variant"] == "plain":
@@ -263,7 +264,7 @@ def main() -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
 
-    quiet_loading()
+    quiet_library_bars()
     device = _device_description(args.device)
     date = datetime.now(UTC).date().isoformat()
     rows: list[dict[str, Any]] = []

@@ -4,7 +4,7 @@ Any Django Storage works (filesystem by default, S3 through django-storages in
 production: see settings.STORAGES["likeness_private"]). What this module adds is
 the refusal to hand out URLs: nothing in this backend is ever reachable from a
 public media URL, every read goes through a view that checks tenant and
-permission and decrypts (consent.views.asset_download).
+permission and decrypts (consent.views.asset_file).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
 PRIVATE_STORAGE_ALIAS = "likeness_private"
-NO_URL = "private files have no URL: serve them through consent.views.asset_download"
+NO_URL = "private files have no URL: serve them through consent.views.asset_file"
 
 
 class PrivateFileSystemStorage(FileSystemStorage):

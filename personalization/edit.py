@@ -32,9 +32,10 @@ from personalization.attention import (
     count_self_attention_layers,
     token_positions,
 )
+from personalization.progress import ProgressCallback, StepCounter, StepProgress
 
-# (phase, steps done, steps in the phase); a callback may raise to cancel between steps.
-ProgressCallback = Callable[[str, int, int], None]
+# Called with the phase after each UNet step (StepCounter.step: it reports and may cancel).
+OnStep = Callable[[str], None]
 UserMaskMode = Literal["replace", "constrain"]
 
 # MasaCtrl reads the source's keys and values from layer 10 of SD 1.5's 16 self-attention
@@ -258,7 +259,7 @@ def invert(
     steps: int = 50,
     resolution: int | None = None,
     refinements: int = 0,
-    progress: ProgressCallback | None = None,
+    on_step: OnStep | None = None,
 ) -> Inversion:
     """DDIM inversion of the photo with the source prompt (no guidance), keeping the trajectory.
 
@@ -277,7 +278,7 @@ def invert(
     trajectory: list[torch.Tensor] = [latent] * (steps + 1)
     current = latent
     with attention_control(pipe.unet, controller), torch.no_grad():
-        for done, index in enumerate(reversed(range(steps))):
+        for index in reversed(range(steps)):
             timestep = timesteps[index]
             controller.step = index
             alpha_t, alpha_lower = _alpha(scheduler, timestep), _alpha(scheduler, timestep - ratio)
@@ -292,8 +293,8 @@ def invert(
                 guess = math.sqrt(alpha_t) * clean + math.sqrt(1 - alpha_t) * noise
             current = guess
             trajectory[index] = current
-            if progress is not None:
-                progress("invert", done + 1, steps)
+            if on_step is not None:
+                on_step("invert")
     maps = {name: value[0] for name, value in controller.maps().items()}
     return Inversion(trajectory, timesteps, maps, prompt, size)
 
@@ -321,7 +322,7 @@ def _sample(
     blend: _Blend | None,
     controller: AttentionController,
     source_row: bool,
-    progress: ProgressCallback | None,
+    on_step: OnStep | None,
     phase: str,
 ) -> torch.Tensor:
     """DDIM steps `first`..`stop`-1 of the target branch from `start_latent`.
@@ -355,8 +356,8 @@ def _sample(
         latent = scheduler.step(prediction, timestep, latent).prev_sample
         if blend is not None and blend.start <= step < blend.end:
             latent = blend.mask * latent + (1 - blend.mask) * inversion.trajectory[step + 1]
-        if progress is not None:
-            progress(phase, step + 1 - first, stop - first)
+        if on_step is not None:
+            on_step(phase)
     return latent
 
 
@@ -381,7 +382,7 @@ def reconstruct(pipe: Any, inversion: Inversion, *, guidance: float = 1.0) -> to
         blend=None,
         controller=controller,
         source_row=False,
-        progress=None,
+        on_step=None,
         phase="reconstruct",
     )
 
@@ -515,11 +516,26 @@ def _check(settings: EditSettings, image: Image.Image) -> None:
 
 
 def edit_image(
-    pipe: Any, image: Image.Image, settings: EditSettings, progress: ProgressCallback | None = None
+    pipe: Any,
+    image: Image.Image,
+    settings: EditSettings,
+    progress: ProgressCallback[StepProgress] | None = None,
 ) -> EditResult:
-    """Runs NIMA on one photo; see the module docstring for the method."""
+    """Runs NIMA on one photo; see the module docstring for the method.
+
+    `progress` gets every UNet step of the whole edit (phases invert, mask, edit); returning
+    "stop" or raising progress.Cancelled cancels between steps (Cancelled propagates).
+    """
     image = image.convert("RGB")
     _check(settings, image)
+    user = None if settings.user_mask is None else np.asarray(settings.user_mask).astype(bool)
+    automatic_needed = user is None or settings.user_mask_mode == "constrain"
+    # The window opens after the mask steps: those steps need not run twice.
+    skip_ahead = automatic_needed and settings.blend_start >= settings.mask_steps
+    mask_steps = settings.mask_steps if automatic_needed else 0
+    counter = StepCounter(
+        progress, settings.steps + mask_steps + settings.steps - (mask_steps if skip_ahead else 0)
+    )
     inversion = invert(
         pipe,
         image,
@@ -528,7 +544,7 @@ def edit_image(
         steps=settings.steps,
         resolution=settings.resolution,
         refinements=settings.inversion_refinements,
-        progress=progress,
+        on_step=counter.step,
     )
     latent_start = inversion.trajectory[0]
     latent_size = (latent_start.shape[-2], latent_start.shape[-1])
@@ -558,8 +574,6 @@ def edit_image(
             start_layer=start_layer,
         )
 
-    user = None if settings.user_mask is None else np.asarray(settings.user_mask).astype(bool)
-    automatic_needed = user is None or settings.user_mask_mode == "constrain"
     subject: np.ndarray | None = None
     target: np.ndarray | None = None
     end = settings.steps if settings.blend_end is None else settings.blend_end
@@ -567,7 +581,7 @@ def edit_image(
         "guidance": settings.guidance,
         "controller": controller,
         "source_row": settings.masactrl,
-        "progress": progress,
+        "on_step": counter.step,
     }
     resume: tuple[int, torch.Tensor] | None = None
     with attention_control(pipe.unet, controller):
@@ -588,8 +602,7 @@ def edit_image(
             target_maps = {name: value[0] for name, value in controller.maps().items()}
             subject = attention_mask(inversion.subject_maps, latent_size, settings.mask_threshold)
             target = attention_mask(target_maps, latent_size, settings.mask_threshold)
-            if settings.blend_start >= settings.mask_steps:
-                # The window opens after the mask steps: those steps need not run twice.
+            if skip_ahead:
                 resume = (settings.mask_steps, ahead)
         union = None if subject is None or target is None else subject | target
         scale = image.width / inversion.working_size[1]

@@ -35,9 +35,10 @@ from personalization.artifacts import (
     set_trained_scales,
 )
 from personalization.models import load_pipeline
+from personalization.presets import SCHEDULERS
+from personalization.progress import ProgressCallback, StepCounter, StepProgress
 from personalization.prompts import DEFAULT_PROMPT, expand_prompt
 
-ProgressCallback = Callable[[str, int, int], None]
 ImagePlugin = Callable[[Image.Image], Image.Image]
 HiresMode = Literal["latent", "image"]
 
@@ -71,9 +72,6 @@ def _scheduler_factories() -> dict[str, tuple[Any, dict[str, Any]]]:
         "unipc": (UniPCMultistepScheduler, {}),
         "lms": (LMSDiscreteScheduler, {}),
     }
-
-
-SCHEDULERS = ("default", "ddim", "pndm", "euler", "euler-a", "dpm++2m", "dpm++2m-karras", "unipc", "lms")
 
 
 @dataclass
@@ -244,9 +242,15 @@ def generate(
     pipe: Any,
     manifest: TrainedManifest | None,
     settings: GenerationSettings,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback[StepProgress] | None = None,
 ) -> GenerationResult:
-    """Generates `settings.count` images; progress reports (phase, step, steps) per pipeline step."""
+    """Generates `settings.count` images.
+
+    `progress` gets every denoising step of every pipeline call (phase "generate", or "generate
+    1/2" and "generate 2/2" with a second pass); `total` counts them all and is corrected as each
+    call starts and its scheduler's step count is known. Returning "stop" or raising
+    progress.Cancelled cancels between steps (Cancelled propagates; nothing is returned).
+    """
     _check(settings)
     tokens = manifest.tokens if manifest is not None else {}
     class_word = manifest.class_word if manifest is not None else "person"
@@ -264,11 +268,24 @@ def generate(
     try:
         first_output = "latent" if settings.hires is not None and settings.hires.mode == "latent" else "pil"
         total_passes = 1 if settings.hires is None else 2
+        # Steps of one pipeline call per pass: estimated first (img2img runs strength x steps),
+        # then read from the pipeline when a call starts.
+        per_call = [settings.steps] + (
+            [] if settings.hires is None else [int(settings.steps * settings.hires.strength)]
+        )
+        first_chunk = (
+            settings.count if settings.max_batch is None else min(settings.max_batch, settings.count)
+        )
+        counter = StepCounter(progress, math.ceil(settings.count / first_chunk) * sum(per_call))
 
-        def report(phase: str) -> Callable[..., dict[str, Any]]:
+        def report(phase: str, pass_index: int, part: list[int]) -> Callable[..., dict[str, Any]]:
             def on_step_end(_pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-                if progress is not None:
-                    progress(phase, step + 1, int(_pipe.num_timesteps))
+                if step == 0:
+                    per_call[pass_index] = int(_pipe.num_timesteps)
+                    calls_left = math.ceil((len(seeds) - seeds.index(part[0])) / len(part))
+                    later = sum(per_call[pass_index + 1 :]) * math.ceil(len(seeds) / len(part))
+                    counter.set_total(counter.done + calls_left * per_call[pass_index] + later)
+                counter.step(phase)
                 return kwargs
 
             return on_step_end
@@ -283,7 +300,7 @@ def generate(
                 height=settings.height,
                 generator=_generators(part),
                 output_type=first_output,
-                callback_on_step_end=report("generate" if total_passes == 1 else "generate 1/2"),
+                callback_on_step_end=report("generate" if total_passes == 1 else "generate 1/2", 0, part),
             )
             images = output.images
             return list(images.unbind(0)) if first_output == "latent" else list(images)
@@ -305,7 +322,7 @@ def generate(
                     guidance_scale=settings.guidance,
                     generator=_generators(part),
                     output_type="pil",
-                    callback_on_step_end=report("generate 2/2"),
+                    callback_on_step_end=report("generate 2/2", 1, part),
                 )
                 return list(output.images)
 

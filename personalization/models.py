@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 
 ModelKind = Literal["sd15", "sdxl"]
 KindChoice = Literal["auto", "sd15", "sdxl"]
@@ -74,6 +80,20 @@ def detect_kind(base_model: str | Path, *, revision: str | None = None) -> Model
         supported = ", ".join(sorted(_PIPELINE_CLASSES))
         raise ModelLoadError(f"{base_model} is a {class_name or 'unknown'} model; supported: {supported}")
     return _PIPELINE_CLASSES[class_name]
+
+
+def native_resolution(base_model: str | Path, *, revision: str | None = None) -> int:
+    """The image side the base model was trained at, from its configs alone (no weights loaded).
+
+    The pipelines' own default: the UNet's sample size times the VAE's downscaling
+    (tiny 32 x 2 = 64, SD 1.5 64 x 8 = 512, SDXL 128 x 8 = 1024). Presets train at it.
+    """
+    try:
+        unet = UNet2DConditionModel.load_config(str(base_model), subfolder="unet", revision=revision)
+        vae = AutoencoderKL.load_config(str(base_model), subfolder="vae", revision=revision)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(_load_failure(base_model, error)) from error
+    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
 
 
 def pipeline_kind(pipe: DiffusionPipeline) -> ModelKind:

@@ -15,14 +15,7 @@ from consent.actions.common import Actor, ConsentActionError, acting_user
 from consent.erasure import registered_hooks
 from consent.faults import crash_point
 from consent.locks import locked_subject
-from consent.models import (
-    Asset,
-    DeletionCertificate,
-    ErasureRequest,
-    ErasureTrigger,
-    Subject,
-    SubjectKey,
-)
+from consent.models import Asset, DeletionCertificate, ErasureRequest, ErasureTrigger, Subject, SubjectKey
 from consent.storage import private_storage, subject_prefix, walk
 from tenancy.permissions import require_perm
 

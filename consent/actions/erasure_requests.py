@@ -30,13 +30,7 @@ from consent.actions.erasure import begin_erasure, close_request
 from consent.actions.gate import records_in_force
 from consent.actions.retention import start_purpose_clock
 from consent.locks import locked_subject
-from consent.models import (
-    ConsentRevocation,
-    DeletionCertificate,
-    ErasureRequest,
-    ErasureTrigger,
-    Subject,
-)
+from consent.models import ConsentRevocation, DeletionCertificate, ErasureRequest, ErasureTrigger, Subject
 from tenancy.permissions import has_perm, require_perm
 
 MAX_DECISION_REASON_CHARS = 2000

@@ -17,16 +17,9 @@ from consent.actions.common import Actor, ConsentActionError, acting_user
 from consent.actions.gate import require_any
 from consent.actions.retention import asset_retain_until, subject_retain_until, touch_subject
 from consent.locks import locked_subject
-from consent.models import (
-    Asset,
-    AssetKind,
-    Subject,
-    SubjectKey,
-)
+from consent.models import Asset, AssetKind, Subject, SubjectKey
 from consent.storage import private_storage
-from consent.tokens import (
-    sha256_hex,
-)
+from consent.tokens import sha256_hex
 from tenancy.permissions import require_perm
 
 

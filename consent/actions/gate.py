@@ -7,11 +7,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from consent.actions.common import ConsentReason, ConsentRequiredError, format_day
-from consent.models import (
-    ConsentRecord,
-    Purpose,
-    Subject,
-)
+from consent.models import ConsentRecord, Purpose, Subject
 
 PURPOSE_PHRASES = {
     Purpose.TRAIN_IDENTITY: "training an identity model",

@@ -10,10 +10,7 @@ from django.db import transaction
 
 from audit.actions import record as audit
 from consent import crypto, vault
-from consent.models import (
-    Subject,
-    SubjectKey,
-)
+from consent.models import Subject, SubjectKey
 
 logger = logging.getLogger(__name__)
 

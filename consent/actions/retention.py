@@ -11,13 +11,8 @@ from audit.actions import record as audit
 from consent.actions.common import Actor, ConsentActionError, acting_user, next_version
 from consent.actions.gate import revoked_as_of, subject_records
 from consent.locks import locked_subject
-from consent.models import (
-    RetentionSchedule,
-    Subject,
-)
-from consent.tokens import (
-    consent_text_sha256,
-)
+from consent.models import RetentionSchedule, Subject
+from consent.tokens import consent_text_sha256
 from tenancy.models import Tenant
 from tenancy.permissions import require_perm
 

@@ -47,12 +47,7 @@ from consent.models import (
     RevocationChannel,
     Subject,
 )
-from consent.tokens import (
-    InvalidLinkTokenError,
-    make_link_token,
-    read_link_token,
-    token_fingerprint,
-)
+from consent.tokens import InvalidLinkTokenError, make_link_token, read_link_token, token_fingerprint
 from tenancy.permissions import require_perm
 
 MIN_INTENDED_USES_CHARS = 20

@@ -16,14 +16,8 @@ from consent.actions.retention import (
     schedule_in_force,
 )
 from consent.locks import locked_subject
-from consent.models import (
-    ConsentTemplate,
-    DeletionCertificate,
-    Subject,
-)
-from consent.tokens import (
-    consent_text_sha256,
-)
+from consent.models import ConsentTemplate, DeletionCertificate, Subject
+from consent.tokens import consent_text_sha256
 from tenancy.models import Membership, Tenant
 from tenancy.permissions import require_perm
 

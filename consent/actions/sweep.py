@@ -21,12 +21,7 @@ from consent.actions.erasure_requests import (
 )
 from consent.actions.gate import in_period, records_in_force, revoked_as_of, subject_records
 from consent.actions.retention import subject_retain_until
-from consent.models import (
-    DeletionCertificate,
-    ErasureRequest,
-    ErasureTrigger,
-    Subject,
-)
+from consent.models import DeletionCertificate, ErasureRequest, ErasureTrigger, Subject
 
 logger = logging.getLogger(__name__)
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from dataclasses import asdict
 from pathlib import Path
 
 from personalization.cli import Command, CommandError
 from personalization.commands.generate import add_model_arguments
-
-log = logging.getLogger("personalization.edit")
+from personalization.terminal import ProgressDisplay, add_progress_arguments, quiet_library_bars
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,10 +63,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--inversion-refinements", type=int, default=0, help="fixed-point refinements per inversion step"
     )
-
-
-def _progress(phase: str, done: int, total: int) -> None:
-    log.info("%s: step %d/%d", phase, done, total)
+    add_progress_arguments(parser)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -85,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         photo.load()
     except (OSError, UnidentifiedImageError) as error:
         raise CommandError(f"cannot read the photo {args.image}: {error}") from error
+    quiet_library_bars()
     try:
         pipe, manifest = load_generator(args.model, base_model=args.base_model, device=args.device)
         if args.unet_scale is not None or args.text_scale is not None:
@@ -126,7 +122,8 @@ def _run(args: argparse.Namespace) -> int:
             resolution=args.resolution,
             inversion_refinements=args.inversion_refinements,
         )
-        result = edit_image(pipe, photo, settings, progress=_progress)
+        with ProgressDisplay("edit", quiet=args.quiet, every=args.log_every) as display:
+            result = edit_image(pipe, photo, settings, progress=display)
     except (EditError, PromptError, ArtifactError, ModelLoadError) as error:
         raise CommandError(str(error)) from error
     out: Path = args.out

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
 
 from personalization.cli import Command, CommandError
+from personalization.terminal import ProgressDisplay, add_progress_arguments, quiet_library_bars
 
-log = logging.getLogger("personalization.generate")
 
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by generate and edit: the trained folder, its base model, device, LoRA scales."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, scales: bool = True) -> None:
+    """Options shared by generate, edit and evaluate: the trained folder, its base model, device,
+    and (unless the command uses the manifest's) the LoRA scales."""
     parser.add_argument("--model", type=Path, required=True, help="trained model folder (manifest.json)")
     parser.add_argument("--base-model", help="base model folder or hub id (default: the manifest's)")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when present)")
+    if not scales:
+        return
     parser.add_argument(
         "--unet-scale",
         type=float,
@@ -74,10 +75,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="face-restoration plugin FILE.py:FUNCTION (default $LIKENESS_FACE_RESTORATION_PLUGIN)",
     )
     parser.add_argument("--max-batch", type=int, help="most images per pipeline call (default: all that fit)")
-
-
-def _progress(phase: str, done: int, total: int) -> None:
-    log.info("%s: step %d/%d", phase, done, total)
+    add_progress_arguments(parser)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -117,9 +115,11 @@ def _run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         **scales,
     )
+    quiet_library_bars()
     try:
         pipe, manifest = load_generator(args.model, base_model=args.base_model, device=args.device)
-        result = generate(pipe, manifest, settings, progress=_progress)
+        with ProgressDisplay("generate", quiet=args.quiet, every=args.log_every) as display:
+            result = generate(pipe, manifest, settings, progress=display)
     except (GenerationError, PromptError, ArtifactError, ModelLoadError) as error:
         raise CommandError(str(error)) from error
     out: Path = args.out

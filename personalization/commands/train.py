@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from personalization.cli import Command, CommandError
+from personalization.presets import PRESET_NAMES, TRAINING_BOUNDS
+from personalization.terminal import ProgressDisplay, add_progress_arguments, quiet_library_bars
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,33 +29,47 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--images", type=Path, required=True, help="the subject's folder written by `prepare`")
     add("--style-images", type=Path, help="multiconcept: the style folder written by `prepare --style`")
     add("--out", type=Path, required=True, help="output folder (pipe.load_lora_weights(OUT) loads it)")
+    add(
+        "--preset",
+        choices=PRESET_NAMES,
+        help="quick (try the loop), standard (the method's defaults) or max (final quality): steps, rank, "
+        "batch, cadences (docs/personalization.md); the options below that it sets become checked overrides",
+    )
+    add(
+        "--resolution",
+        type=int,
+        help="the size the photos were prepared at (with --preset: default the base model's own)",
+    )
     add("--steps", type=int, help="total steps (default 800 identity, 1200 + 1500 multiconcept)")
     add(
         "--phase1-steps",
         type=int,
         help="multiconcept: embeddings-only steps (default 1200, or 4/9 of --steps)",
     )
-    add("--rank", type=int, default=4, help="LoRA rank (default 4)")
+    add("--rank", type=int, help="LoRA rank (default 4)")
     add("--lora-alpha", type=float, help="LoRA alpha (default: the rank)")
-    add("--unet-lr", type=float, default=1e-4, help="UNet LoRA learning rate (default 1e-4)")
+    add("--unet-lr", type=float, help="UNet LoRA learning rate (default 1e-4)")
     add(
         "--text-lr",
         type=float,
-        default=1e-5,
         help="multiconcept phase 2: text LoRA and embeddings (default 1e-5)",
     )
     add(
         "--embedding-lr",
         type=float,
-        default=5e-4,
         help="multiconcept phase 1: token embeddings (default 5e-4)",
     )
     add("--weight-decay", type=float, default=1e-3, help="AdamW weight decay on LoRA weights (default 1e-3)")
     add("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (default 1.0)")
-    add("--batch-size", type=int, default=1, help="photos per step (default 1; prior images are added to it)")
-    add("--seed", type=int, default=0, help="seed of every random draw: same seed, same result (default 0)")
-    add("--prior-preservation", action="store_true", help="identity: regularise with a generated class set")
-    add("--num-class-images", type=int, default=100, help="size of the class set (default 100)")
+    add("--batch-size", type=int, help="photos per step (default 1; prior images are added to it)")
+    add("--seed", type=int, help="seed of every random draw: same seed, same result (default 0)")
+    add(
+        "--prior-preservation",
+        action="store_true",
+        default=None,
+        help="identity: regularise with a generated class set",
+    )
+    add("--num-class-images", type=int, help="size of the class set (default 100)")
     add("--prior-loss-weight", type=float, default=1.0, help="weight of the prior loss (default 1.0)")
     add("--class-image-steps", type=int, default=30, help="sampling steps per class image (default 30)")
     add("--cache-dir", type=Path, help="class-set cache (default $LIKENESS_CACHE_DIR or ~/.cache/likeness)")
@@ -73,35 +90,44 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16: bf16 autocast on any device",
     )
     add("--device", help="cuda, cuda:1, cpu (default: CUDA when present)")
-    add("--checkpoint-every", type=int, default=250, help="checkpoint every N steps (default 250; 0 off)")
-    add("--preview-every", type=int, default=0, help="save a preview image every N steps (default 0: off)")
-    add("--preview-steps", type=int, default=20, help="sampling steps of a preview (default 20)")
-    add("--log-every", type=int, default=10, help="print progress every N steps (default 10)")
+    add("--checkpoint-every", type=int, help="checkpoint every N steps (default 250; 0 off)")
+    add("--preview-every", type=int, help="save a preview image every N steps (default 0: off)")
+    add("--preview-steps", type=int, help="sampling steps of a preview (default 20)")
     add("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add_progress_arguments(parser)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig's preset-governed values: a preset's with the options given as checked overrides,
+    or (without --preset) just the options given, the rest left to TrainConfig's defaults."""
+    from personalization.models import ModelLoadError, native_resolution
+    from personalization.presets import PresetError, resolve_training
+
+    given = {key: getattr(args, key) for key in TRAINING_BOUNDS if getattr(args, key, None) is not None}
+    if args.preset is None:
+        return {"method": args.method, **given}
+    try:
+        base = args.resolution or native_resolution(args.base_model)
+        resolved = resolve_training(args.method, args.preset, given, base_resolution=base)
+    except (PresetError, ModelLoadError) as error:
+        raise CommandError(str(error)) from error
+    chosen = ", ".join(f"{key} {value}" for key, value in resolved.values.items())
+    overridden = f" (overridden: {', '.join(resolved.overridden)})" if resolved.overridden else ""
+    print(f"preset {args.preset} ({args.method}): {chosen}{overridden}", file=sys.stderr, flush=True)
+    return resolved.config_kwargs()
 
 
 def _run(args: argparse.Namespace) -> int:
     from personalization.training import TrainConfig, TrainingError, TrainProgress, train
 
     config = TrainConfig(
-        method=args.method,
         base_model=args.base_model,
         images=args.images,
         out=args.out,
         style_images=args.style_images,
-        steps=args.steps,
-        phase1_steps=args.phase1_steps,
-        rank=args.rank,
         lora_alpha=args.lora_alpha,
-        unet_lr=args.unet_lr,
-        text_lr=args.text_lr,
-        embedding_lr=args.embedding_lr,
         weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        prior_preservation=args.prior_preservation,
-        num_class_images=args.num_class_images,
         prior_loss_weight=args.prior_loss_weight,
         class_image_steps=args.class_image_steps,
         cache_dir=args.cache_dir,
@@ -113,31 +139,25 @@ def _run(args: argparse.Namespace) -> int:
         compile=args.compile,
         mixed_precision=args.mixed_precision,
         device=args.device,
-        checkpoint_every=args.checkpoint_every,
-        preview_every=args.preview_every,
-        preview_steps=args.preview_steps,
         resume=args.resume,
+        **_settings(args),
     )
     previews = args.out / "previews"
+    quiet_library_bars()
 
-    def report(progress: TrainProgress) -> Any:
+    def report(progress: TrainProgress, display: ProgressDisplay) -> None:
         for notice in progress.notices:
-            print(f"notice: {notice}", flush=True)
+            display.write(f"notice: {notice}")
         if progress.preview is not None:
             previews.mkdir(parents=True, exist_ok=True)
             progress.preview.save(previews / f"step-{progress.step:07d}.png")
-        if progress.step % max(args.log_every, 1) == 0 or progress.step == progress.total:
-            losses = " ".join(f"{name}={value:.4f}" for name, value in progress.losses.items())
-            rates = " ".join(f"{name}={value:.1e}" for name, value in progress.learning_rates.items())
-            print(
-                f"step {progress.step}/{progress.total} [{progress.phase}] {losses} lr {rates} "
-                f"eta {progress.eta_seconds:.0f}s",
-                flush=True,
-            )
-        return None
+        losses = " ".join(f"{name}={value:.4f}" for name, value in progress.losses.items())
+        rates = " ".join(f"{name}={value:.1e}" for name, value in progress.learning_rates.items())
+        display.update(progress, f"{losses} lr {rates}", brief=f"loss {progress.losses['total']:.4f}")
 
     try:
-        result = train(config, report)
+        with ProgressDisplay("train", quiet=args.quiet, every=args.log_every) as display:
+            result = train(config, lambda progress: report(progress, display))
     except (TrainingError, FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from error
     if result.status == "stopped":

@@ -104,3 +104,29 @@ def test_train_flops_counts_both_steps_at_the_real_sizes() -> None:
     for cells in rows:
         flop_ratio, launch_ratio = (float(cell.rstrip("x")) for cell in cells[-2:])
         assert flop_ratio > launch_ratio >= 1.0  # caching removes the VAE's arithmetic, few of the launches
+
+
+@pytest.mark.timeout(600)
+def test_preset_speed_times_the_quick_presets_and_a_two_image_generation(tmp_path: Path) -> None:
+    results = tmp_path / "rows.json"
+    output = _run(
+        "bench/preset_speed.py",
+        "--steps=2",
+        "--threads=1",
+        f"--work={tmp_path}",
+        f"--faces={FACES}",
+        f"--json={results}",
+    )
+    rows = json.loads(results.read_text())
+    assert [row["measurement"].split(" (")[0] for row in rows] == [
+        "train `quick` identity",
+        "train `quick` multiconcept",
+        "generate 2 images, `quick`",
+        "generate 2 images, `standard`",
+        "generate 2 images, `quick`",
+        "generate 2 images, `standard`",
+        "evaluate a new model, 4 images",
+    ]
+    assert all(row["wall_s"] > 0 and row["cpu_s"] > 0 for row in rows)
+    assert all(row["training_s"] > 0 for row in rows[:2])
+    assert len(_table_rows(output)) == len(rows)

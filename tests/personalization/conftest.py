@@ -35,6 +35,12 @@ def tiny_image(pipe: Any, prompt: str) -> np.ndarray:
     return image
 
 
+def identity_train_args(base_model: Path, images: Path, out: Path, *extra: str) -> list[str]:
+    """`python -m personalization` arguments of an identity training: what the CLI tests share."""
+    model = ["--base-model", str(base_model), "--images", str(images), "--out", str(out)]
+    return ["train", "--method", "identity", *model, *extra]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread() -> None:
     # The CI machine has two cores shared with other jobs; one thread also keeps CPU results bit-stable.

@@ -7,6 +7,7 @@ LoRA layers and identity/style token embeddings written through artifacts.write_
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from personalization.generate import (
     load_plugin,
 )
 from personalization.models import load_pipeline
+from personalization.progress import StepProgress
 from personalization.prompts import PromptError, expand_prompt
 
 PROMPT = "a photo of a person"
@@ -78,15 +80,13 @@ def test_prompts_name_the_trained_tokens(trained: tuple[Any, Any]) -> None:
 
 def test_a_batch_is_one_call_and_each_image_keeps_its_seed(trained: tuple[Any, Any]) -> None:
     pipe, manifest = trained
-    calls: list[int] = []
-
-    def count_steps(phase: str, step: int, total: int) -> None:
-        if step == 1:
-            calls.append(step)
-
-    batch = generate(pipe, manifest, GenerationSettings(steps=3, count=3, seed=10), progress=count_steps)
+    events: list[StepProgress] = []
+    batch = generate(pipe, manifest, GenerationSettings(steps=3, count=3, seed=10), progress=events.append)
     assert batch.seeds == [10, 11, 12] and len(batch.images) == 3
-    assert len(calls) == 1  # one pipeline call for the three images
+    # One pipeline call for the three images: as many steps as the scheduler takes once.
+    scheduler = copy.deepcopy(pipe.scheduler)
+    scheduler.set_timesteps(3)
+    assert len(events) == events[-1].total == len(scheduler.timesteps)
     alone = generate(pipe, manifest, GenerationSettings(steps=3, count=1, seed=11))
     # Batched matmuls round differently on CPU; the images match to a grey level or two.
     assert np.abs(_arrays(batch.images)[1] - _arrays(alone.images)[0]).max() <= 3
@@ -119,7 +119,7 @@ def test_second_pass_doubles_the_resolution(trained: tuple[Any, Any], mode: Hire
     pipe, manifest = trained
     phases: set[str] = set()
     settings = GenerationSettings(steps=4, hires=HiresSettings(scale=2.0, strength=0.5, mode=mode))
-    result = generate(pipe, manifest, settings, progress=lambda phase, step, total: phases.add(phase))
+    result = generate(pipe, manifest, settings, progress=lambda event: phases.add(event.phase))
     assert [image.size for image in result.images] == [(128, 128)]
     assert phases == {"generate 1/2", "generate 2/2"}
 

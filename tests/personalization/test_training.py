@@ -17,7 +17,7 @@ from personalization.artifacts import load_token_embeddings, load_trained, read_
 from personalization.dataset import PreparedDataset
 from personalization.models import load_pipeline
 from personalization.training import TrainConfig, Trainer, TrainingError, TrainProgress, TrainResult
-from tests.personalization.conftest import tiny_image
+from tests.personalization.conftest import identity_train_args, tiny_image
 
 
 @dataclass
@@ -440,23 +440,9 @@ def test_train_cli(tiny_sd: Path, prepared_source: PreparedDataset, tmp_path: Pa
     ):
         assert option in help_text
     out = tmp_path / "out"
-    args = [
-        "train",
-        "--method",
-        "identity",
-        "--base-model",
-        str(tiny_sd),
-        "--images",
-        str(prepared_source.root),
-        "--out",
-        str(out),
-        "--steps",
-        "2",
-        "--log-every",
-        "1",
-    ]
+    args = identity_train_args(tiny_sd, prepared_source.root, out, "--steps", "2", "--log-every", "1")
     done = cli(*args)
     assert done.returncode == 0, done.stderr
-    assert "step 2/2 [identity] instance=" in done.stdout
+    assert "step 2/2 [identity] instance=" in done.stderr  # progress on stderr, results on stdout
     assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "manifest.json").is_file()
     assert "validation loss after: instance=" in done.stdout

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from tenancy import actions
+from tenancy.actions import invitations as invitation_actions
 from tenancy.models import Invitation, Membership, Role
 from tests.conftest import TEST_PASSWORD
 
@@ -290,7 +291,7 @@ def test_resends_are_capped(tenant_factory, member, api_client_for, mailoutbox):
 
 
 def test_pending_invitations_per_tenant_are_capped(tenant_factory, member, api_client_for, monkeypatch):
-    monkeypatch.setattr(actions, "MAX_PENDING_INVITATIONS", 2)
+    monkeypatch.setattr(invitation_actions, "MAX_PENDING_INVITATIONS", 2)
     tenant = tenant_factory("Capped")
     api = api_client_for(member(tenant, Role.ADMIN), tenant)
     first = _invite(api, "one@example.test").json()["id"]

@@ -1,0 +1,266 @@
+"""Subject pages: the list, a subject, its contact address, photos, the purpose mark, erasure, revocation."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from consent import actions, vault
+from consent.actions.erasure_requests import format_moment
+from consent.forms import ContactForm, EraseForm, RevocationForm, SubjectForm
+from consent.models import AssetKind, ConsentRecord, Subject
+from consent.status import LINK_STATUS_PREFETCH, STATUS_PREFETCH, link_status, subject_status
+from consent.views.common import PHOTO_KINDS, ActionFailure, can, failure_text, get_subject
+from tenancy.access import get_for_tenant_or_404, tenant_object_view
+from tenancy.context import TenantRequest, require_tenant
+from tenancy.decorators import check_perm, tenant_member_required
+from tenancy.permissions import restrict_to_perm
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+def subject_list(request: TenantRequest) -> HttpResponse:
+    tenant = require_tenant(request)
+    form = SubjectForm(request.POST or None)
+    if request.method == "POST":
+        check_perm(request, "consent.add_subject")
+        if form.is_valid():
+            try:
+                subject = actions.create_subject(actor=request.user, tenant=tenant, **form.cleaned_data)
+            except actions.ConsentActionError as error:
+                form.add_error(None, error.message)
+            else:
+                messages.success(request, f"Subject {subject.display_name} added.")
+                return redirect("consent-subject", pk=subject.pk)
+    subjects = restrict_to_perm(
+        Subject.objects.for_tenant(tenant).prefetch_related(*STATUS_PREFETCH).order_by("display_name", "id"),
+        request.user,
+        tenant,
+        "consent.view_subject",
+    )
+    return render(
+        request,
+        "consent/subject_list.html",
+        {
+            "rows": [(subject, subject_status(subject)) for subject in subjects],
+            "form": form,
+            "can_add": can(request, "consent.add_subject"),
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@require_GET
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_detail(request: TenantRequest, pk: int) -> HttpResponse:
+    subject = get_subject(request, pk)
+    assets = subject.assets.exclude(kind=AssetKind.FACE_EMBEDDING).order_by("kind", "id")
+    links = subject.links.select_related("template").prefetch_related(*LINK_STATUS_PREFETCH)
+    return render(
+        request,
+        "consent/subject_detail.html",
+        {
+            "subject": subject,
+            "status": subject_status(subject),
+            "records": subject.records.select_related("revocation").order_by("-signed_at"),
+            "links": [(link, link_status(link)) for link in links.order_by("-created_at")],
+            "assets": assets if can(request, "consent.view_asset") else [],
+            "can_photos": can(request, "consent.view_asset"),
+            "certificates": subject.deletion_certificates.all()
+            if can(request, "consent.view_deletioncertificate")
+            else [],
+            "erasure_requests": subject.erasure_requests.select_related("requested_by").order_by(
+                "-requested_at", "-id"
+            )
+            if can(request, "consent.view_erasurerequest")
+            else [],
+            "can_confirm": can(request, "consent.confirm_erasurerequest"),
+            "can_send_link": can(request, "consent.add_consentlink"),
+            "can_change_contact": can(request, "consent.change_subject", subject),
+            "can_upload": can(request, "consent.upload_photos_subject", subject),
+            "can_revoke": can(request, "consent.add_consentrevocation"),
+            "can_erase": can(request, "consent.erase_subject", subject),
+            "can_close_purpose": can(request, "consent.close_purpose_subject", subject),
+            "can_history": can(request, "consent.view_consentrecord"),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_contact(request: TenantRequest, pk: int) -> HttpResponse:
+    """Change the address consent links and in-person codes go to (audited; links sent keep theirs)."""
+    subject = get_subject(request, pk, "consent.change_subject")
+    form = ContactForm(request.POST or None, initial={"contact_email": subject.contact_email})
+    if request.method == "POST" and form.is_valid():
+        try:
+            actions.change_contact_email(
+                actor=request.user, subject=subject, contact_email=form.cleaned_data["contact_email"]
+            )
+        except actions.ConsentActionError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, "Contact address saved.")
+            return redirect("consent-subject", pk=subject.pk)
+    return render(
+        request,
+        "consent/contact.html",
+        {"subject": subject, "form": form},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_photos(request: TenantRequest, pk: int) -> HttpResponse:
+    subject = get_subject(request, pk)
+    check_perm(request, "consent.view_asset")
+    report: actions.IntakeReport | None = None
+    failure = ""
+    status = 200
+    if request.method == "POST":
+        check_perm(request, "consent.upload_photos_subject", subject)
+        try:
+            enrollment = request.FILES.getlist("enrollment")
+            if enrollment:
+                actions.set_enrollment_photo(actor=request.user, subject=subject, upload=enrollment[0])
+                messages.success(request, "Enrollment photo stored.")
+                return redirect("consent-subject-photos", pk=subject.pk)
+            report = actions.upload_reference_photos(
+                actor=request.user, subject=subject, uploads=request.FILES.getlist("photos")
+            )
+        except ActionFailure as error:
+            failure, status = failure_text(error), 400
+        except vault.AssetIntegrityError as error:  # the enrollment embedding every photo is compared with
+            failure, status = error.message, 500
+        subject = get_subject(request, pk)
+    photos = subject.assets.filter(kind__in=PHOTO_KINDS).order_by("kind", "id")
+    return render(
+        request,
+        "consent/photos.html",
+        {
+            "subject": subject,
+            "photos": photos,
+            "report": report,
+            "failure": failure,
+            "can_upload": can(request, "consent.upload_photos_subject", subject),
+        },
+        status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_purpose_satisfied(request: TenantRequest, pk: int) -> HttpResponse:
+    subject = get_subject(request, pk, "consent.close_purpose_subject")
+    failure = ""
+    if request.method == "POST":
+        try:
+            pending = actions.mark_purpose_satisfied(actor=request.user, subject=subject)
+        except actions.ConsentActionError as error:
+            failure = error.message
+        else:
+            if pending is None:
+                messages.success(
+                    request, "Purpose marked satisfied: the retention schedule's clock has started."
+                )
+            else:
+                messages.info(
+                    request,
+                    "Recorded: marking the purpose satisfied awaits a tenant admin's confirmation (due by "
+                    f"{format_moment(pending.deadline)}). No retention clock starts until then.",
+                )
+            return redirect("consent-subject", pk=subject.pk)
+    schedule = subject.retention_schedule
+    explanation = (
+        f"Under schedule v{schedule.version} ({schedule.title}) the subject's biometric data is then "
+        f"destroyed within {schedule.days_after_purpose_satisfied} days."
+    )
+    if not can(request, "consent.erase_subject", subject):
+        explanation += " A tenant admin confirms it first (two-person rule); the clock starts then."
+    return render(
+        request,
+        "consent/confirm.html",
+        {
+            "subject": subject,
+            "title": "Mark the purpose satisfied",
+            "explanation": explanation,
+            "button": "Mark satisfied",
+            "failure": failure,
+        },
+        status=400 if failure else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(Subject)
+def subject_erase(request: TenantRequest, pk: int) -> HttpResponse:
+    subject = get_subject(request, pk, "consent.erase_subject")
+    form = EraseForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            certificate = actions.erase_subject(
+                actor=request.user, subject=subject, reason=form.cleaned_data["reason"]
+            )
+        except actions.ConsentActionError as error:
+            form.add_error(None, error.message)
+        else:
+            if certificate is None:
+                messages.info(request, "Nothing of this subject is stored; there was nothing to erase.")
+            else:
+                messages.success(request, "The subject's key is destroyed; the files are being deleted.")
+            return redirect("consent-subject", pk=subject.pk)
+    return render(
+        request,
+        "consent/confirm.html",
+        {
+            "subject": subject,
+            "title": "Erase everything stored about this subject",
+            "explanation": "The data key is destroyed first, then every file. Consent records stay.",
+            "form": form,
+            "button": "Erase",
+            "danger": True,
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_member_required
+@tenant_object_view(ConsentRecord)
+def record_revoke(request: TenantRequest, pk: int) -> HttpResponse:
+    record = get_for_tenant_or_404(
+        ConsentRecord.objects.select_related("subject", "revocation"), require_tenant(request), pk=pk
+    )
+    check_perm(request, "consent.add_consentrevocation")
+    form = RevocationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            revocation = actions.record_revocation(actor=request.user, record=record, **form.cleaned_data)
+        except actions.ConsentActionError as error:
+            form.add_error(None, error.message)
+        else:
+            pending = getattr(revocation, "erasure_request", None)
+            if pending is not None and pending.is_pending:
+                messages.warning(
+                    request,
+                    "Revocation recorded: every use of the subject's likeness stopped at once. Erasing their "
+                    "data awaits a tenant admin's confirmation; unconfirmed, it runs at "
+                    f"{format_moment(pending.deadline)} all the same.",
+                )
+            else:
+                messages.success(request, "Revocation recorded.")
+            return redirect("consent-subject", pk=record.subject_id)
+    return render(
+        request,
+        "consent/record_revoke.html",
+        {"record": record, "subject": record.subject, "form": form},
+        status=400 if request.method == "POST" else 200,
+    )

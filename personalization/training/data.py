@@ -1,0 +1,217 @@
+"""The photos as training reads them: latents cached once per dataset, batches drawn per step.
+
+The VAE's mean and std of every photo are computed once and a fresh latent is drawn from them
+each step, so no step pays for the VAE. Every draw comes from the run's one seeded generator,
+in a fixed order, which is what lets `resume` reproduce an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.nn import functional
+
+from personalization.dataset import PreparedDataset, load_image_tensor, load_mask_tensor
+from personalization.losses import crop_faces
+from personalization.models import base_model_revision
+from personalization.prior import base_model_key, class_image_set, default_cache_dir
+from personalization.training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+# MagiCapture's composed prompts: the identity and the style in one sentence.
+COMPOSED_TEMPLATES = (
+    "a photo of {identity} {cls} in the {style} style",
+    "a portrait of {identity} {cls} in the {style} style",
+    "a close-up photo of {identity} {cls} in the {style} style",
+    "a picture of {identity} {cls} in the {style} style",
+    "a high quality photo of {identity} {cls} in the {style} style",
+    "a good photo of {identity} {cls} in the {style} style",
+    "a professional photo of {identity} {cls} in the {style} style",
+    "an image of {identity} {cls} in the {style} style",
+    "a cropped photo of {identity} {cls} in the {style} style",
+    "{identity} {cls} in the {style} style",
+)
+
+
+@dataclass
+class Sample:
+    kind: str  # instance | prior | source | reference | composed
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+    prompt: str
+    recon_mask: torch.Tensor | None = None  # latent resolution
+    face_mask: torch.Tensor | None = None
+    style_mask: torch.Tensor | None = None
+    face_box: tuple[float, float, float, float] | None = None
+
+
+@dataclass
+class CachedItem:
+    mean: torch.Tensor
+    std: torch.Tensor
+    face_mask: torch.Tensor
+    style_mask: torch.Tensor | None
+    caption: str
+    face_box: tuple[float, float, float, float] | None
+    pixels: torch.Tensor | None = None
+
+
+def composed_prompt(template: str, tokens: dict[str, str], class_word: str) -> str:
+    return template.format(identity=tokens["identity"], style=tokens["style"], cls=class_word)
+
+
+def encode_pixels(vae: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        distribution = vae.encode(pixels).latent_dist
+    return distribution.mean.float(), distribution.std.float()
+
+
+def _to_latent(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return functional.interpolate(mask[None].float(), size=size, mode="area")[0].clamp_min(0.01)
+
+
+def cache_dataset(
+    dataset: PreparedDataset, vae: Any, device: torch.device, dtype: torch.dtype, *, keep_pixels: bool
+) -> list[CachedItem]:
+    """Every photo's latent distribution and masks at latent size (pixels too for the identity loss)."""
+    cached = []
+    for item in dataset.items:
+        pixels = load_image_tensor(item.image)[None].to(device, dtype)
+        mean, std = encode_pixels(vae, pixels)
+        size = (mean.shape[-2], mean.shape[-1])
+        face = _to_latent(load_mask_tensor(item.face_mask).to(device), size)
+        style = (
+            _to_latent(load_mask_tensor(item.style_mask).to(device), size)
+            if item.style_mask is not None
+            else None
+        )
+        cached.append(
+            CachedItem(
+                mean=mean,
+                std=std,
+                face_mask=face,
+                style_mask=style,
+                caption=item.caption(),
+                face_box=item.face_box,
+                pixels=pixels.float() if keep_pixels else None,
+            )
+        )
+    return cached
+
+
+def load_class_set(
+    pipe: Any, config: TrainConfig, class_word: str, resolution: int, device: torch.device, dtype: torch.dtype
+) -> tuple[list[tuple[CachedItem, str]], int]:
+    """LIPE's class images (cached on disk per base model), encoded; returns them and how many were new.
+
+    Called on the base model, before any token or LoRA is added.
+    """
+    cache_root = config.cache_dir or default_cache_dir()
+    key = base_model_key(config.base_model, base_model_revision(config.base_model))
+    images, generated = class_image_set(
+        pipe,
+        model_key=key,
+        class_word=class_word,
+        count=config.num_class_images,
+        resolution=resolution,
+        steps=config.class_image_steps,
+        seed=config.seed,
+        cache_root=cache_root,
+    )
+    logger.info(
+        "class set: %d images (%d generated, %d cached)", len(images), generated, len(images) - generated
+    )
+    class_images = []
+    for image in images:
+        pixels = load_image_tensor(image.path)[None].to(device, dtype)
+        mean, std = encode_pixels(pipe.vae, pixels)
+        full = torch.ones(1, *mean.shape[-2:], device=device)
+        cached = CachedItem(
+            mean=mean, std=std, face_mask=full, style_mask=None, caption=image.prompt, face_box=None
+        )
+        class_images.append((cached, image.prompt))
+    return class_images, generated
+
+
+def reference_identity(embedder: Any, source_cache: list[CachedItem], device: torch.device) -> torch.Tensor:
+    """The mean face embedding of the source photos: what the identity loss compares against."""
+    crops = [
+        crop_faces(item.pixels, torch.tensor([item.face_box]))
+        for item in source_cache
+        if item.face_box is not None and item.pixels is not None
+    ]
+    with torch.no_grad():
+        embeddings = embedder(torch.cat(crops).to(device)).float()
+    return functional.normalize(embeddings, dim=-1).mean(dim=0)
+
+
+@dataclass
+class Batches:
+    """Draws each step's samples: the phase's kinds in rotation, photos at random from the caches."""
+
+    batch_size: int
+    source: list[CachedItem]
+    style: list[CachedItem]
+    class_images: list[tuple[CachedItem, str]]
+    tokens: dict[str, str]
+    class_word: str
+    generator: torch.Generator
+
+    def _pick(self, count: int) -> int:
+        return int(torch.randint(count, (1,), generator=self.generator))
+
+    def draw(self, step: int, phase_name: str, kinds: tuple[str, ...]) -> list[Sample]:
+        samples = []
+        for slot in range(self.batch_size):
+            kind = kinds[(step * self.batch_size + slot) % len(kinds)]
+            if kind in ("instance", "source"):
+                item = self.source[self._pick(len(self.source))]
+                samples.append(
+                    Sample(
+                        kind,
+                        item.mean,
+                        item.std,
+                        item.caption,
+                        recon_mask=item.face_mask if kind == "source" else None,
+                        face_mask=item.face_mask,
+                    )
+                )
+            else:
+                item = self.style[self._pick(len(self.style))]
+                prompt = item.caption
+                if kind == "composed":
+                    template = COMPOSED_TEMPLATES[self._pick(len(COMPOSED_TEMPLATES))]
+                    prompt = composed_prompt(template, self.tokens, self.class_word)
+                samples.append(
+                    Sample(
+                        kind,
+                        item.mean,
+                        item.std,
+                        prompt,
+                        recon_mask=item.style_mask,
+                        face_mask=item.face_mask if item.face_box is not None else None,
+                        style_mask=item.style_mask,
+                        face_box=item.face_box,
+                    )
+                )
+        if phase_name == "identity" and self.class_images:
+            for _ in range(self.batch_size):
+                cached, prompt = self.class_images[self._pick(len(self.class_images))]
+                samples.append(Sample("prior", cached.mean, cached.std, prompt))
+        return samples
+
+    def validation(self, method: str) -> list[Sample]:
+        """One sample per photo (and a composed one per style photo), each with its reconstruction mask."""
+        samples: list[Sample] = []
+        for item in self.source:
+            kind = "instance" if method == "identity" else "source"
+            samples.append(Sample(kind, item.mean, item.std, item.caption, recon_mask=item.face_mask))
+        for item in self.style:
+            samples.append(Sample("reference", item.mean, item.std, item.caption, recon_mask=item.style_mask))
+            composed = composed_prompt(COMPOSED_TEMPLATES[0], self.tokens, self.class_word)
+            samples.append(Sample("composed", item.mean, item.std, composed, recon_mask=item.style_mask))
+        return samples
