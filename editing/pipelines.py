@@ -1,17 +1,14 @@
-"""The loaded model a GPU worker keeps between jobs, so the next job of the same model does not reload it.
+"""The GPU worker's pipeline cache: base models stay loaded between jobs, a job's model for its length only.
 
 A worker process runs one job at a time (one per GPU); loading a base pipeline
-takes seconds to minutes (SD 1.5: ~2 GB of weights) while a tiny-model job
-takes seconds, so the last model used stays loaded. This is the one place that
-loads: the kinds call `trained_pipeline()` and never load_generator directly.
-
-Interim: the core's PipelineCache (an LRU of clean base pipelines, each job's
-LoRA and tokens loaded onto one and taken off again) replaces this module's
-inside once it is merged; until then the last pipeline is kept *with* its
-trained weights, keyed by the exact artifact, and any other model loads from
-scratch. Residual risk until then: a subject's trained weights stay in the
-worker's memory after their job (never on disk) until the next job of another
-model or the worker's restart, erasure included (docs/compliance.md).
+takes seconds to a minute (SDXL from disk to a GPU) while a tiny-model job takes
+seconds, so the process keeps the base pipelines it loaded in the core's
+PipelineCache (an LRU within LIKENESS_PIPELINE_CACHE_BYTES of parameters and
+buffers). Each job applies its model version's LoRA and tokens to the cached
+base for the job's length; the cache takes them off again afterwards, however
+the job ended, so no subject's trained weights outlive their job in a module
+another job uses. This is the one place that loads: the kinds call
+`trained_pipeline()`.
 
 torch is imported only here and in editing.worker, inside functions: the web
 process imports this package and must never load it (CUDA is initialised in
@@ -20,36 +17,44 @@ the worker alone).
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+if TYPE_CHECKING:
+    from personalization.cache import PipelineCache
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A base pipeline with one trained folder applied, at the manifest's default LoRA scales."""
+    """A cached base pipeline with one trained folder applied, at the manifest's default LoRA scales."""
 
     pipe: Any
     manifest: Any  # personalization.artifacts.TrainedManifest
     device: str
-    reused: bool
-    load_seconds: float
-
-
-@dataclass
-class _Kept:
-    key: tuple[str, str, str]
-    pipe: Any
-    manifest: Any
+    reused: bool  # the base was loaded already (a cache hit)
+    load_seconds: float  # base load (on a miss) and the version's LoRA and tokens
 
 
 _lock = threading.Lock()
-_kept: _Kept | None = None
+_cache: PipelineCache | None = None
+
+
+def pipeline_cache() -> PipelineCache:
+    """The process's cache, made on first use (in the worker: importing the core loads torch)."""
+    global _cache
+    with _lock:
+        if _cache is None:
+            from personalization.cache import PipelineCache
+
+            _cache = PipelineCache(settings.LIKENESS_PIPELINE_CACHE_BYTES)
+        return _cache
 
 
 def device_name() -> str:
@@ -64,52 +69,11 @@ def device_name() -> str:
     return str(device)
 
 
-def forget() -> None:
-    """Drop the kept pipeline (its memory goes back to the allocator)."""
-    global _kept
-    _kept = None
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 @contextmanager
-def trained_pipeline(base_model: str, folder: Path, version: str) -> Iterator[LoadedModel]:
-    """The base pipeline with `folder` (a trained model, `version` naming its exact files) applied.
-
-    Reused as it is when the last job ran the same version on the same device;
-    dropped when a job fails inside, so no half-changed pipeline serves the next.
-    """
-    global _kept
-    from personalization.artifacts import ADAPTER_NAME, set_trained_scales
-    from personalization.generate import load_generator
-    from personalization.models import pick_device
-
-    device = pick_device()
-    key = (base_model, version, str(device))
-    with _lock:
-        started = time.monotonic()
-        kept = _kept
-        reused = kept is not None and kept.key == key
-        if kept is not None and reused:
-            pipe, manifest = kept.pipe, kept.manifest
-            # The last job may have changed the LoRA scales (generation's are MagiCapture's 0.6 / 0.9).
-            set_trained_scales(
-                pipe,
-                ADAPTER_NAME,
-                unet_scale=manifest.default_scales.get("unet", 1.0),
-                text_scale=manifest.default_scales.get("text", 1.0),
-            )
-        else:
-            if kept is not None:
-                forget()  # the previous model's memory goes before the next one loads
-            pipe, manifest = load_generator(folder, base_model=base_model, device=device)
-            _kept = _Kept(key, pipe, manifest)
-        loaded = LoadedModel(pipe, manifest, device_name(), reused, time.monotonic() - started)
-        try:
-            yield loaded
-        except BaseException:
-            forget()
-            raise
+def trained_pipeline(base_model: str, folder: Path) -> Iterator[LoadedModel]:
+    """The base pipeline of `base_model` from the cache with `folder` (a trained model) applied."""
+    cache = pipeline_cache()
+    loads = cache.loads
+    started = time.monotonic()
+    with cache.trained(folder, base_model=base_model) as (pipe, manifest):
+        yield LoadedModel(pipe, manifest, device_name(), cache.loads == loads, time.monotonic() - started)

@@ -41,6 +41,8 @@ from training.models import Job
 if TYPE_CHECKING:
     import numpy as np
 
+    from personalization.progress import StepProgress
+
 logger = logging.getLogger(__name__)
 
 UNUSABLE_MODEL = (
@@ -54,25 +56,30 @@ OUT_OF_MEMORY = (
 
 
 class StepReporter:
-    """One step count for the whole job from the core's per-phase callbacks `(phase, step, steps)`.
+    """One step count for the whole job: the core call's steps, then the job's own (scoring an image).
 
-    Each call is one step done: the job's bar moves through inversion, mask,
-    sampling and scoring as one, with an ETA from the pace so far. `total` grows
-    if a scheduler takes more steps than planned.
+    The core reports each step of its call with `step` and `total` counting the
+    whole call (personalization.progress.StepProgress); the job's bar goes on
+    from there, with an ETA from the pace so far.
     """
 
-    def __init__(self, context: JobContext, total: int) -> None:
+    def __init__(self, context: JobContext, after: int) -> None:
         self.context = context
-        self.total = total
+        self.after = after
         self.done = 0
+        self.total = after
         self.started = time.monotonic()
 
-    def __call__(self, phase: str, _step: int, _steps: int) -> None:
-        self.advance(phase)
+    def __call__(self, event: StepProgress) -> None:
+        self.done, self.total = event.step, event.total + self.after
+        self._report(event.phase)
 
     def advance(self, phase: str) -> None:
         self.done += 1
         self.total = max(self.total, self.done)
+        self._report(phase)
+
+    def _report(self, phase: str) -> None:
         pace = (time.monotonic() - self.started) / self.done
         self.context.report(
             step=self.done, total=self.total, phase=phase, eta_seconds=pace * (self.total - self.done)
@@ -136,11 +143,9 @@ def _decrypted(asset: Asset | None, what: str) -> bytes:
 def _model(job: GenerationJob | EditJob, context: JobContext) -> Iterator[LoadedModel]:
     """The job's model version, unpacked into its scratch folder and applied to the worker's pipeline."""
     model = job.identity_model
-    artifact = model.artifact
-    folder = unpack_to(_decrypted(artifact, "model version's file"), context.scratch / "model")
-    assert artifact is not None
+    folder = unpack_to(_decrypted(model.artifact, "model version's file"), context.scratch / "model")
     context.report(step=0, total=1, phase="load")
-    with trained_pipeline(model.base_model, folder, artifact.sha256) as loaded:
+    with trained_pipeline(model.base_model, folder) as loaded:
         type(job).dangerously_unscoped.filter(pk=job.pk).update(
             pipeline_reused=loaded.reused, pipeline_load_seconds=round(loaded.load_seconds, 3)
         )
@@ -259,7 +264,7 @@ def run_generation(job: GenerationJob, context: JobContext) -> None:
         width=job.width,
         height=job.height,
     )
-    reporter = StepReporter(context, total=job.steps + job.count)
+    reporter = StepReporter(context, after=job.count)
     with _core_refusals(job), _model(job, context) as loaded:
         result = generate(loaded.pipe, loaded.manifest, settings, progress=reporter)
     references = _reference_embeddings(job.subject)
@@ -338,8 +343,7 @@ def run_edit(job: EditJob, context: JobContext) -> None:
         user_mask=user_mask,
         user_mask_mode="replace" if job.mask_mode == MaskMode.REPLACE else "constrain",
     )
-    automatic = user_mask is None or job.mask_mode == MaskMode.CONSTRAIN
-    reporter = StepReporter(context, total=2 * job.steps + (settings.mask_steps if automatic else 0) + 1)
+    reporter = StepReporter(context, after=1)
     with _core_refusals(job), _model(job, context) as loaded:
         result = edit_image(loaded.pipe, photo, settings, progress=reporter)
     identity = _identity(result.image, _reference_embeddings(job.subject))
