@@ -27,6 +27,7 @@ from consent.models import Asset, AssetKind, Purpose, Subject
 from consent.storage import private_storage
 from editing import parameters
 from editing.models import EditJob, GenerationJob, MaskMode, Output, OutputStatus
+from personalization.presets import MAX_SEED
 from tenancy.permissions import require_perm
 from training.jobs import JobError, queue_job
 from training.models import IdentityModel
@@ -73,23 +74,35 @@ def queue_generation(
     prompt_preset: str = "",
     style: bool = False,
     negative_prompt: str = "",
-    count: int = 1,
+    preset: str = parameters.DEFAULT_PRESET,
+    count: int | None = None,
     seed: int | None = None,
     width: int | None = None,
     height: int | None = None,
-    steps: int = parameters.DEFAULT_STEPS,
-    guidance: float = parameters.DEFAULT_GUIDANCE,
+    steps: int | None = None,
+    guidance: float | None = None,
+    scheduler: str | None = None,
 ) -> GenerationJob:
-    """Queue `count` images of the model's subject; without a seed one is drawn (and kept: the same
-    request with it makes the same images again)."""
+    """Queue images of the model's subject: the core's `preset` (quick, standard, max) with the values
+    given over it. Without a seed one is drawn and kept: the same request with it makes the same images."""
     require_perm(actor, identity_model.tenant, "editing.add_generationjob")
     model = _usable(identity_model)
     manifest = model.manifest
     template = parameters.generation_prompt(
         manifest, prompt=prompt, prompt_preset=prompt_preset, style=style, negative_prompt=negative_prompt
     )
-    width, height = parameters.generation_size(manifest, width, height)
-    steps, guidance = parameters.sampling(steps, guidance)
+    values = parameters.generation_settings(
+        manifest,
+        model_kind="sdxl" if model.model_kind == "sdxl" else "sd15",
+        preset=preset,
+        count=count,
+        seed=secrets.randbelow(MAX_SEED + 1) if seed is None else seed,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        scheduler=scheduler,
+    )
     job = GenerationJob(
         tenant=model.tenant,
         subject=model.subject,
@@ -99,14 +112,8 @@ def queue_generation(
         prompt_preset=prompt_preset,
         style=style,
         negative_prompt=negative_prompt,
-        count=parameters.bounded("count", count, 1, parameters.MAX_COUNT),
-        seed=secrets.randbelow(parameters.MAX_SEED + 1)
-        if seed is None
-        else parameters.bounded("seed", seed, 0, parameters.MAX_SEED),
-        width=width,
-        height=height,
-        steps=steps,
-        guidance=guidance,
+        preset=preset,
+        **values,
     )
     with transaction.atomic():
         queue_job(actor=actor, job=job, add_permission="editing.add_generationjob")
@@ -174,8 +181,8 @@ def queue_edit(
     source_prompt: str = "",
     target_prompt: str = "",
     negative_prompt: str = "",
-    steps: int = parameters.DEFAULT_STEPS,
-    guidance: float = parameters.DEFAULT_GUIDANCE,
+    steps: int = parameters.DEFAULT_EDIT_STEPS,
+    guidance: float = parameters.DEFAULT_EDIT_GUIDANCE,
 ) -> EditJob:
     """Queue an edit of one photo of the model's subject: a stored one, or a new upload (then kept as a
     `source_photo` file of the subject); with an optional painted mask (white: may change)."""
@@ -191,7 +198,7 @@ def queue_edit(
         target_prompt=target_prompt,
         negative_prompt=negative_prompt,
     )
-    steps, guidance = parameters.sampling(steps, guidance)
+    steps, guidance = parameters.edit_sampling(steps, guidance)
     if mask_mode not in MaskMode.values:
         raise parameters.invalid(f"mask_mode must be one of {', '.join(MaskMode.values)}.")
     if (source_photo is None) == (source_upload is None):

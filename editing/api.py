@@ -31,6 +31,7 @@ from consent.models import Asset
 from editing import actions
 from editing.models import EditJob, GenerationJob, MaskMode, Output, OutputKind, OutputStatus
 from editing.parameters import EDIT_PRESETS, MAX_PROMPT_CHARS, PROMPT_PRESETS
+from personalization.presets import PRESET_NAMES, SCHEDULERS
 from tenancy.api import TenantPrimaryKeyRelatedField, TenantScopedReadOnlyViewSet
 from training.api import JOB_FIELDS, JobSerializer, JobViewSet, job_errors
 from training.models import IdentityModel
@@ -68,6 +69,13 @@ class GenerationJobSerializer(_ModelJobSerializer):
     style = serializers.BooleanField(  # type: ignore[assignment]
         required=False, help_text="In the trained style (a multiconcept model)."
     )
+    preset = serializers.ChoiceField(
+        choices=PRESET_NAMES,
+        required=False,
+        help_text="The core's sampling preset (default standard: 50 steps; quick: 20 steps, dpm++2m; max: "
+        "standard with SD 1.5's second pass); steps, guidance and scheduler given override it.",
+    )
+    scheduler = serializers.ChoiceField(choices=SCHEDULERS, required=False)
     count = serializers.IntegerField(required=False, help_text="Images, 1-8 (default 1).")
     seed = serializers.IntegerField(
         required=False, allow_null=True, help_text="Image i uses seed + i; drawn at random when absent."
@@ -86,6 +94,9 @@ class GenerationJobSerializer(_ModelJobSerializer):
             "prompt_preset",
             "style",
             "negative_prompt",
+            "preset",
+            "scheduler",
+            "hires",
             "count",
             "seed",
             "width",
@@ -94,7 +105,7 @@ class GenerationJobSerializer(_ModelJobSerializer):
             "guidance",
             *MODEL_JOB_FIELDS,
         ]
-        read_only_fields = [*JOB_FIELDS, *MODEL_JOB_FIELDS]
+        read_only_fields = [*JOB_FIELDS, "hires", *MODEL_JOB_FIELDS]
 
 
 class EditJobSerializer(_ModelJobSerializer):

@@ -84,6 +84,15 @@ class GenerationJob(Job, IdentityModelJob):  # noqa: DJ008 (Job.__str__ names it
     )
     prompt_preset = models.CharField(max_length=32, blank=True, help_text="editing.parameters.PROMPT_PRESETS")
     style = models.BooleanField(default=False, help_text="In the trained style of a multiconcept model.")
+    preset = models.CharField(
+        max_length=16, default="standard", help_text="The core's generation preset: quick, standard, max."
+    )
+    scheduler = models.CharField(
+        max_length=32, default="default", help_text="personalization.presets.SCHEDULERS"
+    )
+    hires = models.JSONField(
+        null=True, blank=True, help_text="SD 1.5's second pass (scale, strength, mode) of the max preset."
+    )
     count = models.PositiveSmallIntegerField()
     seed = models.PositiveBigIntegerField(help_text="Image i uses seed + i.")
     width = models.PositiveSmallIntegerField()

@@ -2,9 +2,11 @@
 
 Every value has a bound a person can read in the refusal, so a job that would
 fail on the GPU minutes later (a prompt naming a token the model lacks, a size
-the model was never meant for) is refused at once with the reason. Plain
-Python and the core's torch-free prompt module only: the web process never
-loads torch.
+the model was never meant for) is refused at once with the reason. Sampling
+values come from the core's generation presets (`quick`, `standard`, `max`:
+personalization.presets) with the values asked for over them, checked by the
+core's bounds, so the API accepts what the core accepts. Plain Python and the
+core's torch-free modules only: the web process never loads torch.
 """
 
 from __future__ import annotations
@@ -12,18 +14,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from personalization.presets import GENERATION_BOUNDS, Bound, ModelKind, PresetError, resolve_generation
 from personalization.prompts import DEFAULT_PROMPT, PRESETS, PromptError, expand_prompt, preset_prompt
 from training.jobs import JobError
 
 MAX_PROMPT_CHARS = 1000
-MAX_COUNT = 8
-MAX_STEPS = 150
-MAX_SEED = 2**32 - 1
-MAX_GUIDANCE = 30.0
+# Images per job: fewer than the core allows (16), because a job's outputs are written and reviewed as
+# one batch.
+COUNT = Bound(int, 1, 8)
 SIZE_MULTIPLE = 8
-# Sampling defaults of the core (personalization.generate.GenerationSettings, edit.EditSettings).
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 7.5
+DEFAULT_PRESET = "standard"
+# An edit's sampling defaults (personalization.edit.EditSettings'); its bounds are generation's.
+DEFAULT_EDIT_STEPS = 50
+DEFAULT_EDIT_GUIDANCE = 7.5
 # The automatic edit region is read over this many target steps (EditSettings.mask_steps), or all of
 # them when an edit has fewer.
 MASK_STEPS = 5
@@ -45,11 +48,12 @@ def invalid(message: str) -> JobError:
     return JobError(message, code="invalid_parameters")
 
 
-def bounded(name: str, value: Any, low: float, high: float) -> Any:
-    """`value` when it lies in [low, high], else the refusal naming the field and its range."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise invalid(f"{name} must be from {low:g} to {high:g}, not {str(value)[:40]}.")
-    return value
+def checked(name: str, value: Any, bound: Bound) -> Any:
+    """`value` (as the bound's type) when the core's `bound` accepts it, else the refusal naming the field."""
+    reason = bound.check(value)
+    if reason is not None:
+        raise invalid(f"{name} {reason}.")
+    return bound.kind(value) if bound.kind in (int, float) else value
 
 
 def _text(name: str, value: str) -> str:
@@ -100,15 +104,47 @@ def generation_size(manifest: Mapping[str, Any], width: int | None, height: int 
     a multiple of 8 is what the VAE divides into latents.
     """
     resolution = int(manifest.get("resolution") or 512)
-    low = max(SIZE_MULTIPLE * 8, resolution // 2 // SIZE_MULTIPLE * SIZE_MULTIPLE)
-    high = resolution * 2
-    sides = []
-    for name, value in (("width", width), ("height", height)):
-        side = resolution if value is None else bounded(name, value, low, high)
-        if side % SIZE_MULTIPLE:
-            raise invalid(f"{name} must be a multiple of {SIZE_MULTIPLE}, not {side}.")
-        sides.append(int(side))
-    return sides[0], sides[1]
+    side = Bound(
+        int,
+        max(SIZE_MULTIPLE * 8, resolution // 2 // SIZE_MULTIPLE * SIZE_MULTIPLE),
+        resolution * 2,
+        multiple_of=SIZE_MULTIPLE,
+    )
+    return (
+        resolution if width is None else checked("width", width, side),
+        resolution if height is None else checked("height", height, side),
+    )
+
+
+def generation_settings(
+    manifest: Mapping[str, Any],
+    *,
+    model_kind: ModelKind,
+    preset: str,
+    count: int | None,
+    seed: int,
+    width: int | None,
+    height: int | None,
+    steps: int | None,
+    guidance: float | None,
+    scheduler: str | None,
+) -> dict[str, Any]:
+    """The sampling values of a generation: the core's `preset` with the values given over it.
+
+    Keys: count, seed, steps, guidance, scheduler, hires (the second pass of `max` on SD 1.5, or None),
+    width, height.
+    """
+    if count is not None:
+        checked("count", count, COUNT)
+    given = {"count": count, "seed": seed, "steps": steps, "guidance": guidance, "scheduler": scheduler}
+    try:
+        resolved = resolve_generation(
+            preset, {key: value for key, value in given.items() if value is not None}, model_kind=model_kind
+        )
+    except PresetError as error:
+        raise invalid("; ".join(f"{key} {reason}" for key, reason in error.problems.items()) + ".") from None
+    width, height = generation_size(manifest, width, height)
+    return {**resolved.values, "width": width, "height": height}
 
 
 def edit_prompts(
@@ -138,5 +174,9 @@ def edit_prompts(
     return source, target, _expanded("negative_prompt", negative_prompt, manifest)
 
 
-def sampling(steps: int, guidance: float) -> tuple[int, float]:
-    return int(bounded("steps", steps, 1, MAX_STEPS)), float(bounded("guidance", guidance, 0.0, MAX_GUIDANCE))
+def edit_sampling(steps: int, guidance: float) -> tuple[int, float]:
+    """An edit's steps and guidance, within generation's bounds (the same sampler runs them)."""
+    return (
+        checked("steps", steps, GENERATION_BOUNDS["steps"]),
+        checked("guidance", guidance, GENERATION_BOUNDS["guidance"]),
+    )

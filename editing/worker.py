@@ -251,7 +251,7 @@ def _write_outputs(
 # --- generation -------------------------------------------------------------------------------------------
 def run_generation(job: GenerationJob, context: JobContext) -> None:
     """`count` images from the job's prompt (seed + i each), scored against the subject's photos."""
-    from personalization.generate import GenerationSettings, generate
+    from personalization.generate import GenerationSettings, HiresSettings, generate
 
     settings = GenerationSettings(
         prompt=job.prompt,
@@ -261,8 +261,10 @@ def run_generation(job: GenerationJob, context: JobContext) -> None:
         seed=job.seed,
         steps=job.steps,
         guidance=job.guidance,
+        scheduler=job.scheduler,
         width=job.width,
         height=job.height,
+        hires=None if job.hires is None else HiresSettings(**job.hires),
     )
     reporter = StepReporter(context, after=job.count)
     with _core_refusals(job), _model(job, context) as loaded:
@@ -274,6 +276,8 @@ def run_generation(job: GenerationJob, context: JobContext) -> None:
         "prompt_preset": job.prompt_preset,
         "negative_prompt": result.negative_prompt,
         "style": job.style,
+        "preset": job.preset,
+        "hires": job.hires,
         "steps": job.steps,
         "guidance": job.guidance,
         "scheduler": settings.scheduler,

@@ -49,7 +49,10 @@ def test_a_request_the_model_cannot_run_gets_a_400_with_the_reason(model, staff,
     client = api_client_for(staff, model.tenant)
     too_many = _generate(client, model, count=12)
     assert too_many.status_code == 400
-    assert too_many.json() == {"detail": "count must be from 1 to 8, not 12.", "code": "invalid_parameters"}
+    assert too_many.json() == {
+        "detail": "count must be an integer from 1 to 8, got 12.",
+        "code": "invalid_parameters",
+    }
     unknown = _generate(client, model, prompt="a photo of {celebrity}")
     assert unknown.status_code == 400 and "{celebrity}" in unknown.json()["detail"]
     assert _generate(client, model, model=2_000_000_000).status_code == 400

@@ -52,11 +52,20 @@ def test_a_generation_makes_its_images_pending_review_with_their_scores(model, s
         actor=staff,
         identity_model=model,
         prompt="a photo of {identity} {class_word} on a beach",
+        preset="quick",
         count=2,
         seed=7,
         steps=3,
     )
     assert (job.kind, job.status, job.width, job.height) == ("generation", JobStatus.QUEUED, 64, 64)
+    # The core's quick preset, its steps overridden.
+    assert (job.preset, job.scheduler, job.steps, job.guidance, job.hires) == (
+        "quick",
+        "dpm++2m",
+        3,
+        7.5,
+        None,
+    )
     job = run_in_process(job)
     assert job.status == JobStatus.SUCCEEDED, job.error_message
     # Sampling steps (the scheduler may add one) and one step per image scored.
@@ -67,6 +76,7 @@ def test_a_generation_makes_its_images_pending_review_with_their_scores(model, s
         assert output.seed == seed and output.subject_id == model.subject_id
         assert output.prompt == "a photo of <sks> person on a beach"
         assert output.parameters["steps"] == 3 and output.parameters["index"] == seed - 7
+        assert output.parameters["scheduler"] == "dpm++2m" and output.parameters["preset"] == "quick"
         # The tiny random model draws no face: said so, not dressed up as a distance.
         assert output.identity_outcome == "no_face" and output.identity_distance is None
         assert output.scores["identity"]["references"] == 1
@@ -213,12 +223,21 @@ def test_a_mask_painted_for_another_picture_is_refused_before_anything_is_stored
 @pytest.mark.parametrize(
     ("request_", "fragment"),
     [
-        ({"prompt_preset": "portrait", "count": 9}, "count must be from 1 to 8"),
-        ({"prompt_preset": "portrait", "count": 0}, "count must be from 1 to 8"),
-        ({"prompt_preset": "portrait", "width": 256}, "width must be from 64 to 128"),
-        ({"prompt_preset": "portrait", "height": 100}, "height must be a multiple of 8"),
-        ({"prompt_preset": "portrait", "steps": 151}, "steps must be from 1 to 150"),
-        ({"prompt_preset": "portrait", "seed": -1}, "seed must be from 0"),
+        ({"prompt_preset": "portrait", "count": 9}, "count must be an integer from 1 to 8, got 9"),
+        ({"prompt_preset": "portrait", "count": 0}, "count must be an integer from 1 to 8, got 0"),
+        (
+            {"prompt_preset": "portrait", "width": 256},
+            "width must be an integer from 64 to 128, a multiple of 8",
+        ),
+        (
+            {"prompt_preset": "portrait", "height": 100},
+            "height must be an integer from 64 to 128, a multiple",
+        ),
+        ({"prompt_preset": "portrait", "steps": 151}, "steps must be an integer from 1 to 150, got 151"),
+        ({"prompt_preset": "portrait", "seed": -1}, "seed must be an integer from 0 to 4294967295, got -1"),
+        ({"prompt_preset": "portrait", "preset": "fast"}, "preset must be one of quick, standard, max"),
+        ({"prompt_preset": "portrait", "scheduler": "magic"}, "scheduler must be one of default, ddim"),
+        ({"prompt_preset": "portrait", "guidance": True}, "guidance must be a number from 0 to 30"),
         ({"prompt": "a photo of {someone}"}, "names {someone}, which this model does not have"),
         ({"prompt": "a photo of {identity}", "style": True}, "no style token"),
         ({"prompt": "x {identity}", "prompt_preset": "portrait"}, "not both"),
@@ -230,6 +249,15 @@ def test_a_generation_the_model_cannot_run_is_refused_with_the_reason(model, sta
     with pytest.raises(JobError, match=fragment) as refused:
         actions.queue_generation(actor=staff, identity_model=model, **request_)
     assert refused.value.code == "invalid_parameters"
+
+
+def test_without_a_preset_or_seed_a_generation_is_standard_with_a_seed_kept_to_repeat_it(model, staff):
+    job = actions.queue_generation(actor=staff, identity_model=model, prompt_preset="portrait")
+    assert (job.preset, job.steps, job.scheduler, job.count) == ("standard", 50, "default", 1)
+    assert 0 <= job.seed < 2**32
+    # max adds SD 1.5's second pass (the tiny model is an SD 1.5 layout).
+    best = actions.queue_generation(actor=staff, identity_model=model, prompt_preset="portrait", preset="max")
+    assert best.hires == {"scale": 2.0, "strength": 0.4, "mode": "latent"}
 
 
 def test_a_style_is_written_into_the_prompt_of_a_model_that_has_one(model, staff, make_identity_model):
