@@ -17,6 +17,7 @@ from consent.api import (
     RetentionScheduleViewSet,
     SubjectViewSet,
 )
+from editing.api import EditJobViewSet, GenerationJobViewSet, OutputViewSet
 from tenancy.api import TenantRouter
 from tenancy.api_views import (
     ApiTokenDetailView,
@@ -42,6 +43,9 @@ router.register("deletion-certificates", DeletionCertificateViewSet)
 router.register("erasure-requests", ErasureRequestViewSet)
 router.register("assets", AssetViewSet)
 router.register("jobs", AnyJobViewSet)
+router.register("generation-jobs", GenerationJobViewSet)
+router.register("edit-jobs", EditJobViewSet)
+router.register("outputs", OutputViewSet)
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),

@@ -32,9 +32,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# URL names of the routes that take photos (the dashboard's upload form and the two API actions).
+# URL names of the routes that take photos (the dashboard's upload form, the two API actions, and the
+# edit jobs, which take a photo to edit and its painted mask).
 UPLOAD_ROUTE_NAMES = frozenset(
-    {"consent-subject-photos", "subject-enrollment-photo", "subject-reference-photos"}
+    {"consent-subject-photos", "subject-enrollment-photo", "subject-reference-photos", "editjob-list"}
 )
 API_PREFIX = "/api/"
 

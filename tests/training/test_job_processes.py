@@ -6,31 +6,28 @@ These tests commit (transactional database): the worker reads the same PostgreSQ
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from config.asgi import application
 from consent.faults import CRASH_ENV
+from tests.fixtures.workers import wait_for
 from tests.support import requires_redis
 from tests.training import probe
 from training.jobs.lifecycle import requeue_or_fail_stale
 from training.models import Job, JobStatus
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     requires_redis,
     pytest.mark.worker,
@@ -39,67 +36,10 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _postgres_only() -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("another process must see the test database: needs PostgreSQL (DATABASE_URL)")
-
-
 @pytest.fixture
-def start_worker(storage_root: Path, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """`start_worker(**env)`: a real worker (probe kind included) against this test's database and storage."""
-    from config.celery import app
-
-    app.control.purge()  # messages of earlier tests on this Redis database
-    processes: list[subprocess.Popen[str]] = []
-    db = connection.settings_dict
-
-    def start(**extra: str) -> subprocess.Popen[str]:
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "LIKENESS_STORAGE_ROOT": str(storage_root),
-            "LIKENESS_MASTER_KEY": settings.LIKENESS_MASTER_KEY,
-            "LIKENESS_SCRATCH_ROOT": str(tmp_path / "worker-scratch"),
-            "LIKENESS_JOB_PROGRESS_SECONDS": "0",
-            "LIKENESS_JOB_HEARTBEAT_SECONDS": "1",
-            "LIKENESS_JOB_STALE_SECONDS": "3",
-            "REDIS_URL": settings.REDIS_URL,
-            "DJANGO_DEBUG": "1",
-            probe.STEPS_ENV: "6",
-            probe.STEP_SECONDS_ENV: "0.3",
-        }
-        env.pop(CRASH_ENV, None)
-        env.update(extra)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.training.worker"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, worker: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    output = worker.stdout.read() if worker.stdout and worker.poll() is not None else "(still running)"
-    raise AssertionError(f"timed out waiting ({timeout} s); the worker said: {output}")
+def start_worker(start_worker: Callable[..., subprocess.Popen[str]]) -> Callable[..., subprocess.Popen[str]]:
+    """The shared real worker (tests/fixtures/workers.py), its probe steps slow enough to follow."""
+    return functools.partial(start_worker, **{probe.STEPS_ENV: "6", probe.STEP_SECONDS_ENV: "0.3"})
 
 
 def _socket_headers(client: Any) -> list[tuple[bytes, bytes]]:
@@ -150,7 +90,7 @@ def test_a_worker_killed_mid_job_leaves_it_requeued_and_finished_by_another(
 ):
     job = queue_probe(consented())
     crashing = start_worker(**{CRASH_ENV: "probe.step:3"})
-    _wait_for(lambda: crashing.poll() is not None, 120, crashing)
+    wait_for(lambda: crashing.poll() is not None, 120, crashing)
     assert crashing.returncode == -signal.SIGKILL, crashing.stdout.read() if crashing.stdout else ""
     job.refresh_from_db()
     assert job.status == JobStatus.RUNNING and job.step == 2 and job.attempts == 1
@@ -161,6 +101,6 @@ def test_a_worker_killed_mid_job_leaves_it_requeued_and_finished_by_another(
     assert requeue_or_fail_stale(timezone.now()) == [job.pk]
     worker = start_worker()
     jobs = Job.objects.for_tenant(job.tenant)
-    _wait_for(lambda: jobs.get(pk=job.pk).status == JobStatus.SUCCEEDED, 120, worker)
+    wait_for(lambda: jobs.get(pk=job.pk).status == JobStatus.SUCCEEDED, 120, worker)
     job.refresh_from_db()
     assert job.attempts == 2 and job.step == 6
