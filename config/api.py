@@ -17,6 +17,7 @@ from consent.api import (
     RetentionScheduleViewSet,
     SubjectViewSet,
 )
+from editing.api import EditJobViewSet, GenerationJobViewSet, OutputViewSet
 from tenancy.api import TenantRouter
 from tenancy.api_views import (
     ApiTokenDetailView,
@@ -55,6 +56,9 @@ router.register("identity-models", IdentityModelViewSet)
 router.register("reference-sets", ReferenceSetViewSet)
 router.register("reference-items", ReferenceItemViewSet)
 router.register("style-sets", StyleSetViewSet)
+router.register("generation-jobs", GenerationJobViewSet)
+router.register("edit-jobs", EditJobViewSet)
+router.register("outputs", OutputViewSet)
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),

@@ -33,9 +33,15 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # URL names of the routes that take photos (the dashboard's upload form, the two API actions of a
-# subject, and the API's style-set upload, a POST to the style-set list).
+# subject, the edit jobs, which take a photo to edit and its painted mask, and the style-set upload).
 UPLOAD_ROUTE_NAMES = frozenset(
-    {"consent-subject-photos", "subject-enrollment-photo", "subject-reference-photos", "styleset-list"}
+    {
+        "consent-subject-photos",
+        "subject-enrollment-photo",
+        "subject-reference-photos",
+        "editjob-list",
+        "styleset-list",
+    }
 )
 API_PREFIX = "/api/"
 

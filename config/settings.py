@@ -386,6 +386,10 @@ if LIKENESS_JOB_STALE_SECONDS < 3 * LIKENESS_JOB_HEARTBEAT_SECONDS:
 # Decrypted inputs of a running job (reference crops, a trained folder) live here only while it runs;
 # give it a memory-backed filesystem in production (compose.yaml mounts a tmpfs).
 LIKENESS_SCRATCH_ROOT = Path(os.environ.get("LIKENESS_SCRATCH_ROOT", str(VAR_DIR / "scratch")))
+# A GPU worker keeps the base pipelines it loaded between jobs (editing.pipelines, the core's
+# PipelineCache), the least recently used dropped while their parameters and buffers exceed this many
+# bytes; one larger than the budget is still served, then dropped. SD 1.5 in bf16 is ~2 GiB, SDXL ~7 GiB.
+LIKENESS_PIPELINE_CACHE_BYTES = _env_int("LIKENESS_PIPELINE_CACHE_BYTES", 16 * 2**30, low=0, high=2**40)
 # Base diffusion model: a hub id or a local folder. The default is the tiny
 # random-init model that `make setup` builds, so the product runs offline.
 LIKENESS_BASE_MODEL = os.environ.get("LIKENESS_BASE_MODEL", str(VAR_DIR / "models" / "tiny-sd"))
@@ -451,10 +455,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema maps every route and field: for signed-in users only (the docs page too).
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
-    # Several models name their choices "status": each set gets its own component name.
+    # Several fields share a name ("status": a job's, a reference set's, an output's; "preset"): each
+    # choice set gets its own enum name.
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "training.models.JobStatus",
         "ReferenceSetStatusEnum": "training.models.ReferenceSetStatus",
+        "OutputStatusEnum": "editing.models.OutputStatus",
+        # The core's presets (quick, standard, max) of training and generation jobs, beside edit presets.
+        "PresetNameEnum": "personalization.presets.PRESET_NAMES",
     },
 }
 

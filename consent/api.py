@@ -499,12 +499,20 @@ class AssetViewSet(TenantScopedReadOnlyViewSet):
     @action(detail=True)
     def download(self, request: Request, pk: str | None = None) -> HttpResponse:
         asset = self.get_object()
-        try:
-            with _as_api_errors():
-                data = vault.read_asset(asset)
-        except vault.KeyDestroyedError:
-            raise NotFound() from None
-        response = HttpResponse(data, content_type=asset.content_type)
-        response["Content-Disposition"] = f'attachment; filename="asset-{asset.pk}"'
-        response["Cache-Control"] = "private, no-store"
-        return response
+        return asset_attachment(asset, f"asset-{asset.pk}")
+
+
+def asset_attachment(asset: Asset, filename: str) -> HttpResponse:
+    """A stored file decrypted as a download (the caller checked the permission to see it).
+
+    404 once its key is destroyed (erased), a 500 with the reason if it fails its checksum; never cached.
+    """
+    try:
+        with _as_api_errors():
+            data = vault.read_asset(asset)
+    except vault.KeyDestroyedError:
+        raise NotFound() from None
+    response = HttpResponse(data, content_type=asset.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "private, no-store"
+    return response

@@ -17,6 +17,9 @@ failure has its own code and a sentence a person can act on:
 7. exactly one face, big enough, sharp enough, neither too dark nor too bright;
 8. optionally, the same person as the enrollment photo (128-d embedding distance).
 
+A user mask for an edit (`check_mask`: a PNG painted white where the photo may change) passes
+checks 1-5 and is then reduced to black and white at the photo's size.
+
 `check_image` runs steps 1-6 alone, for images that are not photos of a subject
 (a tenant's style photos, training.actions.styles, which add their own face rule);
 `check_photo` runs all eight.
@@ -56,6 +59,8 @@ class RejectionCode(StrEnum):
     TOO_DARK = "too_dark"
     TOO_BRIGHT = "too_bright"
     DIFFERENT_PERSON = "different_person"
+    MASK_SIZE = "mask_size"
+    MASK_EMPTY = "mask_empty"
 
 
 class PhotoRejectedError(Exception):
@@ -95,6 +100,17 @@ class CleanPhoto:
     embedding: np.ndarray
     quality: dict[str, float] = field(default_factory=dict)
     distance_to_enrollment: float | None = None
+
+
+@dataclass(frozen=True)
+class CleanMask:
+    """A user mask that passed: a fresh 8-bit PNG at the photo's size, 255 where the photo may change."""
+
+    data: bytes
+    width: int
+    height: int
+    # The share of the photo's pixels the mask lets the edit change (0 < coverage <= 1).
+    coverage: float
 
 
 @dataclass(frozen=True)
@@ -185,7 +201,7 @@ def _decode(data: bytes, fmt: _Format, limits: IntakeLimits) -> Image.Image:
     return image
 
 
-def _as_viewed(image: Image.Image) -> Image.Image:
+def _as_viewed(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """8-bit RGB pixels as an image viewer shows the photo, whatever mode the decoder produced.
 
     Pillow's convert("RGB") clips integer greyscale (I;16 from a 16-bit PNG, I) at 255
@@ -194,14 +210,15 @@ def _as_viewed(image: Image.Image) -> Image.Image:
     So 16-bit grey is scaled to 8 bits, and transparency (an alpha channel, or a palette or
     colour key marked transparent) is composited on white. CMYK, YCbCr, palette and 1-bit
     images convert correctly as they are. (Pillow's float mode F never comes out of the
-    JPEG, PNG or WebP decoders, the only ones intake opens.)
+    JPEG, PNG or WebP decoders, the only ones intake opens.) A mask composites on black instead:
+    what its painter left transparent was not painted.
     """
     if image.mode.startswith("I"):
         grey = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, image.convert("RGBA"))
+        under = Image.new("RGBA", image.size, (*background, 255))
+        image = Image.alpha_composite(under, image.convert("RGBA"))
     return image.convert("RGB")
 
 
@@ -252,6 +269,39 @@ def _check_face(rgb: np.ndarray, limits: IntakeLimits) -> tuple[faces.Face, dict
     return face, {"face_px": float(face_px), "sharpness": focus, "face_luma": light.mean}
 
 
+def _open_checked(
+    data: bytes, filename: str, limits: IntakeLimits, formats: tuple[str, ...], expected: str
+) -> tuple[Image.Image, _Format]:
+    """Checks 1-5 (size, type, markup, extension, decoding) for one of `formats` (Pillow's names, which
+    `expected` names for a person): the decoded image and its format, or the first failure."""
+    if not data:
+        raise PhotoRejectedError(RejectionCode.EMPTY, "The file is empty (0 bytes).")
+    if len(data) > limits.max_bytes:
+        raise PhotoRejectedError(
+            RejectionCode.TOO_LARGE,
+            f"The file is larger than the {_megabytes(limits.max_bytes)} limit.",
+        )
+    sniffed = sniff_format(data)
+    if sniffed is None or sniffed not in formats:
+        raise PhotoRejectedError(
+            RejectionCode.UNSUPPORTED_TYPE,
+            f"This is not {expected} (checked from the file's content, not its name).",
+        )
+    fmt = _FORMATS[sniffed]
+    if _MARKUP.search(data):
+        raise PhotoRejectedError(
+            RejectionCode.POLYGLOT,
+            "The file hides web page or script code inside the image (a polyglot file); it was refused.",
+        )
+    suffix = PurePath(filename).suffix.lower().lstrip(".")
+    if suffix and suffix not in fmt.extensions:
+        raise PhotoRejectedError(
+            RejectionCode.EXTENSION_MISMATCH,
+            f"The file's content is {fmt.name} but its name ends in .{suffix}; rename it or export it again.",
+        )
+    return _decode(data, fmt, limits), fmt
+
+
 @dataclass(frozen=True)
 class CleanImage:
     """An image that passed the hostile-input checks (steps 1-6): metadata-free bytes and its pixels.
@@ -278,32 +328,7 @@ class CleanImage:
 def check_image(data: bytes, filename: str, limits: IntakeLimits) -> CleanImage:
     """Steps 1-6 on one uploaded file (size, type, markup, extension, decoding, metadata stripped);
     raise PhotoRejectedError with the first failure."""
-    if not data:
-        raise PhotoRejectedError(RejectionCode.EMPTY, "The file is empty (0 bytes).")
-    if len(data) > limits.max_bytes:
-        raise PhotoRejectedError(
-            RejectionCode.TOO_LARGE,
-            f"The file is larger than the {_megabytes(limits.max_bytes)} limit.",
-        )
-    sniffed = sniff_format(data)
-    if sniffed is None:
-        raise PhotoRejectedError(
-            RejectionCode.UNSUPPORTED_TYPE,
-            "This is not a JPEG, PNG or WebP photo (checked from the file's content, not its name).",
-        )
-    fmt = _FORMATS[sniffed]
-    if _MARKUP.search(data):
-        raise PhotoRejectedError(
-            RejectionCode.POLYGLOT,
-            "The file hides web page or script code inside the image (a polyglot file); it was refused.",
-        )
-    suffix = PurePath(filename).suffix.lower().lstrip(".")
-    if suffix and suffix not in fmt.extensions:
-        raise PhotoRejectedError(
-            RejectionCode.EXTENSION_MISMATCH,
-            f"The file's content is {fmt.name} but its name ends in .{suffix}; rename it or export it again.",
-        )
-    image = _decode(data, fmt, limits)
+    image, fmt = _open_checked(data, filename, limits, tuple(_FORMATS), "a JPEG, PNG or WebP photo")
     rgb, clean = _strip(image, fmt)
     return CleanImage(
         data=clean, rgb=rgb, image_format=fmt.name, content_type=fmt.content_type, extension=fmt.extension
@@ -341,3 +366,40 @@ def check_photo(
         quality=quality,
         distance_to_enrollment=distance,
     )
+
+
+# A painted mask whose sides are within this fraction of the photo's proportions is scaled to the photo;
+# one of other proportions was painted for another picture and is refused.
+MASK_ASPECT_TOLERANCE = 0.01
+
+
+def check_mask(data: bytes, filename: str, limits: IntakeLimits, *, photo_size: tuple[int, int]) -> CleanMask:
+    """A PNG painted white where the photo (of `photo_size`, width x height) may change, checked as hostile.
+
+    Light pixels (grey above 127) may change, dark and transparent ones stay. A mask of the
+    photo's proportions is scaled to its size (nearest neighbour, so it stays black and white);
+    any other size, and a mask that marks nothing, are refused with the reason.
+    """
+    image, _ = _open_checked(data, filename, limits, ("PNG",), "a PNG image")
+    width, height = photo_size
+    if image.size != photo_size:
+        ratio, photo_ratio = image.width / image.height, width / height
+        if abs(ratio - photo_ratio) > MASK_ASPECT_TOLERANCE * photo_ratio:
+            raise PhotoRejectedError(
+                RejectionCode.MASK_SIZE,
+                f"The mask is {image.width}x{image.height} pixels but the photo is {width}x{height}: paint "
+                "the mask over the photo itself, at its size or in its proportions.",
+            )
+    painted = np.asarray(_as_viewed(ImageOps.exif_transpose(image), background=(0, 0, 0)).convert("L")) > 127
+    mask = Image.fromarray(painted.astype(np.uint8) * 255, mode="L")
+    if mask.size != photo_size:
+        mask = mask.resize(photo_size, Image.Resampling.NEAREST)
+    pixels = np.asarray(mask) > 0
+    if not pixels.any():
+        raise PhotoRejectedError(
+            RejectionCode.MASK_EMPTY,
+            "The mask marks nothing to change: paint the area that may change white (the rest black).",
+        )
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return CleanMask(data=buffer.getvalue(), width=width, height=height, coverage=float(pixels.mean()))

@@ -103,6 +103,7 @@ class AssetKind(models.TextChoices):
     ADAPTER = "adapter", "Trained identity adapter"
     OUTPUT = "output", "Generated or edited output"
     PREVIEW = "preview", "Training preview"
+    SOURCE_PHOTO = "source_photo", "Photo to edit"
 
 
 class RetentionSchedule(WriteOnceModel):

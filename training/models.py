@@ -16,7 +16,7 @@ can never overwrite "cancelled" with "succeeded"). The order of states:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from django.conf import settings
 from django.db import models
@@ -296,10 +296,9 @@ class TrainingJob(Job):
         StyleSet, null=True, blank=True, on_delete=models.PROTECT, related_name="training_jobs"
     )
 
-    # Managers of a concrete parent are not inherited (Django): the fail-closed one again. django-stubs
-    # reads the parent's as class variables; redeclaring them is what Django needs.
-    objects = TenantScopedManager()  # type: ignore[misc]
-    dangerously_unscoped = models.Manager()  # type: ignore[misc]
+    # Managers of a concrete parent are not inherited (Django): the fail-closed one again.
+    objects: ClassVar[TenantScopedManager[Self]] = TenantScopedManager()
+    dangerously_unscoped: ClassVar[models.Manager[Self]] = models.Manager()
 
     def __str__(self) -> str:
         return f"training job #{self.pk}"

@@ -191,3 +191,56 @@ def test_ordinary_metadata_text_is_not_taken_for_markup() -> None:
         (photos.jpeg_with_comment(source, "taken on=2027-05-01 <3 imaging one image"), "c.jpg"),
     ]:
         assert intake.check_photo(data, name, LIMITS).image_format in {"WEBP", "JPEG"}
+
+
+# --- user masks of an edit (check_mask) ---------------------------------------------------------------------
+def _mask_png(size: tuple[int, int], painted: tuple[int, int, int, int] | None, mode: str = "L") -> bytes:
+    """A mask of `size` (black, or transparent in RGBA) with the box `painted` white."""
+    image = Image.new(mode, size, 0)
+    if painted is not None:
+        white = 255 if mode == "L" else (255, 255, 255, 255)
+        image.paste(white, painted)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _mask_rejected(data: bytes, name: str = "mask.png", size: tuple[int, int] = (200, 100)) -> RejectionCode:
+    with pytest.raises(intake.PhotoRejectedError) as caught:
+        intake.check_mask(data, name, LIMITS, photo_size=size)
+    assert caught.value.message
+    return caught.value.code
+
+
+def test_a_mask_of_the_photos_size_becomes_black_and_white() -> None:
+    clean = intake.check_mask(
+        _mask_png((200, 100), (50, 0, 100, 100)), "m.png", LIMITS, photo_size=(200, 100)
+    )
+    pixels = np.asarray(Image.open(io.BytesIO(clean.data)))
+    assert pixels.shape == (100, 200) and set(np.unique(pixels)) == {0, 255}
+    assert (pixels[:, 50:100] == 255).all() and (pixels[:, :50] == 0).all()
+    assert clean.coverage == pytest.approx(0.25)
+
+
+def test_a_mask_in_the_photos_proportions_is_scaled_to_it_and_stays_black_and_white() -> None:
+    clean = intake.check_mask(_mask_png((100, 50), (25, 0, 50, 50)), "m.png", LIMITS, photo_size=(200, 100))
+    pixels = np.asarray(Image.open(io.BytesIO(clean.data)))
+    assert pixels.shape == (100, 200) and set(np.unique(pixels)) == {0, 255}
+    assert clean.coverage == pytest.approx(0.25)
+
+
+def test_what_a_painter_left_transparent_stays() -> None:
+    clean = intake.check_mask(
+        _mask_png((200, 100), (0, 0, 20, 100), mode="RGBA"), "m.png", LIMITS, photo_size=(200, 100)
+    )
+    assert clean.coverage == pytest.approx(0.1)
+
+
+def test_masks_of_other_proportions_empty_or_not_png_or_hostile_are_refused() -> None:
+    assert _mask_rejected(_mask_png((100, 100), (0, 0, 50, 50))) == RejectionCode.MASK_SIZE
+    assert _mask_rejected(_mask_png((200, 100), None)) == RejectionCode.MASK_EMPTY
+    assert _mask_rejected(photos.photo_bytes("obama.jpg", 200), "m.jpg") == RejectionCode.UNSUPPORTED_TYPE
+    polyglot = photos.png_with_text(_mask_png((200, 100), (0, 0, 10, 10)), "<script>alert(1)</script>")
+    assert _mask_rejected(polyglot) == RejectionCode.POLYGLOT
+    assert _mask_rejected(photos.decompression_bomb_png()) == RejectionCode.DECOMPRESSION_BOMB
+    assert _mask_rejected(_mask_png((200, 100), (0, 0, 10, 10)), "m.jpg") == RejectionCode.EXTENSION_MISMATCH

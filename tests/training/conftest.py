@@ -3,24 +3,16 @@ subjects with reference photos and their reference sets."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
-from consent.faults import CRASH_ENV
 from consent.models import Subject
 from tests.training import probe
 from training.jobs import queue_job
 from training.models import Job, ReferenceSet
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -92,60 +84,6 @@ def built_set(staff: Any) -> Callable[..., ReferenceSet]:
         return requested
 
     return build
-
-
-@pytest.fixture
-def postgres_only() -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("another process must see the test database: needs PostgreSQL (DATABASE_URL)")
-
-
-@pytest.fixture
-def start_worker(storage_root: Path, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """`start_worker(**env)`: a real worker (`default` and `gpu` queues, the probe kind included) against this
-    test's database and storage (tests that commit: transactional database, PostgreSQL)."""
-    from config.celery import app
-
-    app.control.purge()  # messages of earlier tests on this Redis database
-    processes: list[subprocess.Popen[str]] = []
-    db = connection.settings_dict
-
-    def start(**extra: str) -> subprocess.Popen[str]:
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "LIKENESS_STORAGE_ROOT": str(storage_root),
-            "LIKENESS_MASTER_KEY": settings.LIKENESS_MASTER_KEY,
-            "LIKENESS_SCRATCH_ROOT": str(tmp_path / "worker-scratch"),
-            "LIKENESS_JOB_PROGRESS_SECONDS": "0",
-            "LIKENESS_JOB_HEARTBEAT_SECONDS": "1",
-            "LIKENESS_JOB_STALE_SECONDS": "3",
-            "REDIS_URL": settings.REDIS_URL,
-            "DJANGO_DEBUG": "1",
-            probe.STEPS_ENV: "6",
-            probe.STEP_SECONDS_ENV: "0.3",
-        }
-        env.pop(CRASH_ENV, None)
-        env.update(extra)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.training.worker"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 @pytest.fixture

@@ -6,9 +6,12 @@ These tests commit (transactional database): the worker reads the same PostgreSQ
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,8 +22,9 @@ from django.utils import timezone
 
 from config.asgi import application
 from consent.faults import CRASH_ENV
-from tests.support import requires_redis
-from tests.training.processes import socket_headers, wait_for
+from tests.fixtures.workers import wait_for
+from tests.support import requires_redis, socket_headers
+from tests.training import probe
 from training.jobs.lifecycle import requeue_or_fail_stale
 from training.models import Job, JobStatus
 
@@ -29,8 +33,13 @@ pytestmark = [
     pytest.mark.worker,
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("postgres_only"),
 ]
+
+
+@pytest.fixture
+def start_worker(start_worker: Callable[..., subprocess.Popen[str]]) -> Callable[..., subprocess.Popen[str]]:
+    """The shared real worker (tests/fixtures/workers.py), its probe steps slow enough to follow."""
+    return functools.partial(start_worker, **{probe.STEPS_ENV: "6", probe.STEP_SECONDS_ENV: "0.3"})
 
 
 def test_a_socket_sees_the_snapshot_then_every_step_in_order_then_the_end(

@@ -169,7 +169,7 @@ def test_a_job_runs_to_success_with_progress_history_metering_and_its_file(queue
     )
     actions = list(
         AuditEntry.objects.for_tenant(job.tenant)
-        .filter(target_id=str(job.pk))
+        .filter(target_type="training.job", target_id=str(job.pk))
         .values_list("action", flat=True)
     )
     assert actions == ["job.queued", "job.started", "job.succeeded"]

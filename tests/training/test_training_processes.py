@@ -21,8 +21,8 @@ from consent.models import Asset, AssetKind
 from consent.storage import private_storage, subject_prefix, walk
 from tenancy.models import Role
 from tenancy.realtime import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND
-from tests.support import requires_redis
-from tests.training.processes import socket_headers, wait_for
+from tests.fixtures.workers import wait_for
+from tests.support import requires_redis, socket_headers
 from training.actions import queue_training_job
 from training.artifacts import unpack_to
 from training.models import TERMINAL_STATUSES, IdentityModel, Job, JobStatus
@@ -32,7 +32,6 @@ pytestmark = [
     pytest.mark.worker,
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("postgres_only"),
 ]
 # Long enough to be stopped in the middle, whatever the machine's speed.
 LONG_RUN = {"steps": 2000, "preview_every": 0}

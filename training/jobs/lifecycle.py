@@ -111,7 +111,9 @@ def queue_job(*, actor: UserLike | None, job: Job, add_permission: str) -> Job:
         tenant=job.tenant,
         action="job.queued",
         actor=actor,
-        target=job,
+        # The base row, as every later entry of the job names it: one trail per job, whatever its kind.
+        target_type=Job._meta.label_lower,
+        target_id=job.pk,
         payload={
             "kind": job.kind,
             "subject_id": job.subject_id,

@@ -1,0 +1,49 @@
+"""Fixtures of the generation and edit tests: private storage, fast progress, a subject's trained model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consent.models import Subject
+from training.jobs.dispatch import dispatch_jobs
+from training.jobs.runner import run_job
+from training.models import IdentityModel, Job
+
+
+@pytest.fixture(autouse=True)
+def _job_settings(settings: Any, storage_root: Path, tmp_path: Path) -> None:
+    settings.LIKENESS_JOB_PROGRESS_SECONDS = 0.0
+    settings.LIKENESS_SCRATCH_ROOT = tmp_path / "scratch"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """Engineers share two cores; one thread also keeps CPU results the same from run to run."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def model(enrolled_subject: Subject, make_identity_model: Callable[..., IdentityModel]) -> IdentityModel:
+    """Version 1 of the enrolled subject's model (person A, every purpose consented)."""
+    return make_identity_model(enrolled_subject)
+
+
+@pytest.fixture
+def run_in_process() -> Callable[[Job], Job]:
+    """`run_in_process(job)`: hand the job over as the dispatcher does, run it here, return it reloaded."""
+
+    def run(job: Job) -> Job:
+        dispatch_jobs()
+        job.refresh_from_db()
+        assert job.dispatch_token is not None, "the job was not handed over"
+        run_job(job.pk, str(job.dispatch_token), host="test-host")
+        job.refresh_from_db()
+        return job
+
+    return run
