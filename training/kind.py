@@ -9,8 +9,9 @@
    callback, which answers "stop" so the core ends cleanly, and raised again
    after.
 3. Evaluate with the core (personalization.evaluation): a few fixed-seed
-   portraits from the trained folder as generation will load it, each scored
-   against the subject's reference photos.
+   portraits from the trained folder applied to the worker's cached base
+   pipeline as generation applies it, each scored against the subject's
+   reference photos.
 4. Store the trained folder (one packed subject file) and record the version,
    in one transaction: a cancelled or failed job leaves neither.
 
@@ -103,13 +104,18 @@ def _reference_photos(items: list[ReferenceItem]) -> list[Image.Image]:
 
 
 def evaluate(
-    job: TrainingJob, trained: Path, device: Any, items: list[ReferenceItem], context: JobContext
+    job: TrainingJob, trained: Path, items: list[ReferenceItem], context: JobContext
 ) -> dict[str, Any]:
-    """The core's evaluation of the trained folder, loaded exactly as generation will load it (so it also
-    proves the version loads): fixed-seed portraits, each scored for identity distance to the reference
-    photos. Its progress keeps the job's step count (the training's) and shows the evaluation's ETA;
-    a stop asked for meanwhile stops it too."""
-    from personalization.evaluation import evaluate_folder
+    """The core's evaluation of the trained folder (personalization.evaluation): fixed-seed portraits,
+    each scored for identity distance to the reference photos.
+
+    The folder is applied to the worker's cached base pipeline exactly as generation applies it
+    (editing.pipelines), which also proves the version loads, and leaves the base loaded for the
+    subject's first generation. Progress keeps the job's step count (the training's) and shows
+    the evaluation's ETA; a stop asked for meanwhile stops it too.
+    """
+    from editing.pipelines import trained_pipeline
+    from personalization.evaluation import evaluate as evaluate_model
     from personalization.progress import Cancelled, StepProgress
     from personalization.scoring import ScoringError
 
@@ -128,9 +134,8 @@ def evaluate(
         return None
 
     try:
-        evaluation = evaluate_folder(
-            trained, references, base_model=job.base_model, device=str(device), progress=on_progress
-        )
+        with trained_pipeline(job.base_model, trained) as loaded:
+            evaluation = evaluate_model(loaded.pipe, loaded.manifest, references, progress=on_progress)
     except Cancelled:
         raise stops[0] from None
     except ScoringError as error:
@@ -140,10 +145,10 @@ def evaluate(
 
 def execute(job: TrainingJob, context: JobContext) -> None:
     """Run one training job inside a GPU worker (see the module docstring for the steps)."""
+    from editing.pipelines import device_name
     from personalization.artifacts import MANIFEST_NAME
     from personalization.models import ModelLoadError
     from personalization.training import TrainConfig, Trainer, TrainingError, TrainProgress
-    from personalization.training.outputs import device_name
 
     scratch = context.scratch
     reference_set = job.reference_set
@@ -188,16 +193,15 @@ def execute(job: TrainingJob, context: JobContext) -> None:
             **{key: value for key, value in settings.items() if key in known},
         )
         trainer = Trainer(config, on_progress)
-        context.device = device_name(trainer.device)
+        context.device = device_name()  # the worker's device, named as every kind names it
         trainer.run()
     except (ModelLoadError, TrainingError) as error:
         raise JobError(_without(str(error), scratch), code="training_refused") from None
     if stops:
         raise stops[0]
-    device = trainer.device
     del trainer  # the training pipeline's memory goes before the evaluation loads its own
     gc.collect()
-    evaluation = evaluate(job, out, device, items, context)
+    evaluation = evaluate(job, out, items, context)
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     packed = pack_folder(out)
     with atomic_with_files() as stored:

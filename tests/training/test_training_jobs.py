@@ -16,6 +16,7 @@ from guardian.shortcuts import assign_perm
 from audit.models import AuditEntry
 from consent import actions as consent_actions
 from consent.models import Asset, AssetKind
+from editing.pipelines import pipeline_cache
 from tests.consent import photos
 from tests.fixtures.consent import NamedBytes
 from training.actions import (
@@ -77,10 +78,13 @@ def test_an_identity_job_trains_reports_evaluates_and_registers_the_first_versio
     created = AuditEntry.objects.for_tenant(job.tenant).get(action="identity_model.created")
     assert created.payload["activated"] is True and created.payload["job_id"] == job.pk
 
-    # A second run makes version 2, which waits to be chosen.
+    # A second run makes version 2, which waits to be chosen; its evaluation finds the base pipeline the
+    # first one left in the worker's cache (where the subject's generations will find it too).
+    hits = pipeline_cache().hits
     second = _run(
         queue_training_job(actor=staff, subject=photographed, method="identity", overrides=FEW_STEPS)
     )
+    assert pipeline_cache().hits == hits + 1
     newer = IdentityModel.objects.for_tenant(job.tenant).get(job=second)
     assert newer.version == 2 and not newer.is_active
 
