@@ -1,12 +1,14 @@
 """Training jobs on a real Celery worker (`default` and `gpu` queues, Redis broker, PostgreSQL): a tiny-model
-`quick` identity job started through the API ends in a version the core loads; a cancel or a revocation
-mid-run stops the job, leaving no version and no file; nobody outside the tenant reaches the job or model.
+`quick` identity job started through the API ends in a version the core loads, on which a generation and
+an edit job make outputs pending review; a cancel or a revocation mid-run stops the job, leaving no
+version and no file; nobody outside the tenant reaches the job or model.
 
 These tests commit (transactional database): the worker reads the same PostgreSQL test database.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -19,6 +21,7 @@ from consent import actions as consent_actions
 from consent import vault
 from consent.models import Asset, AssetKind
 from consent.storage import private_storage, subject_prefix, walk
+from editing.models import GenerationJob
 from tenancy.models import Role
 from tenancy.realtime import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND
 from tests.fixtures.workers import wait_for
@@ -52,6 +55,10 @@ def _close_code(client: Any, job_id: int) -> int | None:
     return async_to_sync(attempt)()
 
 
+def _status_in(client: Any, url: str, statuses: set[str]) -> bool:
+    return bool(client.get(url).json()["status"] in statuses)
+
+
 def test_a_quick_identity_job_started_through_the_api_ends_in_a_version_the_core_loads(
     photographed,
     staff,
@@ -82,7 +89,7 @@ def test_a_quick_identity_job_started_through_the_api_ends_in_a_version_the_core
     assert body["status"] == "queued" and body["kind"] == "training" and body["preset"] == "quick"
     job_url = f"/api/v1/training-jobs/{body['id']}/"
     ended = {status.value for status in TERMINAL_STATUSES}
-    wait_for(lambda: client.get(job_url).json()["status"] in ended, 300, worker)
+    wait_for(functools.partial(_status_in, client, job_url, ended), 300, worker)
     seconds = time.monotonic() - started
     print(f"\ntiny quick identity job (8 steps), queue to succeeded through the real worker: {seconds:.1f} s")
     done = client.get(job_url).json()
@@ -101,6 +108,33 @@ def test_a_quick_identity_job_started_through_the_api_ends_in_a_version_the_core
     manifest = load_trained(pipe, folder)
     assert manifest.tokens == {"identity": "<sks>"} and manifest.steps == 8
     assert manifest.dataset_hash == client.get(set_url).json()["dataset_hash"]
+
+    # Then a generation and an edit on the new version, in the same worker: outputs pending review. The
+    # training's evaluation left the base pipeline loaded, so the generation does not load it again.
+    generation = client.post(
+        "/api/v1/generation-jobs/",
+        {
+            "model": model.pk,
+            "prompt": "a photo of {identity} {class_word}",
+            "count": 2,
+            "seed": 5,
+            "steps": 3,
+        },
+        format="json",
+    )
+    edit = client.post(
+        "/api/v1/edit-jobs/",
+        {"model": model.pk, "source_photo": photographed.enrollment_photo_id, "preset": "smile", "steps": 3},
+        format="json",
+    )
+    assert generation.status_code == edit.status_code == 201, (generation.content, edit.content)
+    for made in (generation.json(), edit.json()):
+        url = f"/api/v1/{made['kind']}-jobs/{made['id']}/"
+        wait_for(functools.partial(_status_in, client, url, ended), 300, worker)
+        assert client.get(url).json()["status"] == "succeeded", client.get(url).json()["error_message"]
+        outputs = client.get(f"/api/v1/outputs/?job={made['id']}").json()["results"]
+        assert outputs and {output["status"] for output in outputs} == {"pending_review"}
+    assert GenerationJob.objects.for_tenant(model.tenant).get(pk=generation.json()["id"]).pipeline_reused
 
     # Another brand's member (any role) finds nothing; an account without a brand is refused.
     other = tenant_factory()
