@@ -28,7 +28,15 @@ from tenancy.api_views import (
     MeView,
     TokenView,
 )
-from training.api import AnyJobViewSet, UsageView
+from training.api import (
+    AnyJobViewSet,
+    IdentityModelViewSet,
+    ReferenceItemViewSet,
+    ReferenceSetViewSet,
+    StyleSetViewSet,
+    TrainingJobViewSet,
+    UsageView,
+)
 
 router = TenantRouter()
 router.register("memberships", MembershipViewSet)
@@ -43,6 +51,11 @@ router.register("deletion-certificates", DeletionCertificateViewSet)
 router.register("erasure-requests", ErasureRequestViewSet)
 router.register("assets", AssetViewSet)
 router.register("jobs", AnyJobViewSet)
+router.register("training-jobs", TrainingJobViewSet)
+router.register("identity-models", IdentityModelViewSet)
+router.register("reference-sets", ReferenceSetViewSet)
+router.register("reference-items", ReferenceItemViewSet)
+router.register("style-sets", StyleSetViewSet)
 router.register("generation-jobs", GenerationJobViewSet)
 router.register("edit-jobs", EditJobViewSet)
 router.register("outputs", OutputViewSet)

@@ -32,10 +32,16 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# URL names of the routes that take photos (the dashboard's upload form, the two API actions, and the
-# edit jobs, which take a photo to edit and its painted mask).
+# URL names of the routes that take photos (the dashboard's upload form, the two API actions of a
+# subject, the edit jobs, which take a photo to edit and its painted mask, and the style-set upload).
 UPLOAD_ROUTE_NAMES = frozenset(
-    {"consent-subject-photos", "subject-enrollment-photo", "subject-reference-photos", "editjob-list"}
+    {
+        "consent-subject-photos",
+        "subject-enrollment-photo",
+        "subject-reference-photos",
+        "editjob-list",
+        "styleset-list",
+    }
 )
 API_PREFIX = "/api/"
 

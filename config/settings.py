@@ -393,6 +393,16 @@ LIKENESS_PIPELINE_CACHE_BYTES = _env_int("LIKENESS_PIPELINE_CACHE_BYTES", 16 * 2
 # Base diffusion model: a hub id or a local folder. The default is the tiny
 # random-init model that `make setup` builds, so the product runs offline.
 LIKENESS_BASE_MODEL = os.environ.get("LIKENESS_BASE_MODEL", str(VAR_DIR / "models" / "tiny-sd"))
+# The base models a training job may ask for (comma-separated; the default base model first, always
+# included): an operator decides which weights the GPU workers hold and whose licences allow this use.
+LIKENESS_TRAINING_BASE_MODELS = list(
+    dict.fromkeys([LIKENESS_BASE_MODEL, *_env_list("LIKENESS_TRAINING_BASE_MODELS", "")])
+)
+# A style photo is refused when a face in it is at least this share of the photo's shorter side (or at
+# least LIKENESS_MIN_FACE_PX across): a face that large is a person's likeness, not a style (docs).
+LIKENESS_STYLE_MAX_FACE_FRACTION = float(os.environ.get("LIKENESS_STYLE_MAX_FACE_FRACTION", "0.1"))
+if not 0.01 <= LIKENESS_STYLE_MAX_FACE_FRACTION <= 1.0:
+    raise ImproperlyConfigured("LIKENESS_STYLE_MAX_FACE_FRACTION must be between 0.01 and 1.")
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -445,10 +455,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema maps every route and field: for signed-in users only (the docs page too).
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
-    # Two models name their choices "status" (a job's and an output's): each gets its own enum name.
+    # Several fields share a name ("status": a job's, a reference set's, an output's; "preset"): each
+    # choice set gets its own enum name.
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "training.models.JobStatus",
+        "ReferenceSetStatusEnum": "training.models.ReferenceSetStatus",
         "OutputStatusEnum": "editing.models.OutputStatus",
+        # The core's presets (quick, standard, max) of training and generation jobs, beside edit presets.
+        "PresetNameEnum": "personalization.presets.PRESET_NAMES",
     },
 }
 

@@ -4,13 +4,19 @@ Files are covered already: every file of a subject is a consent.Asset row, and
 erasure destroys the subject key, deletes every such file and sweeps the
 subject's storage prefix. What the consent app cannot know is the other apps'
 own state: queued or running jobs that must stop, released outputs that must be
-marked withdrawn. Those apps register an ErasureHook in their AppConfig.ready():
+marked withdrawn, rows that hold what was derived from the subject's files (a
+reference set's captions and face geometry) and must be cleared. Those apps
+register an ErasureHook in their AppConfig.ready():
 
     from consent.erasure import ErasureHook, register_erasure_hook
 
     register_erasure_hook(ErasureHook(
         name="training.jobs",
         cancel_jobs=cancel_jobs_of_subject,       # (subject) -> ids of the jobs it cancelled
+    ))
+    register_erasure_hook(ErasureHook(
+        name="training.reference_sets",
+        forget_rows=forget_reference_sets,        # (subject) -> ids of the rows it cleared
     ))
     register_erasure_hook(ErasureHook(
         name="editing.outputs",
@@ -21,7 +27,8 @@ marked withdrawn. Those apps register an ErasureHook in their AppConfig.ready():
 Contract: hooks run inside the erasure's transaction, after the key is
 destroyed and before the files are deleted (jobs cancelled first cannot write a
 new file meanwhile); they must be idempotent (an interrupted erasure runs them
-again) and return the ids they acted on, which go into the deletion certificate.
+again) and return the ids they acted on, which go into the deletion certificate
+(forgotten rows: into the erasure's audit entry).
 Foreign keys to consent.Asset must be on_delete=SET_NULL: the rows go away.
 """
 
@@ -42,6 +49,7 @@ class ErasureHook:
     name: str
     cancel_jobs: SubjectHook | None = None
     withdraw_outputs: SubjectHook | None = None
+    forget_rows: SubjectHook | None = None
 
 
 _hooks: dict[str, ErasureHook] = {}

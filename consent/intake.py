@@ -20,6 +20,10 @@ failure has its own code and a sentence a person can act on:
 A user mask for an edit (`check_mask`: a PNG painted white where the photo may change) passes
 checks 1-5 and is then reduced to black and white at the photo's size.
 
+`check_image` runs steps 1-6 alone, for images that are not photos of a subject
+(a tenant's style photos, training.actions.styles, which add their own face rule);
+`check_photo` runs all eight.
+
 Nothing here touches the database or storage: `consent.actions` stores what passes.
 """
 
@@ -298,6 +302,39 @@ def _open_checked(
     return _decode(data, fmt, limits), fmt
 
 
+@dataclass(frozen=True)
+class CleanImage:
+    """An image that passed the hostile-input checks (steps 1-6): metadata-free bytes and its pixels.
+
+    What every upload of an image goes through, whatever it shows; photos of a
+    subject add the face rules (check_photo), style photos their own (training).
+    """
+
+    data: bytes
+    rgb: np.ndarray
+    image_format: str
+    content_type: str
+    extension: str
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def check_image(data: bytes, filename: str, limits: IntakeLimits) -> CleanImage:
+    """Steps 1-6 on one uploaded file (size, type, markup, extension, decoding, metadata stripped);
+    raise PhotoRejectedError with the first failure."""
+    image, fmt = _open_checked(data, filename, limits, tuple(_FORMATS), "a JPEG, PNG or WebP photo")
+    rgb, clean = _strip(image, fmt)
+    return CleanImage(
+        data=clean, rgb=rgb, image_format=fmt.name, content_type=fmt.content_type, extension=fmt.extension
+    )
+
+
 def check_photo(
     data: bytes,
     filename: str,
@@ -306,8 +343,8 @@ def check_photo(
     enrollment_embedding: np.ndarray | None = None,
 ) -> CleanPhoto:
     """Run every check on one uploaded file; raise PhotoRejectedError with the first failure."""
-    image, fmt = _open_checked(data, filename, limits, tuple(_FORMATS), "a JPEG, PNG or WebP photo")
-    rgb, clean = _strip(image, fmt)
+    image = check_image(data, filename, limits)
+    rgb = image.rgb
     face, quality = _check_face(rgb, limits)
     embedding = faces.face_embedding(rgb, face)
     distance: float | None = None
@@ -319,12 +356,12 @@ def check_photo(
                 "This does not look like the same person as the subject's enrollment photo.",
             )
     return CleanPhoto(
-        data=clean,
-        image_format=fmt.name,
-        content_type=fmt.content_type,
-        extension=fmt.extension,
-        width=int(rgb.shape[1]),
-        height=int(rgb.shape[0]),
+        data=image.data,
+        image_format=image.image_format,
+        content_type=image.content_type,
+        extension=image.extension,
+        width=image.width,
+        height=image.height,
         embedding=embedding,
         quality=quality,
         distance_to_enrollment=distance,

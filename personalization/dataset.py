@@ -12,19 +12,26 @@ Layout:
 
 The dataset hash covers what training consumes (pixels, masks, captions, resolution, tokens),
 so an edited caption changes it and the trained model's manifest says which data made it.
+`hash_items` computes it from the files' digests alone, so a service that keeps the files
+elsewhere (encrypted, in storage) can recompute it after a caption edit without the files.
+torch is imported only by the functions that make tensors: reading and hashing a prepared
+folder needs none.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 MANIFEST_NAME = "manifest.json"
 QUALITY_NAME = "quality.json"
@@ -118,19 +125,58 @@ class PreparedDataset:
         return dataset_hash(self)
 
 
-def dataset_hash(dataset: PreparedDataset) -> str:
+@dataclass(frozen=True)
+class HashedItem:
+    """What the dataset hash covers of one photo: its name, the SHA-256 (hex) of each file, its caption."""
+
+    name: str
+    image_sha256: str
+    face_mask_sha256: str
+    style_mask_sha256: str | None
+    caption: str
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def hash_items(
+    kind: DatasetKind, resolution: int, token: str, class_word: str, items: Iterable[HashedItem]
+) -> str:
+    """The dataset hash from the files' digests and the captions (what dataset_hash reads from disk)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([dataset.kind, dataset.resolution, dataset.token, dataset.class_word]).encode())
-    for item in sorted(dataset.items, key=lambda entry: entry.name):
+    digest.update(json.dumps([kind, resolution, token, class_word]).encode())
+    for item in sorted(items, key=lambda entry: entry.name):
         digest.update(item.name.encode())
-        for file in (item.image, item.face_mask, item.style_mask):
-            digest.update(hashlib.sha256(file.read_bytes()).digest() if file is not None else b"-")
-        digest.update(item.caption().encode("utf-8"))
+        for file_digest in (item.image_sha256, item.face_mask_sha256, item.style_mask_sha256):
+            digest.update(bytes.fromhex(file_digest) if file_digest is not None else b"-")
+        digest.update(item.caption.encode("utf-8"))
     return digest.hexdigest()
+
+
+def dataset_hash(dataset: PreparedDataset) -> str:
+    return hash_items(
+        dataset.kind,
+        dataset.resolution,
+        dataset.token,
+        dataset.class_word,
+        (
+            HashedItem(
+                name=item.name,
+                image_sha256=file_sha256(item.image),
+                face_mask_sha256=file_sha256(item.face_mask),
+                style_mask_sha256=file_sha256(item.style_mask) if item.style_mask is not None else None,
+                caption=item.caption(),
+            )
+            for item in dataset.items
+        ),
+    )
 
 
 def image_tensor(image: Image.Image) -> torch.Tensor:
     """(3, H, W) float in [-1, 1], the VAE's input range."""
+    import torch
+
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
@@ -141,6 +187,8 @@ def load_image_tensor(path: Path) -> torch.Tensor:
 
 def load_mask_tensor(path: Path) -> torch.Tensor:
     """(1, H, W) float in [MASK_FLOOR, 1]."""
+    import torch
+
     array = np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0
     return torch.from_numpy(np.maximum(array, MASK_FLOOR))[None]
 

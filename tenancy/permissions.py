@@ -93,6 +93,23 @@ _JOBS_READ = frozenset({"training.view_job"})
 _JOBS_STAFF = _JOBS_READ | frozenset({"training.cancel_job"})
 _JOBS_ADMIN = _JOBS_STAFF | frozenset({"training.view_usage"})
 
+# Training (the training app): staff build reference sets, edit their captions, upload style sets, train
+# and choose the active model version; legal reviewers read every training run and model version
+# (docs/compliance.md), never the photos, crops, previews or artifacts (those need consent.view_asset).
+_TRAINING_READ = frozenset({"training.view_trainingjob", "training.view_identitymodel"})
+_TRAINING_STAFF = _TRAINING_READ | frozenset(
+    {
+        "training.add_trainingjob",
+        "training.activate_identitymodel",
+        "training.add_referenceset",
+        "training.view_referenceset",
+        "training.view_referenceitem",
+        "training.change_referenceitem",
+        "training.add_styleset",
+        "training.view_styleset",
+    }
+)
+
 # Generation and edit jobs and their outputs (editing): staff queue them and see the images (through
 # consent.view_asset); legal reviewers read what was made of whom, with its prompt and scores, never the
 # image. Until the release issue's rules, staff may view pending outputs.
@@ -101,14 +118,24 @@ _EDITING_STAFF = _EDITING_READ | frozenset({"editing.add_generationjob", "editin
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
     # Members (by invitation), settings, retention schedule; reads the audit log of its tenant.
-    Role.ADMIN: _TENANCY_ADMIN | _AUDIT_READ | _CONSENT_ADMIN | _JOBS_ADMIN | _EDITING_STAFF,
+    Role.ADMIN: _TENANCY_ADMIN
+    | _AUDIT_READ
+    | _CONSENT_ADMIN
+    | _JOBS_ADMIN
+    | _TRAINING_STAFF
+    | _EDITING_STAFF,
     # Subjects, uploads, training, studio, approvals (rows added by those apps).
-    Role.STAFF: frozenset({"tenancy.view_tenant"}) | _CONSENT_STAFF | _JOBS_STAFF | _EDITING_STAFF,
+    Role.STAFF: frozenset({"tenancy.view_tenant"})
+    | _CONSENT_STAFF
+    | _JOBS_STAFF
+    | _TRAINING_STAFF
+    | _EDITING_STAFF,
     # Read-only: consent records, audit log, deletion certificates; exports.
     Role.LEGAL_REVIEWER: frozenset({"tenancy.view_tenant", "tenancy.view_membership"})
     | _AUDIT_READ
     | _CONSENT_LEGAL
     | _JOBS_READ
+    | _TRAINING_READ
     | _EDITING_READ,
 }
 

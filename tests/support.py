@@ -97,3 +97,15 @@ TEST_WORKER_ARGS = [
     "--without-mingle",
     "--without-heartbeat",
 ]
+
+
+def socket_headers(client: Any) -> list[tuple[bytes, bytes]]:
+    """The headers a browser sends when it opens a socket of this site, with `client`'s session cookie."""
+    from django.conf import settings
+
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return [
+        (b"origin", b"http://localhost"),
+        (b"host", b"localhost"),
+        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
+    ]

@@ -16,13 +16,14 @@ can never overwrite "cancelled" with "succeeded"). The order of states:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from django.conf import settings
 from django.db import models
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from tenancy.models import TenantOwnedModel
+from tenancy.scoping import TenantScopedManager
 
 
 class JobStatus(models.TextChoices):
@@ -138,6 +139,169 @@ class JobPreview(TenantOwnedModel):
 
     class Meta:
         ordering = ["job", "step", "id"]
+
+
+class ReferenceSetStatus(models.TextChoices):
+    BUILDING = "building", "Building"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+    ERASED = "erased", "Erased"  # the subject's data was erased: files gone, derived rows cleared
+
+
+class ReferenceSet(TenantOwnedModel):
+    """A subject's reference photos prepared for training (the core's `prepare`): one version.
+
+    Built for a base model (at its native resolution) from the exact reference
+    photos named in `photo_ids`; when the photos change, the set is stale and a
+    new version is built. A version that a training job used is never changed:
+    a caption edit then makes a new version (training.actions.references).
+    Crops and masks are subject files (consent.Asset, encrypted with the subject
+    key); erasure destroys them and the rows stay as the history.
+    """
+
+    subject = models.ForeignKey("consent.Subject", on_delete=models.PROTECT, related_name="reference_sets")
+    version = models.PositiveIntegerField()
+    status = models.CharField(
+        max_length=16, choices=ReferenceSetStatus.choices, default=ReferenceSetStatus.BUILDING
+    )
+    error_message = models.TextField(blank=True)
+    base_model = models.CharField(max_length=500, help_text="The base model it is prepared for.")
+    resolution = models.PositiveIntegerField(null=True, blank=True, help_text="Crop side, px (the base's).")
+    token = models.CharField(max_length=32, blank=True)
+    class_word = models.CharField(max_length=32, blank=True)
+    photo_ids = models.JSONField(
+        default=list, help_text="The reference photos (asset ids) it was built from."
+    )
+    rejected = models.JSONField(default=list, blank=True, help_text="[{photo, reason}] prepare refused.")
+    prepare_options = models.JSONField(default=dict, blank=True, help_text="prepare's manifest settings.")
+    dataset_hash = models.CharField(max_length=64, blank=True)
+    derived_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The version whose caption edit made this one.",
+    )
+    created_at = models.DateTimeField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    build_started_at = models.DateTimeField(null=True, blank=True)
+    built_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["subject", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["subject", "version"], name="referenceset_unique_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"reference set v{self.version} of subject {self.subject_id}"
+
+
+class ReferenceItem(TenantOwnedModel):
+    """One prepared photo of a reference set: its crop and mask (subject files), caption and quality."""
+
+    reference_set = models.ForeignKey(ReferenceSet, on_delete=models.CASCADE, related_name="items")
+    name = models.CharField(max_length=16, help_text="prepare's name for it (0001, 0002...).")
+    photo = models.ForeignKey(
+        "consent.Asset", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    crop = models.ForeignKey(
+        "consent.Asset", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    face_mask = models.ForeignKey(
+        "consent.Asset", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    caption = models.TextField()
+    crop_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the crop's plaintext (dataset hash).")
+    face_mask_sha256 = models.CharField(max_length=64)
+    entry = models.JSONField(default=dict, help_text="prepare's manifest entry: face box, landmarks, pose.")
+    quality = models.JSONField(default=dict, help_text="prepare's quality report for the photo.")
+    warnings = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["reference_set", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["reference_set", "name"], name="referenceitem_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.reference_set}"
+
+
+class StyleSet(TenantOwnedModel):
+    """A tenant's style photos for the multiconcept method, one version (a new upload, a new version).
+
+    Style photos are the look (setting, light, clothing) to learn, not a person:
+    a photo showing a face large enough to be a likeness is refused at upload,
+    and the set is outside the consent gate. Stored in the private storage,
+    not encrypted with any subject key (docs/compliance.md, "Style sets").
+    """
+
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    created_at = models.DateTimeField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["tenant_id", "name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name", "version"], name="styleset_unique_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class StylePhoto(TenantOwnedModel):
+    style_set = models.ForeignKey(StyleSet, on_delete=models.CASCADE, related_name="photos")
+    storage_name = models.CharField(max_length=500, unique=True)
+    sha256 = models.CharField(max_length=64, help_text="SHA-256 of the stored file.")
+    size_bytes = models.PositiveBigIntegerField()
+    content_type = models.CharField(max_length=100)
+    extension = models.CharField(max_length=8)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    largest_face_px = models.PositiveIntegerField(default=0, help_text="0: no face found.")
+
+    class Meta:
+        ordering = ["style_set", "id"]
+
+    def __str__(self) -> str:
+        return f"style photo #{self.pk} of {self.style_set}"
+
+
+TRAINING_KIND = "training"  # the job kind's name (training.kind)
+
+
+class TrainingMethod(models.TextChoices):
+    IDENTITY = "identity", "Identity (LIPE)"
+    MULTICONCEPT = "multiconcept", "Identity and style (MagiCapture)"
+
+
+class TrainingJob(Job):
+    """A training run: which data (pinned), which base model, which settings (as asked and as resolved)."""
+
+    method = models.CharField(max_length=16, choices=TrainingMethod.choices)
+    base_model = models.CharField(max_length=500)
+    preset = models.CharField(max_length=16)
+    overrides = models.JSONField(default=dict, blank=True, help_text="As requested (validated).")
+    resolved_settings = models.JSONField(default=dict, help_text="Every training setting the run used.")
+    reference_set = models.ForeignKey(ReferenceSet, on_delete=models.PROTECT, related_name="training_jobs")
+    style_set = models.ForeignKey(
+        StyleSet, null=True, blank=True, on_delete=models.PROTECT, related_name="training_jobs"
+    )
+
+    # Managers of a concrete parent are not inherited (Django): the fail-closed one again.
+    objects: ClassVar[TenantScopedManager[Self]] = TenantScopedManager()
+    dangerously_unscoped: ClassVar[models.Manager[Self]] = models.Manager()
+
+    def __str__(self) -> str:
+        return f"training job #{self.pk}"
 
 
 class IdentityModel(TenantOwnedModel):

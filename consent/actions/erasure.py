@@ -161,16 +161,15 @@ def erase_subject(*, actor: Actor, subject: Subject, reason: str) -> DeletionCer
         return begin_erasure(locked, trigger=ErasureTrigger.ADMIN, actor=actor, reason=reason.strip())
 
 
-def _call_hooks(subject: Subject) -> tuple[list[str], list[str]]:
-    cancelled: list[str] = []
-    withdrawn: list[str] = []
-    for hook in registered_hooks():
-        if hook.cancel_jobs is not None:
-            cancelled.extend(f"{hook.name}:{ident}" for ident in hook.cancel_jobs(subject))
-    for hook in registered_hooks():
-        if hook.withdraw_outputs is not None:
-            withdrawn.extend(f"{hook.name}:{ident}" for ident in hook.withdraw_outputs(subject))
-    return cancelled, withdrawn
+def _call_hooks(subject: Subject) -> tuple[list[str], list[str], list[str]]:
+    """Jobs stop first (none can write a new file meanwhile), then outputs are withdrawn, rows forgotten."""
+    acted: dict[str, list[str]] = {"cancel_jobs": [], "withdraw_outputs": [], "forget_rows": []}
+    for field, done in acted.items():
+        for hook in registered_hooks():
+            call = getattr(hook, field)
+            if call is not None:
+                done.extend(f"{hook.name}:{ident}" for ident in call(subject))
+    return acted["cancel_jobs"], acted["withdraw_outputs"], acted["forget_rows"]
 
 
 def complete_erasure(certificate_id: int) -> DeletionCertificate | None:
@@ -196,13 +195,13 @@ def complete_erasure(certificate_id: int) -> DeletionCertificate | None:
         storage = private_storage()
         live_key = SubjectKey.objects.for_tenant(tenant).filter(subject=subject).first()
         if certificate.scope == DeletionCertificate.Scope.SUBJECT:
-            cancelled, withdrawn = _call_hooks(subject)
+            cancelled, withdrawn, forgotten = _call_hooks(subject)
             doomed = subject.assets.all()
             if live_key is not None:
                 # A new consent after the erasure began has its own key: its files are not this erasure's.
                 doomed = doomed.exclude(key_id=live_key.key_id)
         else:
-            cancelled, withdrawn = [], []
+            cancelled, withdrawn, forgotten = [], [], []
             doomed = subject.assets.filter(pk__in=certificate.planned_asset_ids)
         counts: Counter[str] = Counter()
         file_ids: list[int] = []
@@ -238,6 +237,7 @@ def complete_erasure(certificate_id: int) -> DeletionCertificate | None:
                 "stray_files_removed": strays,
                 "cancelled_jobs": cancelled,
                 "withdrawn_outputs": withdrawn,
+                "forgotten_rows": forgotten,
                 "key_destroyed": certificate.key_destroyed_at is not None,
             },
         )

@@ -23,7 +23,7 @@ from django.utils import timezone
 from config.asgi import application
 from consent.faults import CRASH_ENV
 from tests.fixtures.workers import wait_for
-from tests.support import requires_redis
+from tests.support import requires_redis, socket_headers
 from tests.training import probe
 from training.jobs.lifecycle import requeue_or_fail_stale
 from training.models import Job, JobStatus
@@ -42,22 +42,13 @@ def start_worker(start_worker: Callable[..., subprocess.Popen[str]]) -> Callable
     return functools.partial(start_worker, **{probe.STEPS_ENV: "6", probe.STEP_SECONDS_ENV: "0.3"})
 
 
-def _socket_headers(client: Any) -> list[tuple[bytes, bytes]]:
-    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return [
-        (b"origin", b"http://localhost"),
-        (b"host", b"localhost"),
-        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
-    ]
-
-
 def test_a_socket_sees_the_snapshot_then_every_step_in_order_then_the_end(
     queue_probe, consented, staff, client_for, start_worker
 ):
     subject = consented()
     job = queue_probe(subject)  # committed and handed to the broker; no worker yet
     received: list[dict[str, Any]] = []
-    headers = _socket_headers(client_for(staff, subject.tenant))
+    headers = socket_headers(client_for(staff, subject.tenant))
 
     async def follow() -> None:
         communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=headers)
