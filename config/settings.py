@@ -386,7 +386,7 @@ if LIKENESS_JOB_STALE_SECONDS < 3 * LIKENESS_JOB_HEARTBEAT_SECONDS:
 # Decrypted inputs of a running job (reference crops, a trained folder) live here only while it runs;
 # give it a memory-backed filesystem in production (compose.yaml mounts a tmpfs).
 LIKENESS_SCRATCH_ROOT = Path(os.environ.get("LIKENESS_SCRATCH_ROOT", str(VAR_DIR / "scratch")))
-# A GPU worker keeps the base pipelines it loaded between jobs (editing.pipelines, the core's
+# A GPU worker keeps the base pipelines it loaded between jobs (training.jobs.pipelines, the core's
 # PipelineCache), the least recently used dropped while their parameters and buffers exceed this many
 # bytes; one larger than the budget is still served, then dropped. SD 1.5 in bf16 is ~2 GiB, SDXL ~7 GiB.
 LIKENESS_PIPELINE_CACHE_BYTES = _env_int("LIKENESS_PIPELINE_CACHE_BYTES", 16 * 2**30, low=0, high=2**40)

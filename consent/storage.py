@@ -9,7 +9,11 @@ permission and decrypts (consent.views.asset_file).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.db import transaction
 
 PRIVATE_STORAGE_ALIAS = "likeness_private"
 NO_URL = "private files have no URL: serve them through consent.views.asset_file"
@@ -41,3 +45,25 @@ def walk(storage: Storage, prefix: str) -> list[str]:
     for directory in directories:
         names.extend(walk(storage, f"{prefix}/{directory}"))
     return names
+
+
+@contextmanager
+def files_removed_on_rollback() -> Iterator[list[str]]:
+    """A transaction whose stored files go with it when it fails: append each file's storage name.
+
+    consent.actions.store_subject_file deletes its own file when its own step
+    fails, but the rows it writes roll back with an enclosing transaction that
+    fails later, which would leave the ciphertext behind in storage: a partial
+    artifact of a failed job or upload. Use this as the outermost transaction of
+    a write that stores several files (an enclosing transaction that rolls back
+    later is not seen).
+    """
+    stored: list[str] = []
+    try:
+        with transaction.atomic():
+            yield stored
+    except BaseException:
+        storage = private_storage()
+        for name in stored:
+            storage.delete(name)
+        raise

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from django.db import transaction
 from django.utils import timezone
@@ -24,7 +22,7 @@ from consent import actions as consent_actions
 from consent import intake, vault
 from consent.actions import Actor, UploadedPhoto
 from consent.models import Asset, AssetKind, Purpose, Subject
-from consent.storage import private_storage
+from consent.storage import files_removed_on_rollback
 from editing import parameters
 from editing.models import EditJob, GenerationJob, MaskMode, Output, OutputStatus
 from personalization.presets import MAX_SEED
@@ -34,26 +32,6 @@ from training.models import IdentityModel
 
 # The photos an edit may start from: the subject's own, as the intake admitted them.
 EDITABLE_PHOTO_KINDS = (AssetKind.ENROLLMENT_PHOTO, AssetKind.REFERENCE_PHOTO, AssetKind.SOURCE_PHOTO)
-
-
-@contextmanager
-def files_kept_on_commit() -> Iterator[list[Asset]]:
-    """A transaction whose stored subject files (append each Asset) are deleted again if it fails.
-
-    consent.actions.store_subject_file removes its own file when its own write
-    fails; a later failure in the same transaction rolls the Asset rows back but
-    would leave their ciphertexts behind. Use it outside any other transaction:
-    an enclosing one that rolls back later is not seen.
-    """
-    stored: list[Asset] = []
-    try:
-        with transaction.atomic():
-            yield stored
-    except BaseException:
-        storage = private_storage()
-        for asset in stored:
-            storage.delete(asset.storage_name)
-        raise
 
 
 def _usable(identity_model: IdentityModel) -> IdentityModel:
@@ -231,7 +209,7 @@ def queue_edit(
         steps=steps,
         guidance=guidance,
     )
-    with files_kept_on_commit() as stored:
+    with files_removed_on_rollback() as stored:
         if clean_photo is not None:
             job.source_photo = consent_actions.store_subject_file(
                 subject=subject,
@@ -243,7 +221,7 @@ def queue_edit(
                 label=(getattr(source_upload, "name", None) or "")[:255],
                 quality=clean_photo.quality,
             )
-            stored.append(job.source_photo)
+            stored.append(job.source_photo.storage_name)
         if clean_mask is not None:
             job.user_mask = consent_actions.store_subject_file(
                 subject=subject,
@@ -255,7 +233,7 @@ def queue_edit(
                 label=f"painted mask ({clean_mask.coverage:.0%} of the photo may change)",
                 source=job.source_photo,
             )
-            stored.append(job.user_mask)
+            stored.append(job.user_mask.storage_name)
         queue_job(actor=actor, job=job, add_permission="editing.add_editjob")
     return job
 

@@ -2,7 +2,7 @@
 
 Each kind decrypts its inputs into the job's scratch folder, runs the core
 (personalization.generate / personalization.edit) on the worker's kept
-pipeline (editing.pipelines), reports every sampling step through the job
+pipeline (training.jobs.pipelines), reports every sampling step through the job
 context (which stops it between steps on a cancel or a withdrawn consent),
 scores each image with the core's scorer, and writes its outputs in one
 transaction at the end: a cancelled or failed job leaves no output and no file.
@@ -30,12 +30,12 @@ from PIL import Image
 from audit.actions import record as audit
 from consent import vault
 from consent.models import Asset, AssetKind, Subject
+from consent.storage import files_removed_on_rollback
 from editing import parameters
-from editing.actions import files_kept_on_commit
 from editing.models import EditJob, GenerationJob, MaskMode, Output, OutputKind
-from editing.pipelines import LoadedModel, trained_pipeline
 from training.artifacts import ArtifactError, unpack_to
 from training.jobs import JobContext, JobError
+from training.jobs.pipelines import LoadedModel, trained_pipeline
 from training.models import Job
 
 if TYPE_CHECKING:
@@ -193,20 +193,19 @@ def _write_outputs(
     ]
     source_photo = job.source_photo if isinstance(job, EditJob) else None
     now = timezone.now()
-    with files_kept_on_commit() as stored:
+    with files_removed_on_rollback() as stored:
 
         def store_png(asset_kind: AssetKind, data: bytes, label: str, source: Asset | None) -> Asset:
-            stored.append(
-                context.store_file(
-                    kind=asset_kind,
-                    data=data,
-                    content_type="image/png",
-                    extension="png",
-                    label=label,
-                    source=source,
-                )
+            asset = context.store_file(
+                kind=asset_kind,
+                data=data,
+                content_type="image/png",
+                extension="png",
+                label=label,
+                source=source,
             )
-            return stored[-1]
+            stored.append(asset.storage_name)
+            return asset
 
         ids = []
         for item, image_png, mask_pngs in encoded:

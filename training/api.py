@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
@@ -317,7 +317,9 @@ class ReferenceSetSerializer(serializers.ModelSerializer[ReferenceSet]):
         return is_current(reference_set, photos[reference_set.subject_id])
 
     def get_used_by_jobs(self, reference_set: ReferenceSet) -> bool:
-        return reference_set.training_jobs.exists()
+        # Annotated by the viewset (one query per page); a set serialized on its own asks itself.
+        annotated = getattr(reference_set, "job_count", None)
+        return reference_set.training_jobs.exists() if annotated is None else annotated > 0
 
 
 class ReferenceSetViewSet(SubjectFilteredViewSet):
@@ -330,6 +332,7 @@ class ReferenceSetViewSet(SubjectFilteredViewSet):
 
     def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         queryset = queryset.select_related("subject__tenant").prefetch_related("items")
+        queryset = queryset.annotate(job_count=Count("training_jobs"))
         return self.by_subject(queryset).order_by("-id")
 
     @extend_schema(responses={200: ReferenceSetSerializer, 202: ReferenceSetSerializer})

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from consent import vault
 from consent.models import AssetKind, Purpose
-from training.actions.common import atomic_with_files
+from consent.storage import files_removed_on_rollback
 from training.actions.registry import create_identity_model
 from training.actions.styles import StylePhotoDamagedError, read_style_photo
 from training.artifacts import pack_folder
@@ -110,14 +110,14 @@ def evaluate(
     each scored for identity distance to the reference photos.
 
     The folder is applied to the worker's cached base pipeline exactly as generation applies it
-    (editing.pipelines), which also proves the version loads, and leaves the base loaded for the
+    (training.jobs.pipelines), which also proves the version loads, and leaves the base loaded for the
     subject's first generation. Progress keeps the job's step count (the training's) and shows
     the evaluation's ETA; a stop asked for meanwhile stops it too.
     """
-    from editing.pipelines import trained_pipeline
     from personalization.evaluation import evaluate as evaluate_model
     from personalization.progress import Cancelled, StepProgress
     from personalization.scoring import ScoringError
+    from training.jobs.pipelines import trained_pipeline
 
     references = _reference_photos(items)
     if not references:
@@ -145,10 +145,10 @@ def evaluate(
 
 def execute(job: TrainingJob, context: JobContext) -> None:
     """Run one training job inside a GPU worker (see the module docstring for the steps)."""
-    from editing.pipelines import device_name
     from personalization.artifacts import MANIFEST_NAME
     from personalization.models import ModelLoadError
     from personalization.training import TrainConfig, Trainer, TrainingError, TrainProgress
+    from training.jobs.pipelines import device_name
 
     scratch = context.scratch
     reference_set = job.reference_set
@@ -204,7 +204,7 @@ def execute(job: TrainingJob, context: JobContext) -> None:
     evaluation = evaluate(job, out, items, context)
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     packed = pack_folder(out)
-    with atomic_with_files() as stored:
+    with files_removed_on_rollback() as stored:
         artifact = context.store_file(
             kind=AssetKind.ADAPTER,
             data=packed,

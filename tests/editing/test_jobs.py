@@ -17,7 +17,6 @@ from audit.models import AuditEntry
 from consent import actions as consent_actions
 from consent import vault
 from consent.models import Asset, AssetKind
-from consent.storage import private_storage
 from editing import actions
 from editing.models import EditJob, GenerationJob, Output, OutputKind, OutputStatus
 from tests.consent import photos
@@ -391,27 +390,6 @@ def test_a_generation_cancelled_mid_run_stops_within_a_step_and_leaves_no_output
         not Asset.objects.for_tenant(job.tenant).filter(kind__in=[AssetKind.OUTPUT, AssetKind.MASK]).exists()
     )
     assert not (settings.LIKENESS_SCRATCH_ROOT / f"job-{job.pk}").exists()
-
-
-def test_files_stored_in_a_block_that_fails_are_deleted_again(model, storage_root):
-    subject = model.subject
-    before = {path.name for path in storage_root.rglob("*") if path.is_file()}
-    with pytest.raises(RuntimeError), actions.files_kept_on_commit() as stored:
-        stored.append(
-            consent_actions.store_subject_file(
-                subject=subject,
-                kind=AssetKind.OUTPUT,
-                data=b"half",
-                content_type="image/png",
-                extension="png",
-            )
-        )
-        name = stored[0].storage_name
-        assert private_storage().exists(name)
-        raise RuntimeError("the second output could not be written")
-    assert not private_storage().exists(name)
-    assert not subject.assets.filter(kind=AssetKind.OUTPUT).exists()
-    assert {path.name for path in storage_root.rglob("*") if path.is_file()} == before
 
 
 def test_erasure_withdraws_the_subjects_outputs_and_destroys_their_images(

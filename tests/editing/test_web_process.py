@@ -15,7 +15,7 @@ import os, sys
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 import django
 django.setup()
-import config.asgi, config.urls, editing.actions, editing.api, editing.pipelines, editing.worker
+import config.asgi, config.urls, editing.actions, editing.api, training.jobs.pipelines, editing.worker
 from training.jobs import job_kind
 assert [job_kind(name).model.__name__ for name in ("generation", "edit")] == ["GenerationJob", "EditJob"]
 loaded = sorted(name for name in ("torch", "diffusers", "transformers", "peft") if name in sys.modules)

@@ -16,7 +16,6 @@ from guardian.shortcuts import assign_perm
 from audit.models import AuditEntry
 from consent import actions as consent_actions
 from consent.models import Asset, AssetKind
-from editing.pipelines import pipeline_cache
 from tests.consent import photos
 from tests.fixtures.consent import NamedBytes
 from training.actions import (
@@ -29,6 +28,7 @@ from training.actions import (
 )
 from training.jobs import JobError
 from training.jobs.dispatch import dispatch_jobs
+from training.jobs.pipelines import pipeline_cache
 from training.jobs.runner import run_job
 from training.models import IdentityModel, JobPreview, JobStatus, ReferenceSetStatus, TrainingJob
 

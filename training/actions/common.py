@@ -3,13 +3,7 @@ files when the transaction that recorded them fails."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from django.conf import settings
-from django.db import transaction
-
-from consent.storage import private_storage
 
 
 class TrainingActionError(Exception):
@@ -32,23 +26,3 @@ def allowed_base_model(requested: str | None) -> str:
             code="base_model_not_allowed",
         )
     return requested
-
-
-@contextmanager
-def atomic_with_files() -> Iterator[list[str]]:
-    """A transaction whose stored files go with it when it fails: append each file's storage name.
-
-    consent.actions.store_subject_file deletes its file when its own step fails,
-    but the rows it writes roll back with an enclosing transaction that fails
-    later, which would leave the file behind in storage, a partial artifact. Use
-    this as the outermost transaction of a write that stores several files.
-    """
-    stored: list[str] = []
-    try:
-        with transaction.atomic():
-            yield stored
-    except BaseException:
-        storage = private_storage()
-        for name in stored:
-            storage.delete(name)
-        raise

@@ -41,8 +41,9 @@ from consent import vault
 from consent.actions.common import Actor, acting_user, next_version
 from consent.locks import locked_subject
 from consent.models import Asset, AssetKind, Purpose, Subject, SubjectKey
+from consent.storage import files_removed_on_rollback
 from tenancy.permissions import require_perm
-from training.actions.common import TrainingActionError, allowed_base_model, atomic_with_files
+from training.actions.common import TrainingActionError, allowed_base_model
 from training.models import ReferenceItem, ReferenceSet, ReferenceSetStatus, TrainingJob
 
 logger = logging.getLogger(__name__)
@@ -272,7 +273,7 @@ def _build(reference_set: ReferenceSet, scratch: Path) -> None:
         raise TrainingActionError(f"No photo could be prepared for training: {reasons}.") from None
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     reports = {report.name: report for report in result.reports if report.accepted}
-    with atomic_with_files() as stored:
+    with files_removed_on_rollback() as stored:
         items = []
         for entry in manifest["images"]:
             photo = by_name[entry["source"]]

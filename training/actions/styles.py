@@ -28,11 +28,11 @@ from audit.actions import record as audit
 from consent import intake
 from consent.actions import RejectedPhoto, UploadedPhoto, intake_limits
 from consent.actions.common import Actor, acting_user, next_version
-from consent.storage import private_storage
+from consent.storage import files_removed_on_rollback, private_storage
 from consent.tokens import sha256_hex
 from tenancy.models import Tenant
 from tenancy.permissions import require_perm
-from training.actions.common import TrainingActionError, atomic_with_files
+from training.actions.common import TrainingActionError
 from training.models import StylePhoto, StyleSet
 
 MAX_NAME_CHARS = 100
@@ -122,7 +122,7 @@ def create_style_set(
         )
         raise StylePhotosRejectedError(rejected)
     storage = private_storage()
-    with atomic_with_files() as stored:
+    with files_removed_on_rollback() as stored:
         versions = StyleSet.objects.for_tenant(tenant).filter(name=title)
         style_set = StyleSet.objects.for_tenant(tenant).create(
             name=title,

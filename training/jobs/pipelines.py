@@ -10,7 +10,7 @@ the job ended, so no subject's trained weights outlive their job in a module
 another job uses. This is the one place that loads: the kinds call
 `trained_pipeline()`.
 
-torch is imported only here and in editing.worker, inside functions: the web
+torch is imported only here and in the kinds' workers, inside functions: the web
 process imports this package and must never load it (CUDA is initialised in
 the worker alone).
 """
