@@ -74,6 +74,7 @@ def test_a_socket_sees_the_snapshot_then_every_step_in_order_then_the_end(
     assert final["status"] == "succeeded", final["error_message"]
     assert final["step"] == final["total_steps"] == 6 and final["progress"] == 1.0
     assert final["eta_seconds"] is None and len(final["loss_history"]) == 6
+    assert final["device"] == "cpu" and final["worker_host"]  # the page's Worker row follows these
 
 
 def test_a_worker_killed_mid_job_leaves_it_requeued_and_finished_by_another(

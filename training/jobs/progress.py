@@ -58,6 +58,8 @@ def snapshot(job: Job) -> dict[str, Any]:
         "notices": job.notices,
         "queue_position": queue_position(job),
         "cancel_requested": job.cancel_requested_at is not None,
+        "worker_host": job.worker_host,
+        "device": job.device,
         "error_code": job.error_code,
         "error_message": job.error_message,
         "created_at": job.created_at.isoformat() if job.created_at else None,
