@@ -16,14 +16,19 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (Django must be set
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from config.bodylimit import BodyLimitMiddleware  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
+# In DEBUG (`make run`, the browser tests' server) the app serves the static files itself; in production
+# the reverse proxy does (deploy/nginx.conf, from collectstatic's folder).
+http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.DEBUG else django_asgi_app
+
 application = ProtocolTypeRouter(
     {
         "http": BodyLimitMiddleware(
-            django_asgi_app,
+            http_app,
             default_limit=settings.LIKENESS_MAX_REQUEST_BYTES,
             upload_limit=settings.LIKENESS_MAX_UPLOAD_REQUEST_BYTES,
         ),

@@ -192,6 +192,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# The dashboard's stylesheet and scripts (static/likeness). Served by the ASGI app itself in DEBUG
+# (`make run`, config/asgi.py) and by the reverse proxy from collectstatic's folder in production.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Private storage for reference photos, masks, adapters and outputs: never served

@@ -12,6 +12,7 @@ from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required
 from tenancy.permissions import has_perm
+from tenancy.templatetags.ui import tone
 from training.forms import CancelForm
 from training.jobs import cancel_job
 from training.jobs.progress import snapshot
@@ -38,6 +39,7 @@ def job_detail(request: TenantRequest, pk: int) -> HttpResponse:
             "job": job,
             "kind_label": job.kind.replace("_", " ").capitalize(),
             "snapshot": snapshot(job),
+            "status_tones": {status: tone(status) for status in JobStatus.values},
             "can_cancel": has_perm(request.user, tenant, "training.cancel_job", job),
             "can_see_previews": has_perm(request.user, tenant, "consent.view_asset"),
         },
@@ -61,7 +63,7 @@ def job_cancel(request: TenantRequest, pk: int) -> HttpResponse:
         return redirect("job-detail", pk=job.pk)
     return render(
         request,
-        "consent/confirm.html",
+        "components/confirm.html",
         {
             "subject": job.subject,
             "title": f"Cancel job #{job.pk}",

@@ -111,7 +111,7 @@ def _link_confirm(
     status = 200 if failure is None else 429 if isinstance(failure, actions.DeliveryLimitError) else 400
     return render(
         request,
-        "consent/confirm.html",
+        "components/confirm.html",
         {
             "subject": link.subject,
             "title": title,

@@ -186,7 +186,7 @@ def subject_purpose_satisfied(request: TenantRequest, pk: int) -> HttpResponse:
         explanation += " A tenant admin confirms it first (two-person rule); the clock starts then."
     return render(
         request,
-        "consent/confirm.html",
+        "components/confirm.html",
         {
             "subject": subject,
             "title": "Mark the purpose satisfied",
@@ -219,7 +219,7 @@ def subject_erase(request: TenantRequest, pk: int) -> HttpResponse:
             return redirect("consent-subject", pk=subject.pk)
     return render(
         request,
-        "consent/confirm.html",
+        "components/confirm.html",
         {
             "subject": subject,
             "title": "Erase everything stored about this subject",

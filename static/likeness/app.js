@@ -1,0 +1,21 @@
+// Behaviour the markup asks for with data attributes: the Content-Security-Policy allows no inline handlers.
+document.addEventListener("change", (event) => {
+  if (event.target.matches("select[data-autosubmit]")) event.target.form.submit();
+});
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
+document.addEventListener("click", (event) => {
+  if (event.target.closest("[data-print]")) { event.preventDefault(); window.print(); }
+  const copy = event.target.closest("[data-copy]");
+  if (copy) {
+    event.preventDefault();
+    const source = document.getElementById(copy.dataset.copy);
+    navigator.clipboard.writeText(source.value || source.textContent).then(() => {
+      const label = copy.textContent;
+      copy.textContent = "Copied";
+      setTimeout(() => { copy.textContent = label; }, 1500);
+    });
+  }
+});
