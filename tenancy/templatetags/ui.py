@@ -73,7 +73,7 @@ def pill(code: Any, label: Any, element_id: str = "") -> dict[str, Any]:
 
 @register.inclusion_tag("components/empty_state.html")
 def empty_state(
-    message: str, next: str = "", who: str = "", url: str = "", action: str = ""  # noqa: A002
+    message: str, next: str = "", who: str = "", url: str = "", action: str = ""
 ) -> dict[str, str]:
     """What an empty list means, what to do next and who can: never a blank table."""
     return {"message": message, "next": next, "who": who, "url": url, "action": action}
