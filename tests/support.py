@@ -109,3 +109,29 @@ def socket_headers(client: Any) -> list[tuple[bytes, bytes]]:
         (b"host", b"localhost"),
         (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
     ]
+
+
+# --- browser checks (Playwright pages) ---------------------------------------------------------------
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+_UNLABELLED_FIELDS = """
+() => [...document.querySelectorAll("input, select, textarea")]
+  .filter((field) => field.type !== "hidden" && field.type !== "submit" && field.type !== "button")
+  .filter((field) => {
+    if (field.getAttribute("aria-label") || field.getAttribute("aria-labelledby")) return false;
+    if (field.closest("label")) return false;
+    return !(field.id && document.querySelector(`label[for="${CSS.escape(field.id)}"]`));
+  })
+  .map((field) => field.outerHTML.slice(0, 120))
+"""
+
+
+def unlabelled_fields(page: Any) -> list[str]:
+    """Form fields a screen reader cannot name (no label, aria-label or aria-labelledby): should be none."""
+    return list(page.evaluate(_UNLABELLED_FIELDS))
+
+
+def horizontal_overflow(page: Any) -> int:
+    """How many CSS pixels the document is wider than the viewport (0: no sideways scrolling)."""
+    return int(page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth"))
