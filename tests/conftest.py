@@ -50,7 +50,12 @@ from django.conf import settings  # noqa: E402
 settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # Fixtures shared across areas live in modules of tests/fixtures (Saleor's layout), registered here.
-pytest_plugins = ["tests.fixtures.consent", "tests.fixtures.models", "tests.fixtures.workers"]
+pytest_plugins = [
+    "tests.fixtures.consent",
+    "tests.fixtures.models",
+    "tests.fixtures.workers",
+    "tests.fixtures.stack",
+]
 
 _counter = itertools.count(1)
 

@@ -154,3 +154,18 @@ def test_gpu_and_default_queues_receive_only_their_own_messages():
         assert (client.llen("gpu"), client.llen("default")) == (1, 1)
     finally:
         client.delete("gpu", "default")
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_running_product_serves_its_pages_and_their_static_files(stack):
+    """What `make run` serves: the dashboard's stylesheet and script come from the app itself in DEBUG."""
+    import urllib.request
+
+    product = stack()
+    for path, kind in (("/static/likeness/app.css", "text/css"), ("/static/likeness/app.js", "javascript")):
+        with urllib.request.urlopen(product.url + path, timeout=30) as response:  # noqa: S310 (loopback)
+            assert response.status == 200 and kind in response.headers["Content-Type"]
+    with urllib.request.urlopen(product.url + "/login/", timeout=30) as response:  # noqa: S310
+        assert response.status == 200
+        assert "/static/likeness/app.css" in response.read().decode()
