@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import models, router, transaction
 from django.utils import timezone
 
-from audit.chain import GENESIS_HASH, canonical_entry, chain_hash, normalize_payload
+from audit.chain import GENESIS_HASH, canonical_entry, chain_hash, normalize_payload, subject_reference
 from audit.models import AuditChainHead, AuditEntry
 from tenancy.models import Tenant
 
@@ -123,7 +123,8 @@ def _append(using: str, after_seq: int, after_hash: str, **fields: Any) -> Audit
     """Insert the entry after (after_seq, after_hash) and move the head to it (the caller holds the lock)."""
     fields.update(seq=after_seq + 1, at=timezone.now())
     digest = chain_hash(after_hash, canonical_entry(**fields))
-    entry = AuditEntry(**fields, prev_hash=after_hash, hash=digest)
+    subject_ref = subject_reference(fields["target_type"], fields["target_id"], fields["payload"])
+    entry = AuditEntry(**fields, subject_ref=subject_ref, prev_hash=after_hash, hash=digest)
     entry.save(using=using)
     AuditChainHead.objects.using(using).filter(tenant_id=fields["tenant_id"]).update(
         last_seq=entry.seq, last_hash=digest

@@ -84,6 +84,9 @@ def format_timestamp(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+SUBJECT_TARGET_TYPE = "consent.subject"
+
+
 def canonical_entry(
     *,
     tenant_id: int,
@@ -107,6 +110,23 @@ def canonical_entry(
             "payload": payload,
         }
     )
+
+
+def subject_reference(target_type: str, target_id: str, payload: dict[str, Any]) -> int | None:
+    """The subject an entry is about: its target when that is a subject, else the facts' `subject_id`.
+
+    Stored beside the entry as an indexed column (the ledger and the audit log's subject
+    filter are queries, not scans of the facts). It is derived from hashed content rather
+    than hashed itself, so entries written before the column existed keep their hashes, and
+    the chain walk re-derives it: an edited reference shows as a broken entry. Only a JSON
+    number counts, as the actions write it; anything else names no subject.
+    """
+    if target_type == SUBJECT_TARGET_TYPE:
+        return int(target_id) if target_id.isascii() and target_id.isdigit() else None
+    value = payload.get("subject_id")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def chain_hash(prev_hash: str, canonical: str) -> str:

@@ -17,6 +17,9 @@ class AuditEntryFilter(django_filters.FilterSet):
         label="Action",
         help_text="exact name, or a prefix ending in '.' (e.g. 'auth.')",
     )
+    subject = django_filters.NumberFilter(
+        field_name="subject_ref", min_value=1, label="Subject id", help_text="every entry about this subject"
+    )
     target_type = django_filters.CharFilter(label="Target type", help_text='e.g. "auth.user"')
     target_id = django_filters.CharFilter(label="Target id")
     date_from = django_filters.DateFilter(field_name="at", lookup_expr="date__gte", label="From (date)")
@@ -24,7 +27,7 @@ class AuditEntryFilter(django_filters.FilterSet):
 
     class Meta:
         model = AuditEntry
-        fields = ["actor", "action", "target_type", "target_id", "date_from", "date_to"]
+        fields = ["actor", "action", "subject", "target_type", "target_id", "date_from", "date_to"]
 
     def filter_actor(self, queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
         value = value.strip()

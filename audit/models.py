@@ -74,6 +74,12 @@ class AuditEntry(TenantOwnedModel):
     )
     target_id = models.CharField(max_length=64, blank=True)
     payload = models.JSONField(default=dict, blank=True)
+    subject_ref = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The subject this entry is about (audit.chain.subject_reference); not a foreign key, "
+        "so the entry outlives the subject's erasure.",
+    )
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
 
@@ -89,6 +95,7 @@ class AuditEntry(TenantOwnedModel):
             models.Index(fields=["tenant", "at"], name="auditentry_tenant_at"),
             models.Index(fields=["tenant", "target_type", "target_id"], name="auditentry_tenant_target"),
             models.Index(fields=["tenant", "actor"], name="auditentry_tenant_actor"),
+            models.Index(fields=["tenant", "subject_ref", "seq"], name="auditentry_tenant_subject"),
         ]
         permissions = [("export_auditentry", "Can export the audit log")]
         verbose_name_plural = "audit entries"

@@ -2,17 +2,20 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from audit.exports import COLUMNS
 from audit.models import AuditEntry
 from audit.verification import ChainStatus
 
 
 class AuditEntrySerializer(serializers.ModelSerializer[AuditEntry]):
     actor = serializers.SerializerMethodField(help_text="username of the actor, or 'system'")
+    subject = serializers.IntegerField(
+        source="subject_ref", allow_null=True, help_text="id of the subject the entry is about, if any"
+    )
 
     class Meta:
         model = AuditEntry
-        fields = ["id", "seq", "at", "actor_id", "actor", "action", "target_type", "target_id", "payload"]
-        fields += ["prev_hash", "hash"]
+        fields = ["id", *COLUMNS]  # the same columns, in the same order, as the CSV and JSON exports
         read_only_fields = fields
 
     def get_actor(self, entry: AuditEntry) -> str:

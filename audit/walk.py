@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from audit.chain import GENESIS_HASH, canonical_entry, chain_hash
+from audit.chain import GENESIS_HASH, canonical_entry, chain_hash, subject_reference
 from audit.checkpoints import Checkpoint
 from audit.models import AuditChainHead, AuditEntry
 from tenancy.models import Tenant
@@ -64,6 +64,8 @@ def walk_chain(
             problem = "prev_hash does not match the previous entry's hash (reordered or replaced)"
         elif recomputed_hash(entry) != entry.hash:
             problem = "content does not match its hash (altered)"
+        elif entry.subject_ref != subject_reference(entry.target_type, entry.target_id, entry.payload):
+            problem = "its subject reference does not match its content (altered)"
         if problem:
             return Walk(expected_seq - 1, prev_hash, min(entry.seq, expected_seq), problem)
         checkpoint = (checkpoints or {}).get(entry.seq)
