@@ -13,11 +13,12 @@ the subject its content names, and every entry's prev_hash must be the hash befo
 altered, removed or reordered line makes it fail with the line's seq.
 
 A checkpoint line, when given, is the platform's signed statement of the chain's head at
-some seq inside the segment; with the `cryptography` package and the tenant's public key its
-signature is checked too. Without a checkpoint the segment proves itself consistent, not
-that the platform did not rewrite it consistently (docs/operations.md, "Residual risks").
-Deliberately standalone (no import of the platform), so its canonical JSON repeats
-audit.chain's one line; the test suite checks the two agree on every export.
+some seq inside the segment (entries after it are linked to it but not yet signed for);
+with the `cryptography` package and the tenant's public key its signature is checked too.
+Without a checkpoint the segment proves itself consistent, not that the platform did not
+rewrite it consistently (docs/operations.md, "Checking a subject's part of the chain").
+Deliberately standalone (no import of the platform), so its canonical JSON restates
+audit.chain's one line; the tests recompute the platform's stored hashes with it.
 """
 
 from __future__ import annotations
@@ -106,7 +107,11 @@ def verify_checkpoint(line: str, public_key: str, hashes: dict[int, str]) -> str
     seq = int(checkpoint["seq"])
     if hashes.get(seq) != checkpoint["head_hash"]:
         raise SegmentError(f"seq {seq}: the chain no longer has the hash the signed checkpoint recorded")
-    return f"checkpoint #{checkpoint['number']} of {checkpoint['at']} covers seq {seq}"
+    described = f"checkpoint #{checkpoint['number']} of {checkpoint['at']} covers seq {seq}"
+    later = max(hashes)
+    if later > seq:
+        described += f"; entries {seq + 1}..{later} are newer than any signed checkpoint"
+    return described
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,8 @@
 """The part of a tenant's audit chain that concerns one subject, in a form checkable offline.
 
 A subject's entries are scattered through the tenant's chain, so the segment runs from the
-subject's first entry to their last (or on to the first signed checkpoint after it): the
+subject's first entry to their last (or on to the newest signed checkpoint, when that is
+later; entries after the checkpoint are linked but not yet vouched for by a signature): the
 subject's entries in full, every other entry reduced to seq, prev_hash and hash, which keeps
 other people's facts out of the export while the links between hashes still show a removed
 or rewritten line. audit/offline_verify.py checks it with the standard library alone.
@@ -32,7 +33,7 @@ class SubjectSegment:
     tenant: Tenant
     subject_id: int
     first_seq: int | None  # None: no entry concerns the subject
-    last_seq: int | None  # the subject's last entry, or the checkpoint after it
+    last_seq: int | None  # the subject's last entry, or the newest checkpoint's seq when later
     checkpoint_line: str | None
     public_key: str | None  # the key that signed the checkpoint, as ed25519:<base64>
 
@@ -86,13 +87,12 @@ def subject_segment(tenant: Tenant, subject_id: int) -> SubjectSegment:
     )
     first, last = span["first"], span["last"]
     checkpoint = None
-    if last is not None:
-        checkpoint = (
-            AuditCheckpoint.objects.filter(tenant=tenant, seq__gte=last).order_by("seq", "number").first()
-        )
+    if first is not None:
+        # The newest signed checkpoint that covers any of the subject's entries vouches for the most.
+        checkpoint = AuditCheckpoint.objects.filter(tenant=tenant, seq__gte=first).order_by("-seq").first()
     line = public_key = None
     if checkpoint is not None:
-        last = checkpoint.seq
+        last = max(last, checkpoint.seq)
         line = checkpoint.line
         signer = json.loads(json.loads(checkpoint.line)["checkpoint"])["key_id"]
         key = trusted_keys().get(signer)

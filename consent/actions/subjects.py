@@ -138,6 +138,10 @@ def publish_consent_template(*, actor: Actor, tenant: Tenant, name: str, body: s
     return template
 
 
+# What a subject's exports are called in `consent.exported` entries: the consent history and the ledger.
+SUBJECT_EXPORTS = ("subject_history", "subject_ledger")
+
+
 def record_export(
     *,
     actor: Actor,
@@ -147,7 +151,7 @@ def record_export(
     target: Subject | DeletionCertificate | None = None,
 ) -> None:
     """An export of consent evidence is itself a fact a reviewer may need: who took what, when."""
-    perm = "consent.export_subject" if what == "subject_history" else "consent.export_deletioncertificate"
+    perm = "consent.export_subject" if what in SUBJECT_EXPORTS else "consent.export_deletioncertificate"
     require_perm(actor, tenant, perm, target if isinstance(target, Subject) else None)
     audit(
         tenant=tenant,

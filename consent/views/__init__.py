@@ -13,6 +13,7 @@ from consent.views.erasure_requests import (
     erasure_request_list,
 )
 from consent.views.files import asset_file
+from consent.views.ledger import subject_ledger, subject_ledger_zip
 from consent.views.legal import (
     certificate_detail,
     certificate_json,
@@ -59,6 +60,8 @@ __all__ = [
     "subject_history",
     "subject_history_csv",
     "subject_history_json",
+    "subject_ledger",
+    "subject_ledger_zip",
     "subject_list",
     "subject_photos",
     "subject_purpose_satisfied",

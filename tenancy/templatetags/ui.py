@@ -58,6 +58,10 @@ TONES: dict[str, str] = {
     "declined": "muted",
     "superseded": "muted",
     "overdue": "bad",
+    # audit chains (audit.verification.ChainStatus)
+    "intact": "ok",
+    "unanchored": "info",
+    "broken": "bad",
 }
 
 
