@@ -2,8 +2,14 @@
 
 Call it inside the caller's transaction, next to the write it describes, so the
 entry commits or rolls back with it. Appends to a tenant's chain are serialized
-by a row lock on the tenant (SELECT ... FOR UPDATE on PostgreSQL; SQLite runs
-write transactions one at a time), so seq stays gapless and the chain never forks.
+by a row lock on the tenant's chain head (SELECT ... FOR UPDATE on PostgreSQL;
+SQLite runs write transactions one at a time), so seq stays gapless and the chain
+never forks. An append is two statements on PostgreSQL: the locking read of the
+head (which also sees whether the entries ran past it), and one statement that
+inserts the entry and moves the head. No savepoint: a failed append fails the
+caller's transaction, which is what an unaudited write must do anyway. The rare
+repair of a missing or rolled-back head (`_chain_end`) takes the tenant row lock
+so that two writers never both create one.
 """
 
 from __future__ import annotations
@@ -13,10 +19,18 @@ import uuid
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from audit.chain import GENESIS_HASH, canonical_entry, chain_hash, normalize_payload, subject_reference
+from audit.chain import (
+    GENESIS_HASH,
+    canonical_entry,
+    canonical_json,
+    chain_hash,
+    normalize_payload,
+    subject_reference,
+)
 from audit.models import AuditChainHead, AuditEntry
 from tenancy.models import Tenant
 
@@ -60,16 +74,19 @@ def record(
     body = normalize_payload(payload)
 
     using = router.db_for_write(AuditEntry)
-    with transaction.atomic(using=using):
-        # The per-tenant lock: every appender for this tenant queues here.
-        Tenant.objects.using(using).select_for_update().filter(pk=tenant.pk).values_list(
-            "pk", flat=True
-        ).get()
-        last_seq, last_hash = _chain_end(tenant.pk, using)
+    with transaction.atomic(using=using, savepoint=False):
+        end = _locked_head(tenant.pk, using)
+        if end is None:
+            # Missing, or behind the entries: repair under the tenant lock (see _chain_end). NO KEY
+            # UPDATE, so that appenders holding the head, whose inserts take a key-share lock on the
+            # tenant through the foreign key, never wait for this one while it waits for them.
+            Tenant.objects.using(using).select_for_update(no_key=True).filter(pk=tenant.pk).values_list(
+                "pk", flat=True
+            ).get()
+            end = _locked_head(tenant.pk, using) or _chain_end(tenant.pk, using)
         entry = _append(
             using,
-            last_seq,
-            last_hash,
+            *end,
             tenant_id=tenant.pk,
             actor_id=actor.pk if actor is not None else None,
             action=action,
@@ -78,6 +95,27 @@ def record(
             payload=body,
         )
     return entry
+
+
+def _locked_head(tenant_id: int, using: str) -> tuple[int, str] | None:
+    """The head's (seq, hash), locked, when it exists and no entry lies beyond it; else None."""
+    last_entry = (
+        AuditEntry.dangerously_unscoped.using(using)
+        .filter(tenant_id=OuterRef("tenant_id"))
+        .order_by("-seq")
+        .values("seq")[:1]
+    )
+    row = (
+        AuditChainHead.objects.using(using)
+        .select_for_update(of=("self",))
+        .filter(tenant_id=tenant_id)
+        .annotate(last_entry=Subquery(last_entry))
+        .values_list("last_seq", "last_hash", "last_entry")
+        .first()
+    )
+    if row is None or (row[2] is not None and row[2] > row[0]):
+        return None
+    return row[0], row[1]
 
 
 def _chain_end(tenant_id: int, using: str) -> tuple[int, str]:
@@ -119,16 +157,46 @@ def _chain_end(tenant_id: int, using: str) -> tuple[int, str]:
     return rebuilt.seq, rebuilt.hash
 
 
+_INSERT_AND_MOVE_HEAD = """
+WITH entry AS (
+    INSERT INTO audit_auditentry
+        (tenant_id, seq, at, actor_id, action, target_type, target_id, payload, subject_ref, prev_hash, hash)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)
+    RETURNING id
+)
+UPDATE audit_auditchainhead SET last_seq = %s, last_hash = %s
+WHERE tenant_id = %s
+RETURNING (SELECT id FROM entry)
+"""
+
+
 def _append(using: str, after_seq: int, after_hash: str, **fields: Any) -> AuditEntry:
     """Insert the entry after (after_seq, after_hash) and move the head to it (the caller holds the lock)."""
     fields.update(seq=after_seq + 1, at=timezone.now())
     digest = chain_hash(after_hash, canonical_entry(**fields))
     subject_ref = subject_reference(fields["target_type"], fields["target_id"], fields["payload"])
     entry = AuditEntry(**fields, subject_ref=subject_ref, prev_hash=after_hash, hash=digest)
-    entry.save(using=using)
-    AuditChainHead.objects.using(using).filter(tenant_id=fields["tenant_id"]).update(
-        last_seq=entry.seq, last_hash=digest
-    )
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        entry.save(using=using)
+        AuditChainHead.objects.using(using).filter(tenant_id=fields["tenant_id"]).update(
+            last_seq=entry.seq, last_hash=digest
+        )
+        return entry
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_AND_MOVE_HEAD,
+            [
+                *(fields["tenant_id"], entry.seq, entry.at, fields["actor_id"], fields["action"]),
+                *(fields["target_type"], fields["target_id"], canonical_json(fields["payload"])),
+                *(subject_ref, after_hash, digest, entry.seq, digest, fields["tenant_id"]),
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None or row[0] is None:
+        raise RuntimeError("the audit chain head vanished while its lock was held")
+    entry.pk = row[0]
+    entry._state.adding, entry._state.db = False, using
     return entry
 
 

@@ -9,6 +9,7 @@ import pytest
 from audit.actions import record
 from audit.chain import GENESIS_HASH, AuditPayloadError, canonical_entry, chain_hash
 from audit.models import AuditEntry, AuditImmutableError
+from tests.support import requires_postgresql
 
 pytestmark = pytest.mark.django_db
 
@@ -94,3 +95,27 @@ def test_orm_refuses_to_change_or_delete_entries(tenant_factory):
     with pytest.raises(AuditImmutableError):
         AuditEntry._base_manager.all().delete()
     assert AuditEntry.objects.for_tenant(tenant).get().payload == {"a": 1}
+
+
+@requires_postgresql
+def test_an_append_inside_the_callers_transaction_costs_two_statements(tenant_factory):
+    """One locking read of the chain head, one statement that inserts the entry and moves the head:
+    no savepoint, and no lock on the tenant row (only a repair of a lost head takes that)."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    tenant = tenant_factory()
+    record(tenant=tenant, action="test.first")  # the head exists from the first append on
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        entry = record(tenant=tenant, action="test.event", payload={"subject_id": 3, "n": 1})
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert len(statements) == 2, statements
+    assert not any("SAVEPOINT" in sql or "tenancy_tenant" in sql for sql in statements)
+    stored = AuditEntry.objects.for_tenant(tenant).get(pk=entry.pk)
+    assert (stored.seq, stored.subject_ref, stored.hash, stored.prev_hash) == (
+        entry.seq,
+        3,
+        entry.hash,
+        entry.prev_hash,
+    )
+    assert stored.payload == {"subject_id": 3, "n": 1} and stored.at == entry.at
