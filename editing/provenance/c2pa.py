@@ -33,6 +33,10 @@ CLAIM_GENERATOR = {"name": "Likeness", "version": "0.1.0"}
 # signer chains to a configured trust anchor, Valid otherwise (the development chain's case).
 VALID_STATES = frozenset({"Valid", "Trusted"})
 INGREDIENT_ID_PREFIX = "sha256:"
+# c2pa-python's error kinds that mean "a manifest is there but broken", as opposed to an unreadable file.
+_MANIFEST_ERRORS = frozenset(
+    {"Assertion", "AssertionNotFound", "Decoding", "Json", "Manifest", "Signature", "Verify"}
+)
 
 Kind = Literal["generation", "edit"]
 MimeType = Literal["image/jpeg", "image/png"]
@@ -192,17 +196,16 @@ def read(
         context = c2pa.Context.from_dict({"trust": {"trust_anchors": trust_anchors_pem.decode()}})
     try:
         reader = c2pa.Reader(mime_type or mime_type_of(data), io.BytesIO(data), None, context)
+    except c2pa.C2paError.ManifestNotFound:
+        # Stripped (a re-save, a screenshot, a platform that drops metadata) or never stamped.
+        return ManifestReport(present=False)
     except c2pa.C2paError as error:
-        # No manifest at all (stripped or never stamped) or one too damaged to parse: both are "no
-        # usable manifest", the second with the reason as a code.
-        message = str(error)
-        if (
-            "ManifestNotFound" in type(error).__name__
-            or "no JUMBF" in message
-            or "not found" in message.lower()
-        ):
-            return ManifestReport(present=False)
-        return ManifestReport(present=True, state="Invalid", codes=(message[:200],))
+        # A manifest too damaged to read, or a file c2pa-rs cannot parse at all (truncated): not
+        # valid either way. The code names the error's kind only; its message may quote the file.
+        kind = type(error).__name__.removeprefix("_C2pa")
+        return ManifestReport(
+            present=kind in _MANIFEST_ERRORS, state="Invalid", codes=(f"c2pa.error.{kind}",)
+        )
     with reader:
         store = json.loads(reader.json())
         state = reader.get_validation_state()

@@ -275,3 +275,14 @@ def test_a_manifest_read_with_the_platform_root_as_trust_anchor_is_trusted(
 
     assert report.trusted and report.state == "Trusted"
     assert json.dumps(report.clearance)  # plain JSON, as the registry stores it
+
+
+def test_a_truncated_release_reads_back_as_not_valid_without_raising(
+    tiny_outputs: list[bytes], signer: SigningIdentity
+) -> None:
+    released = release(as_jpeg(tiny_outputs[0], 95), signer)
+
+    report = c2pa.read(released[: len(released) // 3])
+
+    assert not report.valid and report.state == "Invalid"
+    assert report.codes and report.codes[0].startswith("c2pa.error.")
