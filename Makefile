@@ -5,9 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: setup run test lint typecheck pytest
+.PHONY: setup run test lint typecheck pytest dev-certs
 
-setup: $(STAMP) var/models/tiny-sd/model_index.json
+setup: $(STAMP) var/models/tiny-sd/model_index.json dev-certs
 
 # Installs the pinned dependencies only (the project runs from this folder); the
 # stamp carries pyproject's hash, so a second run with nothing changed is instant.
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 # Stable Diffusion written by our own CLI, so a fresh checkout runs offline with no model download.
 var/models/tiny-sd/model_index.json: personalization/tiny.py | $(STAMP)
 	$(PY) -m personalization build-tiny-model var/models/tiny-sd --force
+
+# The self-signed development chain that signs C2PA manifests (docs/provenance.md); kept while
+# usable, remade near expiry. Production configures its own (LIKENESS_C2PA_CERT_CHAIN, docs/operations.md).
+dev-certs: | $(STAMP)
+	$(PY) -m editing.provenance.certificates ensure-dev var/certs
 
 # Development defaults; any of them can be overridden from the environment.
 run: export DJANGO_DEBUG ?= 1

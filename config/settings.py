@@ -293,6 +293,23 @@ if LIKENESS_AUDIT_ANCHOR_MINUTES < 1:
     raise ImproperlyConfigured("LIKENESS_AUDIT_ANCHOR_MINUTES must be at least 1.")
 # An S3-compatible store for s3:// sinks (MinIO, Ceph); unset means AWS itself.
 LIKENESS_AUDIT_ANCHOR_S3_ENDPOINT_URL = os.environ.get("LIKENESS_AUDIT_ANCHOR_S3_ENDPOINT_URL") or None
+# The C2PA signing identity of released images (editing.provenance.certificates, docs/provenance.md):
+# one platform signer; the chain file holds the signing certificate first, then its intermediates;
+# the key comes from a file OR from the PEM in an environment variable, never from the database.
+# Development signs with the self-signed chain `make setup` writes under var/certs/ (reads "Valid",
+# untrusted); production names its own and nothing is defaulted. Checked when a release is signed.
+LIKENESS_C2PA_CERT_CHAIN = os.environ.get(
+    "LIKENESS_C2PA_CERT_CHAIN", str(VAR_DIR / "certs" / "chain.pem") if DEBUG else ""
+)
+LIKENESS_C2PA_KEY_PEM = os.environ.get("LIKENESS_C2PA_KEY_PEM", "")
+LIKENESS_C2PA_KEY_FILE = os.environ.get(
+    "LIKENESS_C2PA_KEY_FILE",
+    str(VAR_DIR / "certs" / "signer.key") if DEBUG and not LIKENESS_C2PA_KEY_PEM else "",
+)
+# Root certificates a verifier trusts (a PEM file; empty: none, manifests read "Valid", not "Trusted").
+LIKENESS_C2PA_TRUST_ANCHORS = os.environ.get(
+    "LIKENESS_C2PA_TRUST_ANCHORS", str(VAR_DIR / "certs" / "root.pem") if DEBUG else ""
+)
 # Reference photo intake limits (consent.intake) and the identity-consistency threshold.
 LIKENESS_MAX_UPLOAD_BYTES = int(os.environ.get("LIKENESS_MAX_UPLOAD_BYTES", str(20 * 1024 * 1024)))
 LIKENESS_MAX_IMAGE_PIXELS = int(os.environ.get("LIKENESS_MAX_IMAGE_PIXELS", "40000000"))
