@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from audit.actions import record as audit
@@ -21,7 +21,17 @@ from consent.actions.erasure_requests import (
 )
 from consent.actions.gate import in_period, records_in_force, revoked_as_of, subject_records
 from consent.actions.retention import subject_retain_until
-from consent.models import DeletionCertificate, ErasureRequest, ErasureTrigger, Subject
+from consent.models import (
+    Asset,
+    ConsentRecord,
+    ConsentRevocation,
+    DeletionCertificate,
+    ErasureRequest,
+    ErasureTrigger,
+    RetentionSchedule,
+    Subject,
+    SubjectKey,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +58,49 @@ def _describe(certificate: DeletionCertificate) -> str:
     )
 
 
-def _locked(subject_id: int) -> Subject:
-    """The subject under its row lock, across tenants (a system sweep), in the caller's transaction."""
-    return (
-        Subject.dangerously_unscoped.select_for_update(of=("self",))
-        .select_related("tenant", "retention_schedule")
-        .get(pk=subject_id)
+def _locked(subject_id: int, dry_run: bool = False) -> Subject:
+    """The subject under its row lock, across tenants (a system sweep), in the caller's transaction.
+
+    A dry run changes nothing, so it reads without the lock: it never makes a signing, an upload
+    or a real sweep wait.
+    """
+    subjects = Subject.dangerously_unscoped.select_related("tenant", "retention_schedule")
+    if not dry_run:
+        subjects = subjects.select_for_update(of=("self",))
+    return subjects.get(pk=subject_id)
+
+
+def due_candidates(now: datetime) -> QuerySet[Subject]:
+    """Subjects holding data of whom something may be due at `now`, chosen by the database.
+
+    A superset of what `_open_sweep_erasure` decides (which still decides, exactly, under the
+    subject's lock): no consent in force (expiry, revocation, a request's deadline), a file past
+    its own retain_until, the interaction clock (years counted as 365 days, never later than the
+    calendar's), or the purpose-satisfied clock. Everyone else is never read, so a sweep's cost
+    follows what is due, not how many subjects the platform holds. The clocks' lengths differ per
+    schedule; the few distinct values become one date comparison each (SQLite cannot multiply a
+    duration in SQL).
+    """
+    in_force = ConsentRecord.objects.filter(subject=OuterRef("pk"), valid_from__lte=now).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now),
+        ~Exists(ConsentRevocation.objects.filter(record=OuterRef("pk"), revoked_at__lte=now)),
     )
+    due = ~Exists(in_force) | Exists(Asset.objects.filter(subject=OuterRef("pk"), retain_until__lte=now))
+    schedules = RetentionSchedule.dangerously_unscoped.order_by()
+    for years in schedules.values_list("years_after_last_interaction", flat=True).distinct():
+        due |= Q(
+            retention_schedule__years_after_last_interaction=years,
+            last_interaction_at__lte=now - timedelta(days=365 * years),
+        )
+    for days in schedules.values_list("days_after_purpose_satisfied", flat=True).distinct():
+        due |= Q(
+            retention_schedule__days_after_purpose_satisfied=days,
+            purpose_satisfied_at__lte=now - timedelta(days=days),
+        )
+    holds = Exists(SubjectKey.objects.filter(subject=OuterRef("pk"))) | Exists(
+        Asset.objects.filter(subject=OuterRef("pk"))
+    )
+    return Subject.dangerously_unscoped.filter(holds).filter(due)
 
 
 def _held_for_confirmation(subject: Subject, request: ErasureRequest, now: datetime) -> bool:
@@ -73,7 +119,7 @@ def _review_requests(now: datetime, dry_run: bool, say: Callable[[str], None]) -
     pending = ErasureRequest.dangerously_unscoped.filter(state=ErasureRequest.State.PENDING)
     for request_id, subject_id in list(pending.order_by("id").values_list("pk", "subject_id")):
         with transaction.atomic():
-            subject = _locked(subject_id)
+            subject = _locked(subject_id, dry_run)
             request = ErasureRequest.objects.for_tenant(subject.tenant).get(pk=request_id)
             if not request.is_pending:
                 continue
@@ -178,15 +224,10 @@ def enforce_retention(
             report.erased_files += done.files_destroyed
             say(f"finished interrupted erasure of {_describe(done)}")
     _review_requests(moment, dry_run, say)
-    holders = (
-        Subject.dangerously_unscoped.filter(Q(data_key__isnull=False) | Q(assets__isnull=False))
-        .distinct()
-        .order_by("tenant_id", "id")
-        .values_list("pk", flat=True)
-    )
-    for subject_id in list(holders):
+    candidates = due_candidates(moment).order_by("tenant_id", "id").values_list("pk", flat=True)
+    for subject_id in list(candidates):
         with transaction.atomic():
-            certificate = _open_sweep_erasure(_locked(subject_id), moment, dry_run, say)
+            certificate = _open_sweep_erasure(_locked(subject_id, dry_run), moment, dry_run, say)
         if certificate is None:
             continue
         done = complete_erasure(certificate.pk)
