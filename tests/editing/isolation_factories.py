@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 from django.utils import timezone
+from PIL import Image
 
 from consent import actions
 from consent.models import AssetKind, ConsentRecord
@@ -72,15 +75,21 @@ def make_edit_job(tenant: Tenant) -> EditJob:
     return edit_job_for(make_record(tenant))
 
 
+def _png() -> bytes:
+    """A real (tiny) image, so pages that show outputs load and decode them as a browser would."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (180, 120, 90)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+_PNG = _png()
+
+
 def output_for(record: ConsentRecord, kind: OutputKind = OutputKind.GENERATION) -> Output:
     """A pending output of the record's subject with an encrypted image, as a finished job leaves it."""
     job = generation_job_for(record) if kind == OutputKind.GENERATION else edit_job_for(record)
     image = actions.store_subject_file(
-        subject=job.subject,
-        kind=AssetKind.OUTPUT,
-        data=b"\x89PNG output",
-        content_type="image/png",
-        extension="png",
+        subject=job.subject, kind=AssetKind.OUTPUT, data=_PNG, content_type="image/png", extension="png"
     )
     now = timezone.now()
     return Output.objects.for_tenant(record.tenant).create(

@@ -17,11 +17,6 @@ from tests.editing.isolation_factories import make_output, output_for
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def record(make_subject: Callable[..., Subject], sign: Callable[..., ConsentRecord]) -> ConsentRecord:
-    return sign(make_subject())
-
-
 def _statuses(*outputs: Output) -> list[str]:
     return [Output.objects.for_tenant(output.tenant).get(pk=output.pk).status for output in outputs]
 

@@ -15,11 +15,6 @@ from tests.editing.isolation_factories import make_output, output_for
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def record(make_subject: Callable[..., Subject], sign: Callable[..., ConsentRecord]) -> ConsentRecord:
-    return sign(make_subject())
-
-
 def _status(output: Output) -> str:
     return Output.objects.for_tenant(output.tenant).get(pk=output.pk).status
 
