@@ -105,6 +105,11 @@ def output_for(record: ConsentRecord, kind: OutputKind = OutputKind.GENERATION) 
     )
 
 
+def status_now(output: Output) -> str:
+    """The output's status as stored now (what another request would read)."""
+    return Output.objects.for_tenant(output.tenant).get(pk=output.pk).status
+
+
 @isolation_factory(Output)
 def make_output(tenant: Tenant) -> Output:
     return output_for(make_record(tenant))

@@ -9,14 +9,9 @@ import pytest
 
 from consent.models import ConsentRecord, Subject
 from editing import review
-from editing.models import Output
-from tests.editing.isolation_factories import make_output, output_for
+from tests.editing.isolation_factories import make_output, output_for, status_now
 
 pytestmark = pytest.mark.django_db
-
-
-def _status(output: Output) -> str:
-    return Output.objects.for_tenant(output.tenant).get(pk=output.pk).status
 
 
 def _listed(response: Any) -> list[int]:
@@ -67,7 +62,7 @@ def test_decisions_without_javascript_one_by_one_and_in_bulk(
         "/approvals/", {"decision": "reject", "ids": [second.pk], "reason": ""}, follow=True
     )
     assert "Say why the output is rejected" in no_reason.content.decode()
-    assert _status(second) == "pending_review"
+    assert status_now(second) == "pending_review"
 
     bulk = client.post(
         "/approvals/",
@@ -77,7 +72,7 @@ def test_decisions_without_javascript_one_by_one_and_in_bulk(
     text = bulk.content.decode()
     assert f"Rejected #{second.pk}, #{third.pk}." in text
     assert f"#{first.pk} not decided: Output #{first.pk} is approved" in text
-    assert [_status(o) for o in (first, second, third, fourth)] == [
+    assert [status_now(o) for o in (first, second, third, fourth)] == [
         "approved",
         "rejected",
         "rejected",
@@ -103,7 +98,7 @@ def test_legal_reviewers_and_other_brands_get_no_queue_and_decide_nothing(
     elsewhere = tenant_factory()
     stranger = client_for(member(elsewhere), elsewhere)
     stranger.post("/approvals/", {"decision": "approve", "ids": [output.pk]})
-    assert _status(output) == "pending_review"
+    assert status_now(output) == "pending_review"
 
 
 @pytest.mark.parametrize("rows", [5, 50])

@@ -12,13 +12,13 @@ from audit.models import AuditEntry
 from consent.models import ConsentLink, ConsentRecord, Purpose, Subject
 from editing import review
 from editing.models import Output, OutputKind
-from tests.editing.isolation_factories import make_output, output_for
+from tests.editing.isolation_factories import make_output, output_for, status_now
 
 pytestmark = pytest.mark.django_db
 
 
 def _statuses(*outputs: Output) -> list[str]:
-    return [Output.objects.for_tenant(output.tenant).get(pk=output.pk).status for output in outputs]
+    return [status_now(output) for output in outputs]
 
 
 def test_staff_approve_and_reject_once_each_audited_with_actor_reason_and_ids(

@@ -9,14 +9,9 @@ import pytest
 
 from audit.models import AuditEntry
 from consent.models import ConsentRecord, Purpose, Subject
-from editing.models import Output
-from tests.editing.isolation_factories import make_output, output_for
+from tests.editing.isolation_factories import make_output, output_for, status_now
 
 pytestmark = pytest.mark.django_db
-
-
-def _status(output: Output) -> str:
-    return Output.objects.for_tenant(output.tenant).get(pk=output.pk).status
 
 
 def test_one_output_is_approved_or_rejected_with_its_reason(
@@ -39,7 +34,7 @@ def test_one_output_is_approved_or_rejected_with_its_reason(
     assert (rejected.json()["status"], rejected.json()["decision_reason"]) == ("rejected", "Wrong jacket.")
     assert again.status_code == 409 and again.json()["code"] == "not_pending"
     assert "only outputs pending review can be decided" in again.json()["detail"]
-    assert [_status(kept), _status(dropped)] == ["approved", "rejected"]
+    assert [status_now(kept), status_now(dropped)] == ["approved", "rejected"]
 
 
 def test_an_approval_the_consent_no_longer_covers_is_a_409_with_the_consent_reason(
@@ -55,7 +50,7 @@ def test_an_approval_the_consent_no_longer_covers_is_a_409_with_the_consent_reas
         "detail": "Train Only has not consented to generating new images.",
         "code": "consent_missing",
     }
-    assert _status(output) == "pending_review"
+    assert status_now(output) == "pending_review"
 
 
 def test_a_list_is_decided_per_id(
@@ -78,7 +73,11 @@ def test_a_list_is_decided_per_id(
         (foreign.pk, False, "", "not_found"),
         (second.pk, True, "rejected", ""),
     ]
-    assert [_status(first), _status(second), _status(foreign)] == ["rejected", "rejected", "pending_review"]
+    assert [status_now(first), status_now(second), status_now(foreign)] == [
+        "rejected",
+        "rejected",
+        "pending_review",
+    ]
     entry = AuditEntry.objects.for_tenant(record.tenant).get(action="outputs.rejected")
     assert entry.payload == {"output_ids": [first.pk, second.pk], "reason": "Off brief"}
 
@@ -105,4 +104,4 @@ def test_legal_reviewers_and_other_tenants_cannot_decide(
     bulk = stranger.post("/api/v1/outputs/approve/", {"ids": [output.pk]}, format="json")
     assert bulk.json()["results"][0]["code"] == "not_found"
     assert reviewer.post("/api/v1/outputs/", {}, format="json").status_code == 403
-    assert _status(output) == "pending_review"
+    assert status_now(output) == "pending_review"
