@@ -170,3 +170,15 @@ def test_an_ended_consent_shows_its_withdrawal_and_nothing_else(
     assert 'id="portal-images"' not in page and _shown(page) == []
     assert subject.get(f"/consent/{token}/images/{output.pk}/").status_code == 404
     assert subject.post(f"/consent/{token}/images/{output.pk}/veto/").status_code == 404
+
+
+@pytest.mark.parametrize("rows", [5, 50])
+def test_the_portal_costs_the_same_queries_for_5_or_50_images(
+    rows: int, record: ConsentRecord, token: str, django_assert_max_num_queries: Any
+) -> None:
+    for _ in range(rows):
+        output_for(record)
+    subject = Client()
+    with django_assert_max_num_queries(5):
+        page = subject.get(f"/consent/{token}/")
+    assert len(_shown(page.content.decode())) == min(rows, 24)
