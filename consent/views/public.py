@@ -27,7 +27,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from consent import actions
 from consent.actions.gate import in_period
 from consent.forms import CodeForm, SignForm
-from consent.models import AssetKind, ConsentLink, ConsentRecord, DeletionCertificate, Purpose, Representation
+from consent.models import (
+    AssetKind,
+    ConsentLink,
+    ConsentRecord,
+    DeletionCertificate,
+    ErasureRequest,
+    Purpose,
+    Representation,
+)
 from consent.views.files import inline_asset
 from editing import review
 from tenancy.throttling import client_address
@@ -151,10 +159,17 @@ def _revocation_receipt(record: ConsentRecord) -> dict[str, Any]:
             for kind, count in sorted(certificate.destroyed_counts.items())
             if count
         ]
+    # Staff recorded the withdrawal: the erasure waits for an admin, unless the subject asks for it now.
+    waiting = (
+        ErasureRequest.objects.for_tenant(record.tenant)
+        .filter(revocation=revocation, state=ErasureRequest.State.PENDING)
+        .first()
+    )
     return {
         "revocation": revocation,
         "certificate": certificate,
         "destroyed": destroyed,
+        "erasure_request": waiting,
         "still_in_force": certificate is None and bool(actions.records_in_force(record.subject)),
     }
 
@@ -266,6 +281,9 @@ def withdraw_page(request: HttpRequest, token: str) -> HttpResponse:
         message = "Nothing was signed with this link, so there is nothing to withdraw."
         return _public(request, "consent/sign_invalid.html", {"message": message}, status=404)
     if getattr(record, "revocation", None) is not None:
+        # Withdrawn already (by staff, on the subject's word): their own request starts a waiting erasure now.
+        if request.method == "POST" and _revocation_receipt(record)["erasure_request"] is not None:
+            actions.revoke_via_link(token=token, **_signer(request))
         return redirect("consent-sign", token=token)
     if request.method == "POST":
         actions.revoke_via_link(token=token, **_signer(request))

@@ -182,3 +182,20 @@ def test_the_portal_costs_the_same_queries_for_5_or_50_images(
     with django_assert_max_num_queries(5):
         page = subject.get(f"/consent/{token}/")
     assert len(_shown(page.content.decode())) == min(rows, 24)
+
+
+def test_a_withdrawal_staff_recorded_can_be_hurried_by_the_subject_from_the_receipt(
+    record: ConsentRecord, token: str, staff: Any
+) -> None:
+    output_for(record)  # something of the subject is stored: the erasure waits for an admin
+    actions.record_revocation(actor=staff, record=record, reason="Asked by phone", received_via="phone")
+    subject = Client()
+    receipt = subject.get(f"/consent/{token}/").content.decode()
+    assert 'id="erasure-waiting"' in receipt and 'id="erase-now"' in receipt and _shown(receipt) == []
+    assert not DeletionCertificate.objects.for_tenant(record.tenant).exists()
+
+    assert subject.post(f"/consent/{token}/withdraw/")["Location"] == f"/consent/{token}/"
+
+    assert DeletionCertificate.objects.for_tenant(record.tenant).filter(subject=record.subject).exists()
+    receipt = subject.get(f"/consent/{token}/").content.decode()
+    assert 'id="erasure-running"' in receipt and 'id="erase-now"' not in receipt
