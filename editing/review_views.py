@@ -26,7 +26,7 @@ from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import tenant_permission_required
 
 PAGE_SIZE = 20
-# The subject filter offers those with outputs waiting, by name; a brand with more types the page's URL.
+# The subject filter offers those with outputs in the listed status, by name; beyond, the URL's ?subject=.
 MAX_SUBJECT_CHOICES = 200
 # A bulk decision that fails for many ids names the first few and counts the rest.
 MAX_FAILURES_LISTED = 5
@@ -99,24 +99,29 @@ def _decide(request: TenantRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @tenant_permission_required("editing.review_output")
 def approvals(request: TenantRequest) -> HttpResponse:
-    """GET: the outputs waiting for review, newest first, one page; POST: a decision, then back here."""
+    """GET: the outputs waiting for review, newest first, one page (or, read-only, those with another
+    status: `?status=vetoed` shows what subjects withdrew); POST: a decision, then back here."""
     if request.method == "POST":
         return _decide(request)
     tenant = require_tenant(request)
-    pending = (
+    status = request.GET.get("status", "")
+    status = status if status in OutputStatus.values else OutputStatus.PENDING_REVIEW
+    # The queue: the newest output first; a list of decided ones: the latest decision first.
+    newest = "-created_at" if status == OutputStatus.PENDING_REVIEW else "-status_changed_at"
+    outputs = (
         Output.objects.for_tenant(tenant)
-        .filter(status=OutputStatus.PENDING_REVIEW)
-        .select_related("subject", "identity_model")
-        .order_by("-created_at", "-id")
+        .filter(status=status)
+        .select_related("subject", "identity_model", "decided_by")
+        .order_by(newest, "-id")
     )
     subject_id = request.GET.get("subject", "")
     if subject_id.isdigit():
-        pending = pending.filter(subject_id=int(subject_id))
-    page_obj = Paginator(pending, PAGE_SIZE).get_page(request.GET.get("page"))
+        outputs = outputs.filter(subject_id=int(subject_id))
+    page_obj = Paginator(outputs, PAGE_SIZE).get_page(request.GET.get("page"))
     focus = request.GET.get("focus", "")
     subjects = (
         Subject.objects.for_tenant(tenant)
-        .filter(outputs__status=OutputStatus.PENDING_REVIEW)
+        .filter(outputs__status=status)
         .distinct()
         .order_by("display_name", "pk")
         .values_list("pk", "display_name")[:MAX_SUBJECT_CHOICES]
@@ -126,6 +131,9 @@ def approvals(request: TenantRequest) -> HttpResponse:
         "editing/approvals.html",
         {
             "page_obj": page_obj,
+            "status": status,
+            "deciding": status == OutputStatus.PENDING_REVIEW,
+            "statuses": OutputStatus.choices,
             "subjects": list(subjects),
             "subject_id": int(subject_id) if subject_id.isdigit() else None,
             "focus": min(int(focus), len(page_obj.object_list) - 1) if focus.isdigit() and page_obj else 0,

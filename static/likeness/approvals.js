@@ -20,6 +20,7 @@
     focusItem(all[Math.min(Math.max(index + step, 0), all.length - 1)] || all[0]);
   };
   const updateCount = () => {
+    if (!count) return;  // a list of decided outputs: nothing to decide or select
     const selected = queue.querySelectorAll(".review-select:checked").length;
     count.textContent = selected ? `Selected: ${selected}` : "Selected: none";
   };
@@ -38,10 +39,10 @@
     switch (event.key) {
       case "j": move(1); break;
       case "k": move(-1); break;
-      case "a": if (item) item.querySelector(".review-approve-form").requestSubmit(); break;
-      case "r": if (item) item.querySelector(".review-reason").focus(); break;
+      case "a": if (item && count) item.querySelector(".review-approve-form").requestSubmit(); break;
+      case "r": if (item && count) item.querySelector(".review-reason").focus(); break;
       case "x":
-        if (item) {
+        if (item && count) {
           const box = item.querySelector(".review-select");
           box.checked = !box.checked;
           updateCount();

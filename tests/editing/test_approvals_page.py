@@ -84,6 +84,25 @@ def test_decisions_without_javascript_one_by_one_and_in_bulk(
     assert "nothing was decided" in garbled.content.decode()
 
 
+def test_decided_outputs_are_listed_by_status_read_only(
+    record: ConsentRecord, staff: Any, client_for: Callable[..., Any]
+) -> None:
+    first, second = output_for(record), output_for(record)
+    review.reject_outputs(actor=staff, tenant=record.tenant, output_ids=[first.pk], reason="Too dark")
+    review.reject_outputs(actor=staff, tenant=record.tenant, output_ids=[second.pk], reason="Off brief")
+    client = client_for(staff, record.tenant)
+
+    rejected = client.get("/approvals/?status=rejected")
+
+    assert _listed(rejected) == [second.pk, first.pk]  # the latest decision first
+    html = rejected.content.decode()
+    assert f"by {staff.username}: Too dark" in html and 'aria-current="page"' in html
+    assert 'id="bulk-form"' not in html and 'name="decision"' not in html
+    assert _listed(client.get("/approvals/?status=approved")) == []
+    waiting = output_for(record)
+    assert _listed(client.get("/approvals/?status=nonsense")) == [waiting.pk]  # unknown: the queue
+
+
 def test_legal_reviewers_and_other_brands_get_no_queue_and_decide_nothing(
     record: ConsentRecord,
     legal: Any,

@@ -91,8 +91,12 @@ def test_a_veto_withdraws_an_image_even_after_approval_and_the_brand_sees_it_at_
         approved.pk: "Not my best angle.",
         pending.pk: "",
     }
-    queue = client_for(staff, tenant).get("/approvals/")
+    brand = client_for(staff, tenant)
+    queue = brand.get("/approvals/")
     assert [o.pk for o in queue.context["page_obj"].object_list] == [someone_else.pk]
+    vetoes = brand.get("/approvals/?status=vetoed")
+    assert [o.pk for o in vetoes.context["page_obj"].object_list] == [pending.pk, approved.pk]
+    assert "by the subject, on their consent page: “Not my best angle.”" in vetoes.content.decode()
     entry = AuditEntry.objects.for_tenant(tenant).filter(action="outputs.vetoed").order_by("seq").first()
     assert entry is not None and entry.actor is None
     assert entry.payload["by"] == "subject_via_link" and entry.payload["output_ids"] == [approved.pk]

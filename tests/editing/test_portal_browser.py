@@ -10,9 +10,10 @@ import pytest
 from consent.models import ConsentRecord, Subject
 from editing import review
 from editing.models import Output
+from tenancy.models import Role
 from tests.consent.mailbox import IssuedLink
 from tests.editing.isolation_factories import output_for
-from tests.support import DESKTOP, PHONE, horizontal_overflow, unlabelled_fields
+from tests.support import DESKTOP, PHONE, browser_login, horizontal_overflow, unlabelled_fields
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -35,7 +36,13 @@ def test_an_unsigned_link_fits_a_phone(
 
 
 def test_the_subject_vetoes_an_approved_image_and_withdraws_with_a_confirmation_and_a_receipt(
-    record: ConsentRecord, link_tokens: dict[int, str], staff: Any, live_server: Any, page: Any
+    record: ConsentRecord,
+    link_tokens: dict[int, str],
+    staff: Any,
+    member: Callable[..., Any],
+    live_server: Any,
+    page: Any,
+    chromium: Any,
 ) -> None:
     tenant = record.tenant
     approved, pending = output_for(record), output_for(record)
@@ -57,6 +64,17 @@ def test_the_subject_vetoes_an_approved_image_and_withdraws_with_a_confirmation_
     page.wait_for_selector("text=can no longer use it")
     assert page.locator("[data-testid=portal-image]").count() == 1
     assert Output.objects.for_tenant(tenant).get(pk=approved.pk).status == "vetoed"
+    # The brand sees it at once, in its own browser.
+    member(tenant, Role.STAFF, username="portal-staff")
+    brand = chromium.new_context().new_page()
+    try:
+        browser_login(brand, live_server.url, "portal-staff")
+        brand.goto(f"{live_server.url}/approvals/?status=vetoed")
+        vetoed = brand.locator(f"[data-output-id='{approved.pk}']")
+        assert "Vetoed" in vetoed.inner_text() and "Not this one, please." in vetoed.inner_text()
+        _fits(brand)
+    finally:
+        brand.context.close()
 
     page.click("#withdraw-link")
     page.wait_for_selector("[data-testid=withdraw-confirm]")
