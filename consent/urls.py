@@ -46,4 +46,7 @@ urlpatterns = [
     path("retention/<int:pk>/", views.schedule_detail, name="consent-schedule"),
     path("consent/in-person/<str:token>/", views.handover_page, name="consent-handover"),
     path("consent/<str:token>/", views.sign_page, name="consent-sign"),
+    path("consent/<str:token>/withdraw/", views.withdraw_page, name="consent-withdraw"),
+    path("consent/<str:token>/images/<int:output_id>/", views.portal_image, name="consent-portal-image"),
+    path("consent/<str:token>/images/<int:output_id>/veto/", views.portal_veto, name="consent-portal-veto"),
 ]

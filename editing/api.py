@@ -5,13 +5,18 @@ and status; 400 with the reason for a request the model cannot run, 409 when
 the subject's consent does not cover the purpose); `GET` and `.../cancel/` are
 the job base's (training.api.JobViewSet). An edit takes a stored photo of the
 subject by id (JSON), or a new photo and a painted mask as a multipart upload.
-`/outputs/` lists what the jobs made, with prompts and scores; the image itself
-only through `.../download/`, which needs the permission to see the subject's
-files (legal reviewers read outputs, never their images).
+`/outputs/` lists what the jobs made, with prompts, scores and review decisions;
+the image itself only through `.../download/`, which needs the permission to see
+the subject's files (legal reviewers read outputs, never their images).
+`.../approve/` and `.../reject/` decide one pending output (editing.review: 409
+when it is not pending or the consent no longer covers it); `/outputs/approve/`
+and `/outputs/reject/` take `{"ids": [...]}` and answer per id.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import django_filters
@@ -20,19 +25,21 @@ from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, MethodNotAllowed, NotFound, ValidationError
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from consent.api import asset_attachment
 from consent.models import Asset
-from editing import actions
+from editing import actions, review
 from editing.models import EditJob, GenerationJob, MaskMode, Output, OutputKind, OutputStatus
 from editing.parameters import EDIT_PRESETS, MAX_PROMPT_CHARS, PROMPT_PRESETS
 from personalization.presets import PRESET_NAMES, SCHEDULERS
-from tenancy.api import TenantPrimaryKeyRelatedField, TenantScopedReadOnlyViewSet
+from tenancy.api import TenantPrimaryKeyRelatedField, TenantScopedViewSet
+from tenancy.context import require_tenant
 from training.api import JOB_FIELDS, JobSerializer, JobViewSet, job_errors
 from training.models import IdentityModel
 
@@ -210,6 +217,11 @@ class OutputSerializer(serializers.ModelSerializer[Output]):
             "background_psnr",
             "background_ssim",
             "scores",
+            "decided_by",
+            "decided_at",
+            "decision_reason",
+            "vetoed_at",
+            "veto_reason",
             "image",
             "source_photo",
             "region_mask",
@@ -236,16 +248,64 @@ class OutputFilter(django_filters.FilterSet):
         fields = ["job", "subject", "status", "kind"]
 
 
-class OutputViewSet(TenantScopedReadOnlyViewSet):
-    """What the jobs made, newest first, with prompts and scores; filter by job, subject, status, kind."""
+class DecisionSerializer(serializers.Serializer[dict[str, Any]]):
+    reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text=f"Required to reject, optional to approve; at most {review.MAX_REASON_CHARS} characters.",
+    )
+
+
+class BulkDecisionSerializer(DecisionSerializer):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        help_text=f"Output ids, at most {review.MAX_BULK_OUTPUTS}.",
+    )
+
+
+class DecisionResultSerializer(serializers.Serializer[review.Decision]):
+    id = serializers.IntegerField(source="output_id")
+    decided = serializers.BooleanField()
+    status = serializers.CharField(help_text="The new status when decided.")
+    detail = serializers.CharField(source="error", help_text="Why not, when not decided.")
+    code = serializers.CharField(help_text="not_found, not_pending, consent_<reason>.")
+
+
+class BulkDecisionResultSerializer(serializers.Serializer[dict[str, Any]]):
+    decided = serializers.IntegerField()
+    results = DecisionResultSerializer(many=True)
+
+
+class DecisionConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "This output cannot be decided now."
+    default_code = "conflict"
+
+
+REVIEW = "editing.review_output"
+
+
+class OutputViewSet(TenantScopedViewSet):
+    """What the jobs made, newest first, with prompts, scores and decisions; filter by job, subject, status,
+    kind. Staff approve or reject pending ones, one by one or by a list of ids."""
 
     queryset_model = Output
     serializer_class = OutputSerializer
     filterset_class = OutputFilter
-    extra_action_permissions = {"download": "consent.view_asset"}
+    http_method_names = ["get", "post", "head", "options"]  # POST for the decisions only
+    extra_action_permissions = {
+        "download": "consent.view_asset",
+        "approve": REVIEW,
+        "reject": REVIEW,
+        "approve_many": REVIEW,
+        "reject_many": REVIEW,
+    }
 
     def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.order_by("-created_at", "-id")
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        raise MethodNotAllowed("POST", "Outputs are made by generation and edit jobs.")
 
     @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY})
     @action(detail=True)
@@ -255,3 +315,73 @@ class OutputViewSet(TenantScopedReadOnlyViewSet):
         if output.image is None:
             raise NotFound("This output's image was erased with the subject's data.")
         return asset_attachment(output.image, f"output-{output.pk}.png")
+
+    def _decide_one(self, request: Request, decide: Callable[..., list[review.Decision]]) -> Response:
+        output = self.get_object()
+        body = DecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with review_errors():
+            [decision] = decide(
+                actor=request.user,
+                tenant=output.tenant,
+                output_ids=[output.pk],
+                reason=body.validated_data.get("reason", ""),
+            )
+        if not decision.decided:
+            raise DecisionConflict({"detail": decision.error, "code": decision.code})
+        output.refresh_from_db()
+        return Response(self.get_serializer(output).data)
+
+    def _decide_many(self, request: Request, decide: Callable[..., list[review.Decision]]) -> Response:
+        body = BulkDecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with review_errors():
+            decisions = decide(
+                actor=request.user,
+                tenant=require_tenant(request),
+                output_ids=body.validated_data["ids"],
+                reason=body.validated_data.get("reason", ""),
+            )
+        answer = {"decided": sum(d.decided for d in decisions), "results": decisions}
+        return Response(BulkDecisionResultSerializer(answer).data)
+
+    @extend_schema(request=DecisionSerializer, responses=OutputSerializer)
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str | None = None) -> Response:
+        """Approve a pending output (409 when it is not pending or the consent no longer covers it)."""
+        return self._decide_one(request, review.approve_outputs)
+
+    @extend_schema(request=DecisionSerializer, responses=OutputSerializer)
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, pk: str | None = None) -> Response:
+        """Reject a pending output with a reason (400 without one; 409 when it is not pending)."""
+        return self._decide_one(request, review.reject_outputs)
+
+    @extend_schema(
+        operation_id="outputs_approve_many",
+        request=BulkDecisionSerializer,
+        responses=BulkDecisionResultSerializer,
+    )
+    @action(detail=False, methods=["post"], url_path="approve", url_name="approve-many")
+    def approve_many(self, request: Request) -> Response:
+        """Approve a list of outputs; the answer says per id whether it was approved, or why not."""
+        return self._decide_many(request, review.approve_outputs)
+
+    @extend_schema(
+        operation_id="outputs_reject_many",
+        request=BulkDecisionSerializer,
+        responses=BulkDecisionResultSerializer,
+    )
+    @action(detail=False, methods=["post"], url_path="reject", url_name="reject-many")
+    def reject_many(self, request: Request) -> Response:
+        """Reject a list of outputs with one reason; the answer says per id whether it was rejected."""
+        return self._decide_many(request, review.reject_outputs)
+
+
+@contextmanager
+def review_errors() -> Iterator[None]:
+    """A decision refused as a whole (no reason, too many ids) as a 400 with its reason and code."""
+    try:
+        yield
+    except review.ReviewError as error:
+        raise ValidationError({"detail": error.message, "code": error.code}) from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Self
 
+from django.conf import settings
 from django.db import models
 
 from consent.models import Asset
@@ -23,8 +24,9 @@ from training.models import Job
 
 
 class OutputStatus(models.TextChoices):
-    """Where an output is in review. Jobs produce only `pending_review`; the studio's review (approved,
-    rejected), legal's veto and the release rules come with their issues; `withdrawn` is erasure's."""
+    """Where an output is in review (editing.review). Jobs produce only `pending_review`; staff approve or
+    reject it once; the subject vetoes a pending or approved one from their portal; `withdrawn` is
+    erasure's. Approved is the only status under which an image may be used."""
 
     PENDING_REVIEW = "pending_review", "Pending review"
     APPROVED = "approved", "Approved"
@@ -153,9 +155,20 @@ class Output(TenantOwnedModel):
     background_ssim = models.FloatField(null=True, blank=True)
     scores = models.JSONField(default=dict)
     created_at = models.DateTimeField()
+    # The review (editing.review): who decided, when and why; the subject's veto after it.
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.CharField(
+        max_length=500, blank=True, help_text="Required for a rejection, optional for an approval."
+    )
+    vetoed_at = models.DateTimeField(null=True, blank=True, help_text="When the subject vetoed it.")
+    veto_reason = models.CharField(max_length=500, blank=True, help_text="The subject's, optional.")
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [("review_output", "Can approve or reject outputs")]
         indexes = [
             models.Index(fields=["tenant", "job"], name="output_tenant_job"),
             models.Index(fields=["tenant", "subject", "status"], name="output_tenant_subject_status"),

@@ -110,11 +110,13 @@ _TRAINING_STAFF = _TRAINING_READ | frozenset(
     }
 )
 
-# Generation and edit jobs and their outputs (editing): staff queue them and see the images (through
-# consent.view_asset); legal reviewers read what was made of whom, with its prompt and scores, never the
-# image. Until the release issue's rules, staff may view pending outputs.
+# Generation and edit jobs and their outputs (editing): staff queue them, see the images (through
+# consent.view_asset) and decide the review (approve, reject: editing.review); legal reviewers read what
+# was made of whom, with its prompt, scores and review decisions, never the image.
 _EDITING_READ = frozenset({"editing.view_generationjob", "editing.view_editjob", "editing.view_output"})
-_EDITING_STAFF = _EDITING_READ | frozenset({"editing.add_generationjob", "editing.add_editjob"})
+_EDITING_STAFF = _EDITING_READ | frozenset(
+    {"editing.add_generationjob", "editing.add_editjob", "editing.review_output"}
+)
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
     # Members (by invitation), settings, retention schedule; reads the audit log of its tenant.

@@ -25,7 +25,7 @@ from consent.views.legal import (
     subject_history_json,
 )
 from consent.views.links import link_detail, link_in_person, link_resend, subject_send_link
-from consent.views.public import handover_page, sign_page
+from consent.views.public import handover_page, portal_image, portal_veto, sign_page, withdraw_page
 from consent.views.subjects import (
     record_revoke,
     subject_contact,
@@ -50,6 +50,8 @@ __all__ = [
     "link_detail",
     "link_in_person",
     "link_resend",
+    "portal_image",
+    "portal_veto",
     "record_revoke",
     "schedule_detail",
     "schedule_list",
@@ -68,4 +70,5 @@ __all__ = [
     "subject_send_link",
     "template_detail",
     "template_list",
+    "withdraw_page",
 ]

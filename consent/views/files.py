@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -24,6 +24,13 @@ def asset_file(request: TenantRequest, pk: int) -> HttpResponse:
         Asset.objects.exclude(kind=AssetKind.FACE_EMBEDDING), require_tenant(request), pk=pk
     )
     check_perm(request, "consent.view_asset", asset)
+    extension = asset.storage_name.rsplit(".", 2)[-2] if asset.storage_name.count(".") >= 2 else "bin"
+    return inline_asset(request, asset, f"asset-{asset.pk}.{extension}")
+
+
+def inline_asset(request: HttpRequest, asset: Asset, filename: str) -> HttpResponse:
+    """A stored file decrypted for display (the caller checked who may see it): 404 once its key is
+    destroyed, the reason (500) if it fails its checksum; never cached, sandboxed if opened on its own."""
     try:
         data = vault.read_asset(asset)
     except vault.KeyDestroyedError:
@@ -32,8 +39,7 @@ def asset_file(request: TenantRequest, pk: int) -> HttpResponse:
         # A server-side fault, not the request's: a 500, but answered here with its reason, not a traceback.
         return render(request, "consent/asset_damaged.html", {"message": error.message}, status=500)
     response = HttpResponse(data, content_type=asset.content_type)
-    extension = asset.storage_name.rsplit(".", 2)[-2] if asset.storage_name.count(".") >= 2 else "bin"
-    response["Content-Disposition"] = f'inline; filename="asset-{asset.pk}.{extension}"'
+    response["Content-Disposition"] = f'inline; filename="{filename}"'
     response["Cache-Control"] = "private, no-store"
     response["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; sandbox"
     return response

@@ -52,6 +52,10 @@ TONES: dict[str, str] = {
     "rejected": "bad",
     "withdrawn": "muted",
     "vetoed": "bad",
+    # identity scores of outputs (personalization.scoring)
+    "match": "ok",
+    "mismatch": "bad",
+    "no_face": "warn",
     # erasure requests
     "pending": "warn",
     "confirmed": "ok",

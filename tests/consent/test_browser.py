@@ -82,8 +82,13 @@ def test_link_sent_from_the_dashboard_is_signed_and_revoked_by_the_subject(
         assert record.purposes == ["generate_images"] and record.signer_user_agent
         actions.require(subject, "generate_images")
 
+        # Withdrawing asks first, then gives a receipt.
+        subject_page.click("#withdraw-link")
+        subject_page.wait_for_selector("#withdraw-confirm")
+        actions.require(subject, "generate_images")
         subject_page.click("#revoke")
         subject_page.wait_for_selector("#revoked")
+        assert "You withdrew this consent" in subject_page.locator("#withdrawal-receipt").inner_text()
     finally:
         subject_context.close()
 

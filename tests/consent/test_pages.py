@@ -19,6 +19,7 @@ from consent.models import (
     AssetKind,
     ConsentLink,
     ConsentRecord,
+    ConsentRevocation,
     ConsentTemplate,
     DeletionCertificate,
     Purpose,
@@ -110,9 +111,16 @@ def test_staff_add_a_subject_and_send_a_link_the_subject_signs_and_revokes(
     assert record.channels == ["print", "web"] and record.territories == ["CA", "US"]
     assert record.representation == "union" and record.template_sha256 == template.sha256
     after = subject_browser.get(url).content.decode()
-    assert 'id="signed"' in after and 'id="revoke"' in after and 'name="purposes"' not in after
+    assert 'id="signed"' in after and 'id="withdraw-link"' in after and 'name="purposes"' not in after
 
-    subject_browser.post(url, {"action": "revoke"})
+    # Withdrawing is a confirmation, then the act (a withdrawal posted to the page itself is sent there).
+    withdraw_url = f"{url}withdraw/"
+    assert subject_browser.post(url, {"action": "revoke"})["Location"] == withdraw_url.removeprefix(
+        "http://testserver"
+    )
+    assert 'id="revoke"' in subject_browser.get(withdraw_url).content.decode()
+    assert not ConsentRevocation.objects.for_tenant(tenant).exists()
+    subject_browser.post(withdraw_url)
     assert record.revocation.channel == RevocationChannel.SUBJECT_LINK
     assert 'id="revoked"' in subject_browser.get(url).content.decode()
     # Nothing of the subject was stored yet, so there is nothing to erase: the status says revoked.

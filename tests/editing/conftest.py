@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from consent.models import Subject
+from consent.models import ConsentRecord, Subject
 from training.jobs.dispatch import dispatch_jobs
 from training.jobs.runner import run_job
 from training.models import IdentityModel, Job
@@ -26,6 +26,12 @@ def _one_torch_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def record(make_subject: Callable[..., Subject], sign: Callable[..., ConsentRecord]) -> ConsentRecord:
+    """Maya Example's consent to every purpose (no photo: review tests make outputs with output_for)."""
+    return sign(make_subject("Maya Example"))
 
 
 @pytest.fixture

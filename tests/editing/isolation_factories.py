@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 from django.utils import timezone
+from PIL import Image
 
 from consent import actions
 from consent.models import AssetKind, ConsentRecord
@@ -14,16 +17,19 @@ from training.models import IdentityModel, JobStatus
 
 
 def _model(record: ConsentRecord) -> IdentityModel:
-    """A registry row for the subject; its files are never loaded by these tests."""
-    return IdentityModel.objects.for_tenant(record.tenant).create(
+    """A registry row for the subject (one version, shared by its jobs); its files are never loaded here."""
+    model, _ = IdentityModel.objects.for_tenant(record.tenant).get_or_create(
         subject=record.subject,
         version=1,
-        method="identity",
-        base_model="var/models/tiny-sd",
-        model_kind="sd15",
-        manifest={"tokens": {"identity": "<sks>"}, "class_word": "person", "resolution": 64},
-        created_at=timezone.now(),
+        defaults={
+            "method": "identity",
+            "base_model": "var/models/tiny-sd",
+            "model_kind": "sd15",
+            "manifest": {"tokens": {"identity": "<sks>"}, "class_word": "person", "resolution": 64},
+            "created_at": timezone.now(),
+        },
     )
+    return model
 
 
 def _job_fields(record: ConsentRecord) -> dict[str, object]:
@@ -38,48 +44,72 @@ def _job_fields(record: ConsentRecord) -> dict[str, object]:
     }
 
 
-@isolation_factory(GenerationJob)
-def make_generation_job(tenant: Tenant) -> GenerationJob:
-    return GenerationJob.objects.for_tenant(tenant).create(
+def generation_job_for(record: ConsentRecord) -> GenerationJob:
+    return GenerationJob.objects.for_tenant(record.tenant).create(
         kind="generation",
         prompt="a photo of {identity} {class_word}",
         count=1,
         seed=0,
         width=64,
         height=64,
-        **_job_fields(make_record(tenant)),
+        **_job_fields(record),
     )
+
+
+def edit_job_for(record: ConsentRecord) -> EditJob:
+    return EditJob.objects.for_tenant(record.tenant).create(
+        kind="edit",
+        preset="smile",
+        source_prompt="a photo of {identity} {class_word}",
+        **_job_fields(record),
+    )
+
+
+@isolation_factory(GenerationJob)
+def make_generation_job(tenant: Tenant) -> GenerationJob:
+    return generation_job_for(make_record(tenant))
 
 
 @isolation_factory(EditJob)
 def make_edit_job(tenant: Tenant) -> EditJob:
-    return EditJob.objects.for_tenant(tenant).create(
-        kind="edit",
-        preset="smile",
-        source_prompt="a photo of {identity} {class_word}",
-        **_job_fields(make_record(tenant)),
+    return edit_job_for(make_record(tenant))
+
+
+def _png() -> bytes:
+    """A real (tiny) image, so pages that show outputs load and decode them as a browser would."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (180, 120, 90)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+_PNG = _png()
+
+
+def output_for(record: ConsentRecord, kind: OutputKind = OutputKind.GENERATION) -> Output:
+    """A pending output of the record's subject with an encrypted image, as a finished job leaves it."""
+    job = generation_job_for(record) if kind == OutputKind.GENERATION else edit_job_for(record)
+    image = actions.store_subject_file(
+        subject=job.subject, kind=AssetKind.OUTPUT, data=_PNG, content_type="image/png", extension="png"
     )
+    now = timezone.now()
+    return Output.objects.for_tenant(record.tenant).create(
+        subject=job.subject,
+        job=job,
+        identity_model=job.identity_model,
+        kind=kind,
+        status_changed_at=now,
+        image=image,
+        prompt="a photo of <sks> person",
+        seed=0 if kind == OutputKind.GENERATION else None,
+        created_at=now,
+    )
+
+
+def status_now(output: Output) -> str:
+    """The output's status as stored now (what another request would read)."""
+    return Output.objects.for_tenant(output.tenant).get(pk=output.pk).status
 
 
 @isolation_factory(Output)
 def make_output(tenant: Tenant) -> Output:
-    job = make_generation_job(tenant)
-    image = actions.store_subject_file(
-        subject=job.subject,
-        kind=AssetKind.OUTPUT,
-        data=b"\x89PNG output",
-        content_type="image/png",
-        extension="png",
-    )
-    now = timezone.now()
-    return Output.objects.for_tenant(tenant).create(
-        subject=job.subject,
-        job=job,
-        identity_model=job.identity_model,
-        kind=OutputKind.GENERATION,
-        status_changed_at=now,
-        image=image,
-        prompt="a photo of <sks> person",
-        seed=0,
-        created_at=now,
-    )
+    return output_for(make_record(tenant))
