@@ -135,7 +135,22 @@ class Supervisor:
         return 0
 
 
-def web_command(host: str, port: int) -> list[str]:
+def web_workers() -> int:
+    """How many server processes: LIKENESS_WEB_WORKERS, by default one per core.
+
+    One process runs Python on one core at a time; several share the port (uvicorn's
+    supervisor) and everything else through PostgreSQL and Redis (sessions, request rates,
+    the channel layer that carries job progress to whichever process holds the socket).
+    """
+    configured = os.environ.get("LIKENESS_WEB_WORKERS", "").strip()
+    if not configured:
+        return max(1, os.cpu_count() or 1)
+    if not configured.isdigit() or not 1 <= int(configured) <= 64:
+        raise SystemExit(f"LIKENESS_WEB_WORKERS must be a number from 1 to 64, got {configured!r}")
+    return int(configured)
+
+
+def web_command(host: str, port: int, workers: int | None = None) -> list[str]:
     """The ASGI server as `make run` starts it (tests start exactly this).
 
     No proxy headers: the client address is the TCP peer's; behind a reverse
@@ -145,6 +160,7 @@ def web_command(host: str, port: int) -> list[str]:
     return [
         *(sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port)),
         *("--no-proxy-headers", "--lifespan", "off", "--no-server-header"),
+        *("--workers", str(workers or web_workers())),
     ]
 
 

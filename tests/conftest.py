@@ -79,20 +79,23 @@ TEST_PASSWORD = "correct-horse-battery-staple"
 
 @pytest.fixture(autouse=True)
 def fresh_request_rates() -> None:
-    """DRF's throttles count requests in the default cache: emptied before each test, so that one
-    test's logins never throttle the next one's.
+    """DRF's throttles count requests in the default cache (Redis, shared by every server process):
+    its keys are removed before each test, so that one test's logins never throttle the next one's.
 
-    That cache is this process's memory (settings configure no other); a shared one would need its
-    own reset here, hence the failure rather than a silent leak. django-axes' lockouts live in the
-    database and go with each test's transaction or flush.
+    Only the cache's own keys go: the same Redis database carries the test's Celery queues and
+    channel layer. django-axes' lockouts live in the database and go with each test's transaction
+    or flush.
     """
     from django.core.cache import caches
-    from django.core.cache.backends.locmem import LocMemCache
+    from django.core.cache.backends.redis import RedisCache
 
     default = caches["default"]
-    if not isinstance(default, LocMemCache):
+    if not isinstance(default, RedisCache):
         pytest.fail(f"the default cache is {type(default).__name__}: reset its throttle counts here")
-    default.clear()
+    client = default._cache.get_client(write=True)
+    stale = list(client.scan_iter(match=f"{default.key_prefix}:*", count=1000))
+    if stale:
+        client.delete(*stale)
 
 
 @pytest.fixture

@@ -221,3 +221,41 @@ def test_the_trusted_proxy_count_comes_from_the_environment():
     for bad in ("-1", "many"):
         refused = _settings_subprocess("", LIKENESS_TRUSTED_PROXIES=bad)
         assert refused.returncode != 0 and "LIKENESS_TRUSTED_PROXIES" in refused.stderr
+
+
+def _test_database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_token_endpoint_rate_is_shared_by_every_server_process(settings):
+    """The server runs several processes (LIKENESS_WEB_WORKERS): a rate counted in one process's
+    memory would let a client through N times the limit by spreading its requests."""
+    settings.AXES_ENABLED = False
+    api = Client()
+    statuses = [
+        api.post(TOKEN_URL, {"username": f"nobody-{n}", "password": "x"}).status_code for n in range(20)
+    ]
+    assert statuses == [400] * 20
+    other_process = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup()\n"
+            "from django.conf import settings; settings.AXES_ENABLED = False\n"
+            "from django.test import Client\n"
+            "client = Client(HTTP_HOST='127.0.0.1')\n"
+            f"print(client.post({TOKEN_URL!r}, {{'username': 'nobody-x', 'password': 'x'}}).status_code)",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": _test_database_url(), "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert other_process.returncode == 0, other_process.stderr[-2000:]
+    assert other_process.stdout.strip().splitlines()[-1] == "429"

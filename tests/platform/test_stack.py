@@ -169,3 +169,15 @@ def test_the_running_product_serves_its_pages_and_their_static_files(stack):
     with urllib.request.urlopen(product.url + "/login/", timeout=30) as response:  # noqa: S310
         assert response.status == 200
         assert "/static/likeness/app.css" in response.read().decode()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_server_runs_the_configured_number_of_processes(stack):
+    import urllib.request
+
+    single, several = stack(), stack(LIKENESS_WEB_WORKERS="2")
+    assert (single.server_processes(), several.server_processes()) == (1, 2)
+    for _ in range(4):
+        with urllib.request.urlopen(several.url + "/login/", timeout=30) as response:  # noqa: S310 (loopback)
+            assert response.status == 200
