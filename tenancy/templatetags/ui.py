@@ -57,6 +57,8 @@ TONES: dict[str, str] = {
     "confirmed": "ok",
     "declined": "muted",
     "superseded": "muted",
+    "deadline_passed": "muted",
+    "overtaken": "muted",
     "overdue": "bad",
 }
 
