@@ -9,10 +9,14 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from audit.models import AuditEntry
 from consent import actions
 from consent.models import DeletionCertificate, ErasureRequest
 from tests.consent.mailbox import issued
-from tests.fixtures.consent import SITE_URL
+from tests.fixtures.consent import SITE_URL, NamedBytes
+from tests.support import DESKTOP, PHONE, horizontal_overflow, log_in, unlabelled_fields
+
+from . import photos
 
 pytestmark = pytest.mark.django_db
 
@@ -117,3 +121,71 @@ def test_an_empty_subject_list_says_what_to_do_next_and_who_can(tenant, staff, l
     for user, words in ((staff, "Add the first person below"), (legal, "once brand staff add them")):
         html = client_for(user, tenant).get(reverse("consent-subjects")).content.decode()
         assert 'class="empty"' in html and words in html
+
+
+# --- in Chromium: every page of the slice at phone and desktop widths --------------------------------
+
+_NAV_LABELS_ON_ONE_LINE = """
+() => [...document.querySelectorAll("nav.main a")]
+  .filter((a) => a.getBoundingClientRect().height > parseFloat(getComputedStyle(a).lineHeight) * 1.5)
+  .map((a) => a.textContent)
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboards_consent_and_audit_pages_fit_a_phone_and_a_desktop_with_every_field_labelled(
+    tenant, admin, staff, enrolled_subject, make_subject, sign, live_server, page
+) -> None:
+    erased = make_subject("Erased Example-With-A-Very-Long-Unbroken-Name-That-Must-Wrap-Somewhere-Too")
+    erased_record = sign(erased)
+    actions.set_enrollment_photo(
+        actor=staff, subject=erased, upload=NamedBytes(photos.photo_bytes("obama.jpg"), "erased.jpg")
+    )
+    actions.record_revocation(actor=admin, record=erased_record, reason="Letter", received_via="letter")
+    certificate = DeletionCertificate.objects.for_tenant(tenant).get()
+    record = enrolled_subject.records.get()
+    link = record.link
+    entry = AuditEntry.objects.for_tenant(tenant).order_by("-seq").first()
+    assert entry is not None
+    paths = [
+        "/",
+        reverse("consent-subjects"),
+        reverse("consent-subject-send-link", args=[enrolled_subject.pk]),
+        reverse("consent-subject-photos", args=[enrolled_subject.pk]),
+        reverse("consent-subject-history", args=[enrolled_subject.pk]),
+        reverse("consent-subject-contact", args=[enrolled_subject.pk]),
+        reverse("consent-link", args=[link.pk]),
+        reverse("consent-record-revoke", args=[record.pk]),
+        reverse("consent-templates"),
+        reverse("consent-template", args=[record.template_id]),
+        reverse("consent-schedules"),
+        reverse("consent-schedule", args=[enrolled_subject.retention_schedule_id]),
+        reverse("consent-certificates"),
+        reverse("consent-certificate", args=[certificate.pk]),
+        reverse("consent-erasure-requests"),
+        reverse("audit-log"),
+        reverse("audit-entry", args=[entry.pk]),
+        reverse("audit-verify"),
+        reverse("members"),
+        reverse("tenant-settings"),
+        reverse("account"),
+        reverse("api-docs"),
+    ]
+    log_in(page, live_server.url, admin.username)
+    problems: dict[str, object] = {}
+    for viewport in (PHONE, DESKTOP):
+        page.set_viewport_size(viewport)
+        for path in paths:
+            response = page.goto(f"{live_server.url}{path}")
+            assert response is not None and response.status == 200, path
+            where = f"{path} at {viewport['width']}px"
+            if path == reverse("api-docs"):
+                page.click("#api-open-all")  # measure every collapsible section open
+            if overflow := horizontal_overflow(page):
+                problems[f"{where}: wider by"] = overflow
+            if unlabelled := unlabelled_fields(page):
+                problems[f"{where}: unlabelled"] = unlabelled
+            if viewport == DESKTOP and (wrapped := page.evaluate(_NAV_LABELS_ON_ONE_LINE)):
+                problems[f"{where}: navigation labels on two lines"] = wrapped
+    assert problems == {}
