@@ -12,7 +12,7 @@ from consent.views.erasure_requests import (
     erasure_request_decline,
     erasure_request_list,
 )
-from consent.views.files import asset_file
+from consent.views.files import asset_file, photo_delete
 from consent.views.legal import (
     certificate_detail,
     certificate_json,
@@ -49,6 +49,7 @@ __all__ = [
     "link_detail",
     "link_in_person",
     "link_resend",
+    "photo_delete",
     "record_revoke",
     "schedule_detail",
     "schedule_list",

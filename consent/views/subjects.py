@@ -13,9 +13,10 @@ from django.views.decorators.http import require_GET, require_http_methods
 from consent import actions, vault
 from consent.actions.erasure_requests import format_moment
 from consent.forms import ContactForm, EraseForm, RevocationForm, SubjectForm
-from consent.models import AssetKind, ConsentRecord, ConsentRevocation, Subject
+from consent.models import Asset, AssetKind, ConsentRecord, ConsentRevocation, Subject
 from consent.status import LINK_STATUS_PREFETCH, STATUS_PREFETCH, link_status, subject_status
-from consent.views.common import PHOTO_KINDS, ActionFailure, can, failure_text, get_subject
+from consent.views.common import ActionFailure, can, failure_text, get_subject
+from personalization import prepare
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required
@@ -121,6 +122,26 @@ def subject_contact(request: TenantRequest, pk: int) -> HttpResponse:
     )
 
 
+def photo_warnings(photo: Asset) -> list[str]:
+    """What training will think of the photo, in words, from the measurements intake stored.
+
+    Intake refuses what cannot be used; these are the softer warnings the training side's `prepare`
+    gives (same thresholds), shown here so staff can replace a weak photo before training.
+    """
+    quality = photo.quality or {}
+    notes: list[str] = []
+    sharpness = quality.get("sharpness")
+    if sharpness is not None and sharpness < prepare.MIN_SHARPNESS:
+        notes.append(
+            f"looks blurry (sharpness {sharpness:.0f}, {prepare.MIN_SHARPNESS:.0f} or more is sharp)"
+        )
+    luma = quality.get("face_luma")
+    low, high = prepare.EXPOSURE_MEAN_RANGE
+    if luma is not None and not low <= luma <= high:
+        notes.append(f"face {'dark' if luma < low else 'bright'} (brightness {luma:.0f} of 255)")
+    return notes
+
+
 @require_http_methods(["GET", "POST"])
 @tenant_member_required
 @tenant_object_view(Subject)
@@ -146,13 +167,13 @@ def subject_photos(request: TenantRequest, pk: int) -> HttpResponse:
         except vault.AssetIntegrityError as error:  # the enrollment embedding every photo is compared with
             failure, status = error.message, 500
         subject = get_subject(request, pk)
-    photos = subject.assets.filter(kind__in=PHOTO_KINDS).order_by("kind", "id")
+    photos = subject.assets.filter(kind__in=actions.PHOTO_KINDS).order_by("kind", "id")
     return render(
         request,
         "consent/photos.html",
         {
             "subject": subject,
-            "photos": photos,
+            "photos": [(photo, photo_warnings(photo)) for photo in photos],
             "report": report,
             "failure": failure,
             "can_upload": can(request, "consent.upload_photos_subject", subject),
