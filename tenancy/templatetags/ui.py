@@ -52,8 +52,9 @@ TONES: dict[str, str] = {
     "rejected": "bad",
     "withdrawn": "muted",
     "vetoed": "bad",
-    # erasure requests
+    # erasure requests, invitations
     "pending": "warn",
+    "accepted": "ok",
     "confirmed": "ok",
     "declined": "muted",
     "superseded": "muted",

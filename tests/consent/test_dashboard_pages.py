@@ -189,3 +189,27 @@ def test_the_dashboards_consent_and_audit_pages_fit_a_phone_and_a_desktop_with_e
             if viewport == DESKTOP and (wrapped := page.evaluate(_NAV_LABELS_ON_ONE_LINE)):
                 problems[f"{where}: navigation labels on two lines"] = wrapped
     assert problems == {}
+
+
+@pytest.mark.parametrize("subjects", [5, 50])
+def test_the_subject_list_costs_the_same_queries_for_5_or_50_subjects(
+    subjects, tenant, staff, make_subject, client_for, django_assert_max_num_queries
+) -> None:
+    for number in range(subjects):
+        make_subject(f"Subject {number:02}")
+    client = client_for(staff, tenant)
+    with django_assert_max_num_queries(20):
+        page = client.get(reverse("consent-subjects")).content.decode()
+    assert page.count("data-subject=") == subjects
+
+
+def test_the_subject_list_is_paginated(tenant, staff, make_subject, client_for) -> None:
+    from consent.views import subjects as subject_views
+
+    for number in range(subject_views.SUBJECTS_PER_PAGE + 1):
+        make_subject(f"Subject {number:02}")
+    client = client_for(staff, tenant)
+    first = client.get(reverse("consent-subjects")).content.decode()
+    assert first.count("data-subject=") == subject_views.SUBJECTS_PER_PAGE and 'rel="next"' in first
+    second = client.get(reverse("consent-subjects") + "?page=2").content.decode()
+    assert second.count("data-subject=") == 1 and f"Subject {subject_views.SUBJECTS_PER_PAGE:02}" in second
