@@ -12,6 +12,8 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from consent import actions
 from consent.models import DeletionCertificate, ErasureRequest
+from tenancy import actions as tenancy_actions
+from tenancy.models import Membership, Role
 from tests.consent.mailbox import issued
 from tests.fixtures.consent import SITE_URL, NamedBytes
 from tests.support import DESKTOP, PHONE, horizontal_overflow, log_in, unlabelled_fields
@@ -146,6 +148,18 @@ def test_the_dashboards_consent_and_audit_pages_fit_a_phone_and_a_desktop_with_e
     certificate = DeletionCertificate.objects.for_tenant(tenant).get()
     record = enrolled_subject.records.get()
     link = record.link
+    waiting = make_subject("Waiting Example")
+    sign(waiting)
+    actions.set_enrollment_photo(
+        actor=staff, subject=waiting, upload=NamedBytes(photos.photo_bytes("obama.jpg"), "waiting.jpg")
+    )
+    actions.record_revocation(
+        actor=staff, record=waiting.records.get(), reason="Phone call", received_via="phone"
+    )
+    pending = ErasureRequest.objects.for_tenant(tenant).get()
+    invitation = tenancy_actions.invite_member(
+        actor=admin, tenant=tenant, email="new.member@example.test", role=Role.STAFF
+    ).invitation
     entry = AuditEntry.objects.for_tenant(tenant).order_by("-seq").first()
     assert entry is not None
     paths = [
@@ -164,13 +178,18 @@ def test_the_dashboards_consent_and_audit_pages_fit_a_phone_and_a_desktop_with_e
         reverse("consent-certificates"),
         reverse("consent-certificate", args=[certificate.pk]),
         reverse("consent-erasure-requests"),
+        reverse("consent-erasure-request-confirm", args=[pending.pk]),
         reverse("audit-log"),
         reverse("audit-entry", args=[entry.pk]),
         reverse("audit-verify"),
         reverse("members"),
+        reverse("member-detail", args=[Membership.objects.get(tenant=tenant, user=staff).pk]),
+        reverse("invitation-detail", args=[invitation.pk]),
         reverse("tenant-settings"),
         reverse("account"),
+        reverse("account-password"),
         reverse("api-docs"),
+        "/subjects/999999/",  # the 404 page
     ]
     log_in(page, live_server.url, admin.username)
     problems: dict[str, object] = {}
@@ -178,7 +197,7 @@ def test_the_dashboards_consent_and_audit_pages_fit_a_phone_and_a_desktop_with_e
         page.set_viewport_size(viewport)
         for path in paths:
             response = page.goto(f"{live_server.url}{path}")
-            assert response is not None and response.status == 200, path
+            assert response is not None and response.status == (404 if "999999" in path else 200), path
             where = f"{path} at {viewport['width']}px"
             if path == reverse("api-docs"):
                 page.click("#api-open-all")  # measure every collapsible section open
@@ -188,6 +207,14 @@ def test_the_dashboards_consent_and_audit_pages_fit_a_phone_and_a_desktop_with_e
                 problems[f"{where}: unlabelled"] = unlabelled
             if viewport == DESKTOP and (wrapped := page.evaluate(_NAV_LABELS_ON_ONE_LINE)):
                 problems[f"{where}: navigation labels on two lines"] = wrapped
+    page.click("header form button:has-text('Log out')")
+    for viewport in (PHONE, DESKTOP):
+        page.set_viewport_size(viewport)
+        page.goto(f"{live_server.url}/login/")
+        if overflow := horizontal_overflow(page):
+            problems[f"/login/ at {viewport['width']}px: wider by"] = overflow
+        if unlabelled := unlabelled_fields(page):
+            problems[f"/login/ at {viewport['width']}px: unlabelled"] = unlabelled
     assert problems == {}
 
 
