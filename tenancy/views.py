@@ -11,6 +11,7 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -89,6 +90,9 @@ def _delivery_message(request: TenantRequest, issued: actions.IssuedInvitation) 
         )
 
 
+MEMBERS_PER_PAGE = 50
+
+
 @require_http_methods(["GET", "POST"])
 @tenant_permission_required("tenancy.view_membership")
 def members(request: TenantRequest) -> HttpResponse:
@@ -109,7 +113,8 @@ def members(request: TenantRequest) -> HttpResponse:
             else:
                 _delivery_message(request, issued)
                 return redirect("members")
-    listing = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
+    listing = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username", "id")
+    page = Paginator(listing, MEMBERS_PER_PAGE).get_page(request.GET.get("page"))
     can_invite = has_perm(request.user, tenant, "tenancy.add_invitation")
     open_invitations = (
         Invitation.objects.for_tenant(tenant).filter(accepted_at__isnull=True, revoked_at__isnull=True)[:100]
@@ -119,7 +124,13 @@ def members(request: TenantRequest) -> HttpResponse:
     return render(
         request,
         "tenancy/members.html",
-        {"memberships": listing, "form": form, "can_invite": can_invite, "invitations": open_invitations},
+        {
+            "memberships": page,
+            "page_obj": page,
+            "form": form,
+            "can_invite": can_invite,
+            "invitations": open_invitations,
+        },
         status=400 if form.errors else 200,
     )
 

@@ -60,3 +60,15 @@ def test_an_empty_log_page_says_how_to_widen_the_filter(reviewer_log) -> None:
     _, client = reviewer_log
     html = client.get(reverse("audit-log") + "?action=nothing.like.this").content.decode()
     assert 'class="empty"' in html and "Clear the filters" in html
+
+
+@pytest.mark.parametrize("entries", [5, 50])
+def test_the_log_page_costs_the_same_queries_for_5_or_50_entries(
+    reviewer_log, entries, django_assert_max_num_queries
+) -> None:
+    tenant, client = reviewer_log
+    for number in range(entries):
+        record(tenant=tenant, action="test.entry", payload={"n": number, "ok": True, "tags": ["a", "b"]})
+    with django_assert_max_num_queries(15):
+        html = client.get(reverse("audit-log") + "?action=test.entry").content.decode()
+    assert html.count("<dt>ok</dt><dd>true</dd>") == entries
