@@ -35,6 +35,7 @@ urlpatterns = [
         name="consent-erasure-request-decline",
     ),
     path("assets/<int:pk>/", views.asset_file, name="consent-asset-file"),
+    path("assets/<int:pk>/delete/", views.photo_delete, name="consent-photo-delete"),
     path("deletion-certificates/", views.certificate_list, name="consent-certificates"),
     path("deletion-certificates/export.json", views.certificates_json, name="consent-certificates-json"),
     path("deletion-certificates/export.csv", views.certificates_csv, name="consent-certificates-csv"),

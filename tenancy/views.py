@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import messages
@@ -10,6 +11,7 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -28,6 +30,7 @@ from tenancy.forms import ApiTokenForm, InviteForm, NewAccountForm, RoleForm, Te
 from tenancy.invitations import send_invitation
 from tenancy.models import ApiToken, Invitation, InvitationStatus, Membership
 from tenancy.permissions import has_perm
+from tenancy.tenant_settings import SETTING_KEYS, tenant_setting
 
 
 def _error_text(error: ValidationError) -> str:
@@ -87,6 +90,9 @@ def _delivery_message(request: TenantRequest, issued: actions.IssuedInvitation) 
         )
 
 
+MEMBERS_PER_PAGE = 50
+
+
 @require_http_methods(["GET", "POST"])
 @tenant_permission_required("tenancy.view_membership")
 def members(request: TenantRequest) -> HttpResponse:
@@ -107,7 +113,8 @@ def members(request: TenantRequest) -> HttpResponse:
             else:
                 _delivery_message(request, issued)
                 return redirect("members")
-    listing = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
+    listing = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username", "id")
+    page = Paginator(listing, MEMBERS_PER_PAGE).get_page(request.GET.get("page"))
     can_invite = has_perm(request.user, tenant, "tenancy.add_invitation")
     open_invitations = (
         Invitation.objects.for_tenant(tenant).filter(accepted_at__isnull=True, revoked_at__isnull=True)[:100]
@@ -117,7 +124,13 @@ def members(request: TenantRequest) -> HttpResponse:
     return render(
         request,
         "tenancy/members.html",
-        {"memberships": listing, "form": form, "can_invite": can_invite, "invitations": open_invitations},
+        {
+            "memberships": page,
+            "page_obj": page,
+            "form": form,
+            "can_invite": can_invite,
+            "invitations": open_invitations,
+        },
         status=400 if form.errors else 200,
     )
 
@@ -257,26 +270,27 @@ def member_detail(request: TenantRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @tenant_permission_required("tenancy.change_tenant")
 def tenant_settings(request: TenantRequest) -> HttpResponse:
-    import json
-
     tenant = require_tenant(request)
-    initial = {"name": tenant.name, "settings": json.dumps(tenant.settings, indent=2, sort_keys=True)}
-    form = TenantSettingsForm(request.POST or None, initial=initial)
+    documented = {key.name: tenant_setting(tenant, key.name) for key in SETTING_KEYS}
+    other = {name: value for name, value in tenant.settings.items() if name not in documented}
+    initial = {"name": tenant.name, "settings": json.dumps(other, indent=2, sort_keys=True) if other else ""}
+    form = TenantSettingsForm(request.POST or None, initial=initial, current=documented)
     if request.method == "POST" and form.is_valid():
         try:
             actions.update_tenant(
                 actor=request.user,
                 tenant=tenant,
                 name=form.cleaned_data["name"],
-                settings=form.cleaned_data["settings"],
+                settings=form.settings_to_save(),
             )
         except ValidationError as error:
-            form.add_error(None, error)
+            # A settings refusal names its key; shown above the form, not under "Other keys".
+            for field, reasons in error.message_dict.items():
+                form.add_error("name" if field == "name" else None, reasons)
         else:
             messages.success(request, "Settings saved.")
             return redirect("tenant-settings")
     return render(request, "tenancy/settings.html", {"form": form}, status=400 if form.errors else 200)
-    return render(request, "tenancy/settings.html", {"form": form})
 
 
 @never_cache  # the answer that creates a token carries its key

@@ -137,8 +137,8 @@ def horizontal_overflow(page: Any) -> int:
     return int(page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth"))
 
 
-def browser_login(page: Any, base_url: str, username: str) -> None:
-    """Log `username` (a member of one tenant, TEST_PASSWORD) in through the login form, as a person would."""
+def log_in(page: Any, base_url: str, username: str) -> None:
+    """Log in through the dashboard's own login form, as a person does, and land on the overview."""
     from tests.conftest import TEST_PASSWORD
 
     page.goto(f"{base_url}/login/")

@@ -56,9 +56,11 @@ from consent.actions.erasure_requests import (
     mark_purpose_satisfied,
 )
 from consent.actions.files import (
+    PHOTO_KINDS,
     IntakeReport,
     RejectedPhoto,
     UploadedPhoto,
+    delete_photo,
     enrollment_embedding,
     intake_limits,
     set_enrollment_photo,
@@ -116,6 +118,7 @@ __all__ = [
     "MAX_YEARS_AFTER_LAST_INTERACTION",
     "MIN_DELIVERY_INTERVAL",
     "MIN_INTENDED_USES_CHARS",
+    "PHOTO_KINDS",
     "PURPOSE_PHRASES",
     "SIGN_WITHIN",
     "Actor",
@@ -138,6 +141,7 @@ __all__ = [
     "confirm_erasure_request",
     "create_subject",
     "decline_erasure_request",
+    "delete_photo",
     "enforce_retention",
     "enrollment_embedding",
     "erase_subject",

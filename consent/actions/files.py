@@ -229,3 +229,63 @@ def upload_reference_photos(
     if report.accepted:
         touch_subject(subject)
     return report
+
+
+# The photos people upload (the enrollment photo and reference photos), as opposed to derived files.
+PHOTO_KINDS = (AssetKind.ENROLLMENT_PHOTO, AssetKind.REFERENCE_PHOTO)
+
+
+def delete_photo(*, actor: Actor, photo: Asset) -> list[int]:
+    """Delete one uploaded photo and the face embedding made from it; the asset ids deleted.
+
+    Under the subject lock, so no upload compares a new photo with an enrollment photo that is going.
+    The enrollment photo stays while reference photos exist: each was accepted as the same person by
+    comparison with it. Reference sets built from a deleted photo become stale (their photo_ids no
+    longer match; training.actions.references). Crops and other files made from it keep their rows
+    with `source` emptied. The ciphertext is removed from storage once the transaction commits; if
+    that fails the orphan stays encrypted under the subject key and the subject's erasure sweeps it.
+    """
+    subject = photo.subject
+    require_perm(actor, subject.tenant, "consent.upload_photos_subject", subject)
+    if photo.kind not in PHOTO_KINDS:
+        raise ConsentActionError("Only uploaded photos can be deleted here.")
+    with transaction.atomic():
+        locked = locked_subject(subject)
+        current = Asset.objects.for_tenant(locked.tenant).filter(pk=photo.pk, subject=locked).first()
+        if current is None:
+            raise ConsentActionError("This photo is already deleted.")
+        if current.kind == AssetKind.ENROLLMENT_PHOTO:
+            references = locked.assets.filter(kind=AssetKind.REFERENCE_PHOTO).count()
+            if references:
+                raise ConsentActionError(
+                    f"The enrollment photo cannot be deleted while {references} reference "
+                    f"photo{'s' if references != 1 else ''} were checked against it: delete "
+                    f"{'them' if references != 1 else 'it'} first."
+                )
+            locked.enrollment_photo = None
+            locked.save(update_fields=["enrollment_photo"])
+        doomed = [*current.derived.filter(kind=AssetKind.FACE_EMBEDDING).order_by("id"), current]
+        names = [asset.storage_name for asset in doomed]
+        deleted = [asset.pk for asset in doomed]
+        Asset.objects.for_tenant(locked.tenant).filter(pk__in=deleted).delete()
+        audit(
+            tenant=locked.tenant,
+            action="photo.deleted",
+            actor=actor,
+            target=locked,
+            payload={
+                "subject_id": locked.pk,
+                "asset_id": current.pk,
+                "kind": current.kind,
+                "deleted_asset_ids": deleted,
+            },
+        )
+
+        def remove_files() -> None:
+            storage = private_storage()
+            for name in names:
+                storage.delete(name)
+
+        transaction.on_commit(remove_files, robust=True)
+    subject.enrollment_photo = locked.enrollment_photo
+    return deleted

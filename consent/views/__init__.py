@@ -12,7 +12,7 @@ from consent.views.erasure_requests import (
     erasure_request_decline,
     erasure_request_list,
 )
-from consent.views.files import asset_file
+from consent.views.files import asset_file, photo_delete
 from consent.views.ledger import subject_ledger, subject_ledger_zip
 from consent.views.legal import (
     certificate_detail,
@@ -50,6 +50,7 @@ __all__ = [
     "link_detail",
     "link_in_person",
     "link_resend",
+    "photo_delete",
     "portal_image",
     "portal_veto",
     "record_revoke",

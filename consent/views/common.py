@@ -6,14 +6,13 @@ from typing import Any
 
 from consent import actions
 from consent.intake import PhotoRejectedError
-from consent.models import AssetKind, Subject
+from consent.models import Subject
 from consent.status import STATUS_PREFETCH
 from tenancy.access import get_for_tenant_or_404
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm
 from tenancy.permissions import has_perm
 
-PHOTO_KINDS = (AssetKind.ENROLLMENT_PHOTO, AssetKind.REFERENCE_PHOTO)
 CLOSED_REQUESTS_SHOWN = 50
 ActionFailure = (actions.ConsentActionError, actions.ConsentRequiredError, PhotoRejectedError)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -71,15 +72,22 @@ def subject_history_csv(request: TenantRequest, pk: int) -> HttpResponse:
     return _history_export(request, pk, "csv")
 
 
+CERTIFICATES_PER_PAGE = 50
+
+
 @require_GET
 @tenant_permission_required("consent.view_deletioncertificate")
 def certificate_list(request: TenantRequest) -> HttpResponse:
     certificates = DeletionCertificate.objects.for_tenant(require_tenant(request)).select_related("subject")
+    page = Paginator(certificates.order_by("-started_at", "-id"), CERTIFICATES_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
     return render(
         request,
         "consent/certificate_list.html",
         {
-            "certificates": certificates.order_by("-started_at"),
+            "certificates": page,
+            "page_obj": page,
             "can_export": can(request, "consent.export_deletioncertificate"),
         },
     )

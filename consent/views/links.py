@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
@@ -11,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from consent import actions
 from consent.forms import SendLinkForm
 from consent.mail import site_url
-from consent.models import ConsentLink, LinkDelivery, Subject
+from consent.models import ConsentLink, ConsentTemplate, LinkDelivery, Subject
 from consent.status import LINK_STATUS_PREFETCH, link_status
 from consent.views.common import can, get_subject
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
@@ -61,7 +62,14 @@ def subject_send_link(request: TenantRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "consent/send_link.html",
-        {"subject": subject, "form": form},
+        {
+            "subject": subject,
+            "form": form,
+            # With no published text the form cannot be sent: say who publishes one instead.
+            "has_texts": ConsentTemplate.objects.for_tenant(require_tenant(request)).exists(),
+            "can_publish_text": can(request, "consent.add_consenttemplate"),
+            "default_sign_hours": settings.LIKENESS_CONSENT_LINK_HOURS,
+        },
         status=400 if request.method == "POST" else 200,
     )
 

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods
 
 from consent import actions, vault
 from consent.actions.erasure_requests import format_moment
 from consent.forms import ContactForm, EraseForm, RevocationForm, SubjectForm
-from consent.models import AssetKind, ConsentRecord, Subject
+from consent.models import Asset, AssetKind, ConsentRecord, ConsentRevocation, Subject
 from consent.status import LINK_STATUS_PREFETCH, STATUS_PREFETCH, link_status, subject_status
-from consent.views.common import PHOTO_KINDS, ActionFailure, can, failure_text, get_subject
+from consent.views.common import ActionFailure, can, failure_text, get_subject
+from personalization import prepare
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required
 from tenancy.permissions import restrict_to_perm
+
+SUBJECTS_PER_PAGE = 50
 
 
 @require_http_methods(["GET", "POST"])
@@ -40,11 +46,13 @@ def subject_list(request: TenantRequest) -> HttpResponse:
         tenant,
         "consent.view_subject",
     )
+    page = Paginator(subjects, SUBJECTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
         "consent/subject_list.html",
         {
-            "rows": [(subject, subject_status(subject)) for subject in subjects],
+            "rows": [(subject, subject_status(subject)) for subject in page],
+            "page_obj": page,
             "form": form,
             "can_add": can(request, "consent.add_subject"),
         },
@@ -114,6 +122,26 @@ def subject_contact(request: TenantRequest, pk: int) -> HttpResponse:
     )
 
 
+def photo_warnings(photo: Asset) -> list[str]:
+    """What training will think of the photo, in words, from the measurements intake stored.
+
+    Intake refuses what cannot be used; these are the softer warnings the training side's `prepare`
+    gives (same thresholds), shown here so staff can replace a weak photo before training.
+    """
+    quality = photo.quality or {}
+    notes: list[str] = []
+    sharpness = quality.get("sharpness")
+    if sharpness is not None and sharpness < prepare.MIN_SHARPNESS:
+        notes.append(
+            f"looks blurry (sharpness {sharpness:.0f}, {prepare.MIN_SHARPNESS:.0f} or more is sharp)"
+        )
+    luma = quality.get("face_luma")
+    low, high = prepare.EXPOSURE_MEAN_RANGE
+    if luma is not None and not low <= luma <= high:
+        notes.append(f"face {'dark' if luma < low else 'bright'} (brightness {luma:.0f} of 255)")
+    return notes
+
+
 @require_http_methods(["GET", "POST"])
 @tenant_member_required
 @tenant_object_view(Subject)
@@ -139,13 +167,13 @@ def subject_photos(request: TenantRequest, pk: int) -> HttpResponse:
         except vault.AssetIntegrityError as error:  # the enrollment embedding every photo is compared with
             failure, status = error.message, 500
         subject = get_subject(request, pk)
-    photos = subject.assets.filter(kind__in=PHOTO_KINDS).order_by("kind", "id")
+    photos = subject.assets.filter(kind__in=actions.PHOTO_KINDS).order_by("kind", "id")
     return render(
         request,
         "consent/photos.html",
         {
             "subject": subject,
-            "photos": photos,
+            "photos": [(photo, photo_warnings(photo)) for photo in photos],
             "report": report,
             "failure": failure,
             "can_upload": can(request, "consent.upload_photos_subject", subject),
@@ -247,16 +275,7 @@ def record_revoke(request: TenantRequest, pk: int) -> HttpResponse:
         except actions.ConsentActionError as error:
             form.add_error(None, error.message)
         else:
-            pending = getattr(revocation, "erasure_request", None)
-            if pending is not None and pending.is_pending:
-                messages.warning(
-                    request,
-                    "Revocation recorded: every use of the subject's likeness stopped at once. Erasing their "
-                    "data awaits a tenant admin's confirmation; unconfirmed, it runs at "
-                    f"{format_moment(pending.deadline)} all the same.",
-                )
-            else:
-                messages.success(request, "Revocation recorded.")
+            _tell_revocation_outcome(request, revocation)
             return redirect("consent-subject", pk=record.subject_id)
     return render(
         request,
@@ -264,3 +283,66 @@ def record_revoke(request: TenantRequest, pk: int) -> HttpResponse:
         {"record": record, "subject": record.subject, "form": form},
         status=400 if request.method == "POST" else 200,
     )
+
+
+def _tell_revocation_outcome(request: TenantRequest, revocation: ConsentRevocation) -> None:
+    """Say exactly what recording the revocation did: staff must know whether data is gone or waits.
+
+    The gate refuses at once in every case; what differs is the erasure: started now (with its
+    certificate), waiting for an admin (the two-person rule, with its deadline), or not due at all
+    (another consent is still in force, or nothing is stored).
+    """
+    subject = revocation.record.subject
+    stopped = f"Revocation of consent #{revocation.record_id} recorded: every use it covered stopped at once."
+    pending = getattr(revocation, "erasure_request", None)
+    if pending is not None and pending.is_pending:
+        messages.warning(
+            request,
+            format_html(
+                "{} Erasing the subject's data awaits a tenant admin's confirmation (two-person rule); "
+                'unconfirmed, it runs at {} all the same. <a href="{}">Erasure request #{}</a>.',
+                stopped,
+                format_moment(pending.deadline),
+                reverse("consent-erasure-requests"),
+                pending.pk,
+            ),
+        )
+        return
+    certificate = (
+        subject.deletion_certificates.filter(started_at__gte=revocation.revoked_at)
+        .order_by("-started_at")
+        .first()
+    )
+    if certificate is not None:
+        if can(request, "consent.view_deletioncertificate"):
+            where = format_html(
+                '<a href="{}">Deletion certificate {}</a>.',
+                reverse("consent-certificate", args=[certificate.pk]),
+                certificate.public_id,
+            )
+        else:
+            where = format_html(
+                "Deletion certificate {} records it (tenant admins and legal reviewers can read it).",
+                certificate.public_id,
+            )
+        messages.success(
+            request,
+            format_html(
+                "{} No consent is left in force, so the subject's key was destroyed and their files are "
+                "being deleted. {}",
+                stopped,
+                where,
+            ),
+        )
+        return
+    remaining = actions.records_in_force(subject)
+    if remaining:
+        messages.success(
+            request,
+            f"{stopped} Consent #{', #'.join(str(r.pk) for r in remaining)} is still in force, so nothing is "
+            "erased: the subject's data stays for the purposes that consent covers.",
+        )
+    else:
+        messages.success(
+            request, f"{stopped} Nothing of the subject is stored, so there was nothing to erase."
+        )

@@ -6,8 +6,21 @@ document.addEventListener("submit", (event) => {
   const question = event.target.dataset.confirm;
   if (question && !window.confirm(question)) event.preventDefault();
 });
+// A link into a collapsed <details> section opens it (Chromium does on its own; other browsers do not).
+const openTarget = () => {
+  const target = window.location.hash && document.getElementById(decodeURIComponent(window.location.hash.slice(1)));
+  const section = target && target.closest("details");
+  if (section && !section.open) { section.open = true; target.scrollIntoView(); }
+};
+window.addEventListener("hashchange", openTarget);
+document.addEventListener("DOMContentLoaded", openTarget);
 document.addEventListener("click", (event) => {
   if (event.target.closest("[data-print]")) { event.preventDefault(); window.print(); }
+  const openAll = event.target.closest("[data-open-sections]");
+  if (openAll) {
+    event.preventDefault();
+    document.querySelectorAll("details.section").forEach((section) => { section.open = true; });
+  }
   const copy = event.target.closest("[data-copy]");
   if (copy) {
     event.preventDefault();

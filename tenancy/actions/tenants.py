@@ -12,6 +12,7 @@ from audit.actions import record
 from audit.chain import AuditPayloadError, canonical_json, normalize_payload
 from tenancy.models import Tenant
 from tenancy.permissions import UserLike, require_perm
+from tenancy.tenant_settings import setting_problems
 
 MAX_SETTINGS_BYTES = 32 * 1024
 MAX_SETTINGS_DEPTH = 16
@@ -86,6 +87,8 @@ def _validate_settings(settings: Any) -> dict[str, Any]:
         raise ValidationError({"settings": f"Tenant settings must be plain JSON: {error}"}) from None
     if size > MAX_SETTINGS_BYTES:
         raise ValidationError({"settings": f"Tenant settings are limited to {MAX_SETTINGS_BYTES} bytes."})
+    if problems := setting_problems(settings):
+        raise ValidationError({"settings": [f"{name}: {reason}" for name, reason in problems.items()]})
     return settings
 
 

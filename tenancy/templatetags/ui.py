@@ -56,11 +56,14 @@ TONES: dict[str, str] = {
     "match": "ok",
     "mismatch": "bad",
     "no_face": "warn",
-    # erasure requests
+    # erasure requests, invitations
     "pending": "warn",
+    "accepted": "ok",
     "confirmed": "ok",
     "declined": "muted",
     "superseded": "muted",
+    "deadline_passed": "muted",
+    "overtaken": "muted",
     "overdue": "bad",
     # audit chains (audit.verification.ChainStatus)
     "intact": "ok",

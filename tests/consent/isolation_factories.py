@@ -22,8 +22,10 @@ from consent.models import (
     Subject,
 )
 from tenancy.models import Membership, Role, Tenant
+from tests.fixtures.consent import NamedBytes
 from tests.isolation import isolation_factory
 
+from . import photos
 from .mailbox import IssuedLink, issued
 
 _numbers = itertools.count(1)
@@ -95,13 +97,12 @@ def make_record(tenant: Tenant) -> ConsentRecord:
 
 @isolation_factory(Asset)
 def make_asset(tenant: Tenant) -> Asset:
+    """A photo (the enrollment photo): every asset route serves it, and the photo routes only take photos."""
     record, _ = _signed(tenant)
-    return actions.store_subject_file(
+    return actions.set_enrollment_photo(
+        actor=None,
         subject=record.subject,
-        kind=AssetKind.CROP,
-        data=b"\x89PNG isolation",
-        content_type="image/png",
-        extension="png",
+        upload=NamedBytes(photos.photo_bytes("obama.jpg"), "isolation.jpg"),
     )
 
 

@@ -11,8 +11,8 @@ import pytest
 from consent import actions
 from consent.models import ConsentLink, ConsentRecord, InPersonHandover, Subject
 from tenancy.models import Role
-from tests.conftest import TEST_PASSWORD
 from tests.fixtures.consent import CONSENT_TEXT
+from tests.support import log_in
 
 from .mailbox import delivered_code, delivered_url
 
@@ -20,11 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def _staff_login(page, live_server, username: str) -> None:
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", TEST_PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
+    log_in(page, live_server.url, username)
 
 
 def test_link_sent_from_the_dashboard_is_signed_and_revoked_by_the_subject(

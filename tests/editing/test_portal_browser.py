@@ -13,7 +13,7 @@ from editing.models import Output
 from tenancy.models import Role
 from tests.consent.mailbox import IssuedLink
 from tests.editing.isolation_factories import output_for
-from tests.support import DESKTOP, PHONE, browser_login, horizontal_overflow, unlabelled_fields
+from tests.support import DESKTOP, PHONE, horizontal_overflow, log_in, unlabelled_fields
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -68,7 +68,7 @@ def test_the_subject_vetoes_an_approved_image_and_withdraws_with_a_confirmation_
     member(tenant, Role.STAFF, username="portal-staff")
     brand = chromium.new_context().new_page()
     try:
-        browser_login(brand, live_server.url, "portal-staff")
+        log_in(brand, live_server.url, "portal-staff")
         brand.goto(f"{live_server.url}/approvals/?status=vetoed")
         vetoed = brand.locator(f"[data-output-id='{approved.pk}']")
         assert "Vetoed" in vetoed.inner_text() and "Not this one, please." in vetoed.inner_text()

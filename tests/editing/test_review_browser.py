@@ -11,7 +11,7 @@ from consent.models import ConsentRecord
 from editing.models import Output
 from tenancy.models import Role
 from tests.editing.isolation_factories import output_for
-from tests.support import DESKTOP, PHONE, browser_login, horizontal_overflow, unlabelled_fields
+from tests.support import DESKTOP, PHONE, horizontal_overflow, log_in, unlabelled_fields
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -31,7 +31,7 @@ def test_the_queue_is_decided_with_the_keyboard_alone(
     member(tenant, Role.STAFF, username="queue-staff")
 
     page.set_viewport_size(DESKTOP)
-    browser_login(page, live_server.url, "queue-staff")
+    log_in(page, live_server.url, "queue-staff")
     page.click("nav.main a:has-text('Approvals')")
     page.wait_for_selector("#review-queue")
     assert unlabelled_fields(page) == []

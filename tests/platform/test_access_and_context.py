@@ -134,3 +134,26 @@ def test_role_table_names_only_real_permissions():
     }
     for role, perms in ROLE_PERMISSIONS.items():
         assert perms <= known, (role, perms - known)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("extra", [5, 60])
+def test_the_members_page_is_paginated_at_a_constant_query_count(
+    tenant_factory, member, user_factory, client_for, extra, django_assert_max_num_queries
+):
+    from tenancy import actions
+    from tenancy.views import MEMBERS_PER_PAGE
+
+    tenant = tenant_factory()
+    admin = member(tenant, Role.ADMIN, username="aaa-admin")
+    for number in range(extra):
+        actions.add_member(tenant=tenant, user=user_factory(username=f"member-{number:02}"), role=Role.STAFF)
+    client = client_for(admin, tenant)
+    with django_assert_max_num_queries(25):
+        first = client.get("/members/").content.decode()
+    shown = min(extra + 1, MEMBERS_PER_PAGE)
+    assert first.count('<td data-label="User"') == shown
+    if extra + 1 > MEMBERS_PER_PAGE:
+        assert 'rel="next"' in first
+        rest = client.get("/members/?page=2").content.decode()
+        assert rest.count('<td data-label="User"') == extra + 1 - MEMBERS_PER_PAGE

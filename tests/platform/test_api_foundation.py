@@ -137,3 +137,24 @@ def test_related_field_accepts_only_objects_of_the_active_tenant(tenant_factory)
     assert refused.errors["entry"][0].replace(str(foreign.pk), "N") == missing.errors["entry"][0].replace(
         str(10**9), "N"
     )
+
+
+@pytest.mark.django_db
+def test_docs_page_has_a_table_of_contents_collapsible_sections_and_rendered_code(client, user_factory):
+    client.force_login(user_factory())
+    page = client.get("/api/v1/docs/").content.decode()
+    toc = re.search(r'<nav class="card toc" id="api-toc".*?</nav>', page, re.S)
+    assert toc
+    tags = re.findall(r'href="#(tag-[^"]+)"', toc.group(0))
+    assert len(tags) >= 5 and 'href="#schemas"' in toc.group(0)
+    for anchor in tags:
+        assert f'<details class="card section" id="{anchor}">' in page
+    # The schema's descriptions write names in backticks; the page shows them as code.
+    assert "`" not in page and "<code>auth.token_issued</code>" in page
+
+
+def test_descriptions_are_escaped_before_backticks_become_code():
+    from config.api_docs import prose
+
+    assert prose("Send `<b>` & `a`\nthen") == "Send <code>&lt;b&gt;</code> &amp; <code>a</code><br>then"
+    assert prose("an odd ` backtick") == "an odd ` backtick"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from audit.models import AuditEntry
 from audit.verification import ChainStatus, verify_all
 from tenancy.models import Membership, Role, Tenant
 
@@ -182,6 +183,30 @@ def test_seed_demo_is_idempotent_and_prints_the_logins(capsys, settings):
     # Holds together, and is anchored from the start (seed_demo signs the first checkpoints).
     assert [report.status for report in verify_all()] == [ChainStatus.INTACT] * 2
     assert Membership.objects.count() == 4  # the admin also administers the second brand
+
+
+@pytest.mark.django_db
+def test_seed_demo_publishes_a_consent_text_and_the_retention_schedule_once(settings):
+    """A first consent link needs both; the demo must not open on an empty "Consent text" choice."""
+    from django.contrib.auth.models import User
+
+    from consent.models import ConsentTemplate, RetentionSchedule, Subject
+
+    settings.DEBUG = True
+    call_command("seed_demo")
+    call_command("seed_demo")
+    demo = Tenant.objects.get(slug="demo")
+    [text] = ConsentTemplate.objects.for_tenant(demo)
+    assert text.version == 1 and text.created_by == User.objects.get(username="demo-admin")
+    for words in ("Saying no has no consequence", "withdraw your consent at any time", "retention schedule"):
+        assert words in text.body
+    [schedule] = RetentionSchedule.objects.for_tenant(demo)
+    assert schedule.published_by == text.created_by and schedule.years_after_last_interaction == 3
+    published = AuditEntry.objects.for_tenant(demo).filter(
+        action__in=["consent.template_published", "retention.schedule_published"]
+    )
+    assert published.count() == 2
+    assert not Subject.objects.for_tenant(demo).exists()
 
 
 @pytest.mark.django_db

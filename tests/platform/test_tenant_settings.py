@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -201,3 +203,100 @@ def test_a_good_name_with_unicode_letters_and_punctuation_saves(tenant_factory, 
     assert response.status_code == 200
     tenant.refresh_from_db()
     assert tenant.name == "Ærø & Søn — Studios (Köln)"
+
+
+# --- the documented keys (tenancy/tenant_settings.py, docs/operations.md) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("require_visible_ai_label", "yes", "must be true or false"),
+        ("default_training_preset", "fast", "must be one of quick, standard, max"),
+        ("studio_default_count", 9, "must be an integer from 1 to 8"),
+        ("studio_default_count", 2.5, "must be an integer from 1 to 8"),
+    ],
+)
+def test_the_action_refuses_a_documented_key_out_of_bounds(tenant_factory, member, key, value, reason):
+    tenant = tenant_factory(integration_id="crm-7")
+    admin = member(tenant, Role.ADMIN)
+    with pytest.raises(ValidationError) as refused:
+        actions.update_tenant(actor=admin, tenant=tenant, settings={key: value})
+    assert any(message.startswith(f"{key}: {reason}") for message in refused.value.message_dict["settings"])
+    tenant.refresh_from_db()
+    assert tenant.settings == {"integration_id": "crm-7"}
+
+
+def test_a_tenant_that_never_saved_reads_the_documented_defaults(tenant_factory, member):
+    from tenancy.tenant_settings import tenant_setting
+
+    tenant = tenant_factory()
+    assert [
+        tenant_setting(tenant, name)
+        for name in ("require_visible_ai_label", "default_training_preset", "studio_default_count")
+    ] == [True, "quick", 1]
+    actions.update_tenant(
+        actor=member(tenant, Role.ADMIN), tenant=tenant, settings={"default_training_preset": "max"}
+    )
+    assert tenant_setting(tenant, "default_training_preset") == "max"
+
+
+def test_the_studio_count_bound_is_the_studios_own():
+    from editing.parameters import COUNT
+    from tenancy.tenant_settings import SETTINGS_BY_NAME
+
+    bound = SETTINGS_BY_NAME["studio_default_count"].bound
+    assert (bound.low, bound.high) == (COUNT.low, COUNT.high)
+
+
+def test_the_settings_page_is_a_form_of_labelled_keys_plus_other_keys(tenant_factory, member, client_for):
+    tenant = tenant_factory("Brand", integration_id="crm-7")
+    client = client_for(member(tenant, Role.ADMIN), tenant)
+    page = client.get("/settings/").content.decode()
+    assert '<option value="true" selected>Yes</option>' in page  # the label is required by default
+    assert '<option value="quick" selected>quick</option>' in page
+    other_keys = re.search(r'<textarea name="settings"[^>]*>(.*?)</textarea>', page, re.S)
+    assert other_keys and json.loads(html.unescape(other_keys.group(1))) == {"integration_id": "crm-7"}
+    saved = client.post(
+        "/settings/",
+        {
+            "name": "Brand",
+            "require_visible_ai_label": "false",
+            "default_training_preset": "standard",
+            "studio_default_count": "4",
+            "settings": '{"integration_id": "crm-8"}',
+        },
+    )
+    assert saved.status_code == 302
+    tenant.refresh_from_db()
+    assert tenant.settings == {
+        "require_visible_ai_label": False,
+        "default_training_preset": "standard",
+        "studio_default_count": 4,
+        "integration_id": "crm-8",
+    }
+    # Fields left out keep their value: the older form, which sent only the JSON, loses nothing.
+    assert client.post("/settings/", {"name": "Brand", "settings": "{}"}).status_code == 302
+    tenant.refresh_from_db()
+    assert tenant.settings == {
+        "require_visible_ai_label": False,
+        "default_training_preset": "standard",
+        "studio_default_count": 4,
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"studio_default_count": "12"}, "studio_default_count: must be an integer from 1 to 8, got 12"),
+        ({"settings": '{"studio_default_count": 2}'}, "Set studio_default_count with the fields above"),
+    ],
+)
+def test_a_bad_setting_on_the_page_is_a_400_naming_the_key(tenant_factory, member, client_for, data, reason):
+    tenant = tenant_factory("Brand")
+    client = client_for(member(tenant, Role.ADMIN), tenant)
+    page = client.post("/settings/", {"name": "Brand", "settings": "", **data})
+    assert page.status_code == 400
+    assert reason in page.content.decode()
+    tenant.refresh_from_db()
+    assert tenant.settings == {}
