@@ -9,6 +9,7 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("", include("consent.urls")),
     path("", include("training.urls")),
+    path("", include("editing.urls")),
     path("", include("tenancy.urls")),
 ]
 

@@ -13,6 +13,7 @@ class EditingConfig(AppConfig):
         from editing.actions import withdraw_outputs
         from editing.models import EditJob, GenerationJob
         from editing.worker import run_edit, run_generation
+        from tenancy.navigation import NAV_ITEMS, NavItem
         from training.jobs import JobKind, register_job_kind
 
         register_job_kind(
@@ -30,3 +31,7 @@ class EditingConfig(AppConfig):
         # Jobs are cancelled by training's hook (every kind); outputs are this app's: withdrawn, their
         # files destroyed with the subject key like every other file of the subject.
         register_erasure_hook(ErasureHook(name="editing.outputs", withdraw_outputs=withdraw_outputs))
+        studio = NavItem("Studio", "studio", "editing.add_generationjob")
+        # ready() can run more than once (tests); the navigation must not grow each time.
+        if studio not in NAV_ITEMS:
+            NAV_ITEMS.append(studio)
