@@ -1,0 +1,120 @@
+"""The studio's pages in a real headless Chromium: every page at phone and desktop widths (no unlabelled
+field, no sideways scroll), the mask painted on the canvas reaching the edit action as a PNG it accepts,
+and the before/after slider, by keyboard too. Screenshots of each page land in the test's tmp_path."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from consent import vault
+from editing import actions
+from editing.models import EditJob
+from tests.conftest import TEST_PASSWORD
+from tests.support import DESKTOP, PHONE, horizontal_overflow, unlabelled_fields
+from training.models import JobStatus
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _login(page, live_server, user) -> None:
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", user.username)
+    page.fill("input[name=password]", TEST_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+
+
+@pytest.fixture
+def edited(model, staff, run_in_process):
+    """A finished edit of the subject's enrollment photo (the tiny model, a few steps) with its output."""
+    job = run_in_process(
+        actions.queue_edit(
+            actor=staff,
+            identity_model=model,
+            source_photo=model.subject.enrollment_photo,
+            preset="smile",
+            steps=3,
+        )
+    )
+    assert job.status == JobStatus.SUCCEEDED, job.error_message
+    return job
+
+
+def test_every_studio_page_fits_a_phone_and_a_desktop_and_labels_every_field(
+    made, edited, staff, live_server, page, tmp_path: Path
+) -> None:
+    subject = made.subject
+    _login(page, live_server, staff)
+    pages = {
+        "subject": f"/subjects/{subject.pk}/",
+        "jobs": "/jobs/",
+        "job": f"/jobs/{made.job_id}/",
+        "models": "/models/",
+        "generate": "/studio/",
+        "generated": f"/studio/?job={made.job_id}",
+        "edit": f"/studio/edit/?subject={subject.pk}",
+        "edited": f"/studio/edit/?job={edited.pk}",
+    }
+    for viewport_name, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+        page.set_viewport_size(viewport)
+        for name, path in pages.items():
+            page.goto(f"{live_server.url}{path}")
+            page.screenshot(path=str(tmp_path / f"{name}-{viewport_name}.png"), full_page=True)
+            assert unlabelled_fields(page) == [], (name, viewport_name)
+            assert horizontal_overflow(page) <= 0, (name, viewport_name, horizontal_overflow(page))
+    # The pages show what the journey needs: the hub's sections, results with their scores.
+    page.goto(f"{live_server.url}/subjects/{subject.pk}/")
+    for section in ("#purposes-in-force", "#subject-photos", "#models", "#subject-jobs", "#subject-outputs"):
+        assert page.locator(section).count() == 1, section
+    page.goto(f"{live_server.url}/studio/?job={made.job_id}")
+    assert page.locator(f"#studio-results [data-output='{made.pk}'] .identity-score").count() == 1
+
+
+def test_a_painted_mask_reaches_the_edit_action_as_a_png_it_accepts(model, staff, live_server, page) -> None:
+    subject = model.subject
+    _login(page, live_server, staff)
+    page.goto(f"{live_server.url}/studio/edit/?subject={subject.pk}")
+    page.check(f"input[name=source_photo][value='{subject.enrollment_photo_id}']")
+    page.wait_for_selector("#mask-editor:not(.hidden)")
+    canvas = page.locator("#mask-canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box is not None and box["width"] > 0
+    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.4, steps=8)
+    page.mouse.up()
+    page.select_option("select[name=preset]", "look-left")
+    page.click("#edit-submit")
+    page.wait_for_url("**/studio/edit/?job=*")
+
+    job = EditJob.objects.for_tenant(subject.tenant).get()
+    assert job.preset == "look-left" and job.source_photo_id == subject.enrollment_photo_id
+    assert job.user_mask is not None
+    mask = Image.open(io.BytesIO(vault.read_asset(job.user_mask)))
+    photo = Image.open(io.BytesIO(vault.read_asset(subject.enrollment_photo)))
+    assert mask.format == "PNG" and mask.size == photo.size
+    white = int((np.asarray(mask.convert("L")) > 127).sum())
+    assert 0 < white < mask.size[0] * mask.size[1] / 2  # the stroke, not the whole photo
+
+
+def test_the_before_and_after_slider_moves_by_pointer_and_by_keyboard(
+    edited, staff, live_server, page
+) -> None:
+    _login(page, live_server, staff)
+    page.goto(f"{live_server.url}/studio/edit/?job={edited.pk}")
+    after = page.locator(".compare .compare-after").first
+    slider = page.locator("input.compare-slider").first
+    clip = "(element) => getComputedStyle(element).clipPath"
+    assert after.evaluate(clip) == "inset(0px 0px 0px 50%)"
+    slider.focus()
+    page.keyboard.press("End")
+    assert after.evaluate(clip) == "inset(0px 0px 0px 100%)"
+    page.keyboard.press("Home")
+    assert after.evaluate(clip) == "inset(0px 0px 0px 0%)"
+    assert page.evaluate("() => document.activeElement.classList.contains('compare-slider')")
