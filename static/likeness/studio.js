@@ -112,6 +112,37 @@
     apply();
   }
 
+  // A job still running on a results page: its progress follows the job's socket, and the page reloads
+  // to show the results once the job has ended (the server sends the snapshot on every connect).
+  function follow(section) {
+    const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+    const progress = section.querySelector("progress");
+    let delay = 1000;
+    let ended = false;
+    const connect = () => {
+      const scheme = location.protocol === "https:" ? "wss" : "ws";
+      const socket = new WebSocket(`${scheme}://${location.host}${section.dataset.socket}`);
+      socket.addEventListener("open", () => (delay = 1000));
+      socket.addEventListener("message", (message) => {
+        const job = JSON.parse(message.data).data;
+        if (!job) return;
+        if (progress) progress.value = job.progress;
+        if (TERMINAL.has(job.status) && !ended) {
+          ended = true;
+          socket.close();
+          location.reload();
+        }
+      });
+      socket.addEventListener("close", (event) => {
+        if (ended || (event.code >= 4400 && event.code < 4500)) return;
+        setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 30000);
+      });
+    };
+    connect();
+  }
+
+  document.querySelectorAll("section[data-socket]").forEach(follow);
   const editor = document.getElementById("mask-editor");
   if (editor) setUpMask(editor);
   document.querySelectorAll("input.compare-slider[data-compare]").forEach(setUpSlider);

@@ -118,3 +118,28 @@ def test_the_before_and_after_slider_moves_by_pointer_and_by_keyboard(
     page.keyboard.press("Home")
     assert after.evaluate(clip) == "inset(0px 0px 0px 0%)"
     assert page.evaluate("() => document.activeElement.classList.contains('compare-slider')")
+
+
+@pytest.mark.worker
+def test_generated_images_appear_on_the_results_page_when_the_worker_is_done(
+    model, staff, client_for, stack, page
+) -> None:
+    """The real stack (ASGI server with the job socket, a worker): the results page follows the job and
+    shows the images with their identity scores once it has ended, without a reload by hand."""
+    from django.conf import settings
+
+    product = stack()
+    # The server hashes passwords its own way (the tests' settings use a fast hasher): a session of the
+    # staff member's, as the login would have made it, in the shared database.
+    session = client_for(staff, model.tenant).cookies[settings.SESSION_COOKIE_NAME].value
+    page.context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": product.url}])
+    page.goto(f"{product.url}/studio/?subject={model.subject_id}")
+    page.select_option("select[name=prompt_preset]", "portrait")
+    page.select_option("select[name=preset]", "quick")
+    page.fill("input[name=count]", "1")
+    page.click("#generate")
+    page.wait_for_url("**/studio/?job=*")
+    page.wait_for_selector(
+        "#studio-results[data-status=succeeded] [data-output] .identity-score", timeout=300_000
+    )
+    assert page.locator("#regenerate").count() == 1
