@@ -42,22 +42,25 @@ class Choice:
     reason: str = ""
 
 
-def studio_choices(request: TenantRequest, purpose: Purpose) -> list[Choice]:
-    """Every subject the member may see, with their active model or the reason it cannot be used for
-    `purpose`: no model yet, its files erased, or consent that does not cover it (a fixed number of
-    queries: the records and active models come prefetched)."""
+def studio_choices(
+    request: TenantRequest, purpose: Purpose, *, subject_id: int | None = None
+) -> list[Choice]:
+    """Every subject the member may see (or the one of `subject_id`), with their active model or the
+    reason it cannot be used for `purpose`: no model yet, its files erased, or consent that does not
+    cover it (a fixed number of queries: the records and active models come prefetched)."""
     tenant = require_tenant(request)
+    candidates = Subject.objects.for_tenant(tenant)
+    if subject_id is not None:
+        candidates = candidates.filter(pk=subject_id)
     subjects = restrict_to_perm(
-        Subject.objects.for_tenant(tenant)
-        .prefetch_related(
+        candidates.prefetch_related(
             "records__revocation",
             Prefetch(
                 "identity_models",
                 queryset=IdentityModel.objects.for_tenant(tenant).filter(is_active=True),
                 to_attr="active_models",
             ),
-        )
-        .order_by("display_name", "id"),
+        ).order_by("display_name", "id"),
         request.user,
         tenant,
         "consent.view_subject",
@@ -85,15 +88,22 @@ def _usable_models(request: TenantRequest, choices: list[Choice]) -> QuerySet[Id
     )
 
 
-def _wanted_subject(request: TenantRequest, choices: list[Choice]) -> Choice | None:
-    """The `?subject=` chosen, among the subjects offered; another tenant's or an unknown id is a 404."""
+def _wanted_subject(request: TenantRequest, choices: list[Choice], purpose: Purpose) -> Choice | None:
+    """The `?subject=` chosen (added to `choices` when the list stopped before it); another tenant's or
+    an unknown id is a 404."""
     raw = request.GET.get("subject", "")
     if not raw:
         return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise Http404("No such subject.")
     for choice in choices:
-        if str(choice.subject.pk) == raw:
+        if choice.subject.pk == int(raw):
             return choice
-    raise Http404("No such subject.")
+    found = studio_choices(request, purpose, subject_id=int(raw))
+    if not found:
+        raise Http404("No such subject.")
+    choices.append(found[0])
+    return found[0]
 
 
 ShownJob = TypeVar("ShownJob", GenerationJob, EditJob)
@@ -123,7 +133,7 @@ def studio(request: TenantRequest) -> HttpResponse:
     """Generate: a subject's model, optionally its style, a prompt or preset, count and seed; then the
     job's results with their identity scores, and the same request again with another seed."""
     choices = studio_choices(request, Purpose.GENERATE_IMAGES)
-    wanted = _wanted_subject(request, choices)
+    wanted = _wanted_subject(request, choices, Purpose.GENERATE_IMAGES)
     models = _usable_models(request, choices)
     job = _shown_job(request, GenerationJob, "editing.view_generationjob")
     initial: dict[str, Any] = {}
@@ -182,7 +192,7 @@ def studio_edit(request: TenantRequest) -> HttpResponse:
     scores."""
     choices = studio_choices(request, Purpose.EDIT_PHOTOS)
     job = _shown_job(request, EditJob, "editing.view_editjob")
-    wanted = _wanted_subject(request, choices)
+    wanted = _wanted_subject(request, choices, Purpose.EDIT_PHOTOS)
     if wanted is None and job is not None:
         wanted = next((choice for choice in choices if choice.subject.pk == job.subject_id), None)
     form: EditForm | None = None

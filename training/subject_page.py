@@ -55,11 +55,7 @@ def subject_studio(
 
     if can(request, "training.view_referenceset"):
         reference_set = latest_reference_set(subject, allowed_base_model(None))
-        items = (
-            list(reference_set.items.select_related("photo", "crop", "face_mask").order_by("name"))
-            if reference_set is not None
-            else []
-        )
+        items = list(reference_set.items.order_by("name")) if reference_set is not None else []
         editable = (
             reference_set is not None
             and reference_set.status == ReferenceSetStatus.READY
@@ -110,7 +106,6 @@ def subject_studio(
         context["outputs"] = list(
             Output.objects.for_tenant(tenant)
             .filter(subject=subject)
-            .select_related("identity_model")
             .order_by("-created_at", "-id")[:RECENT_OUTPUTS]
         )
     context["can_generate"] = (

@@ -192,3 +192,17 @@ def test_a_photo_uploaded_for_an_edit_is_checked_by_the_intake(model, staff, cli
     )
     assert refused.status_code == 400 and "face" in refused.content.decode()
     assert not EditJob.objects.for_tenant(model.tenant).exists()
+
+
+def test_a_subject_past_the_listed_ones_can_still_be_chosen(
+    model, make_subject, staff, client_for, monkeypatch
+) -> None:
+    from editing import views
+
+    monkeypatch.setattr(views, "MAX_STUDIO_SUBJECTS", 2)
+    make_subject("Aaron Example")
+    make_subject("Abby Example")
+    client = client_for(staff, model.tenant)
+    assert 'name="model"' not in client.get("/studio/").content.decode()  # the list stops before them
+    chosen = client.get(f"/studio/?subject={model.subject_id}").content.decode()
+    assert _options(chosen, "model") == [str(model.pk)]
