@@ -135,3 +135,14 @@ def unlabelled_fields(page: Any) -> list[str]:
 def horizontal_overflow(page: Any) -> int:
     """How many CSS pixels the document is wider than the viewport (0: no sideways scrolling)."""
     return int(page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth"))
+
+
+def browser_login(page: Any, base_url: str, username: str) -> None:
+    """Log in through the login page, as a person does, and wait for the dashboard."""
+    from tests.conftest import TEST_PASSWORD
+
+    page.goto(f"{base_url}/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", TEST_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/")

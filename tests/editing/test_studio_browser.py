@@ -14,19 +14,10 @@ from PIL import Image
 from consent import vault
 from editing import actions
 from editing.models import EditJob
-from tests.conftest import TEST_PASSWORD
-from tests.support import DESKTOP, PHONE, horizontal_overflow, unlabelled_fields
+from tests.support import DESKTOP, PHONE, browser_login, horizontal_overflow, unlabelled_fields
 from training.models import JobStatus
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _login(page, live_server, user) -> None:
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", TEST_PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
 
 
 @pytest.fixture
@@ -49,7 +40,7 @@ def test_every_studio_page_fits_a_phone_and_a_desktop_and_labels_every_field(
     made, edited, staff, live_server, page, tmp_path: Path
 ) -> None:
     subject = made.subject
-    _login(page, live_server, staff)
+    browser_login(page, live_server.url, staff.username)
     pages = {
         "subject": f"/subjects/{subject.pk}/",
         "jobs": "/jobs/",
@@ -77,7 +68,7 @@ def test_every_studio_page_fits_a_phone_and_a_desktop_and_labels_every_field(
 
 def test_a_painted_mask_reaches_the_edit_action_as_a_png_it_accepts(model, staff, live_server, page) -> None:
     subject = model.subject
-    _login(page, live_server, staff)
+    browser_login(page, live_server.url, staff.username)
     page.goto(f"{live_server.url}/studio/edit/?subject={subject.pk}")
     page.check(f"input[name=source_photo][value='{subject.enrollment_photo_id}']")
     page.wait_for_selector("#mask-editor:not(.hidden)")
@@ -106,7 +97,7 @@ def test_a_painted_mask_reaches_the_edit_action_as_a_png_it_accepts(model, staff
 def test_the_before_and_after_slider_moves_by_pointer_and_by_keyboard(
     edited, staff, live_server, page
 ) -> None:
-    _login(page, live_server, staff)
+    browser_login(page, live_server.url, staff.username)
     page.goto(f"{live_server.url}/studio/edit/?job={edited.pk}")
     after = page.locator(".compare .compare-after").first
     slider = page.locator("input.compare-slider").first

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import TEST_PASSWORD
-from tests.support import DESKTOP, PHONE, horizontal_overflow, unlabelled_fields
+from tests.support import DESKTOP, PHONE, browser_login, horizontal_overflow, unlabelled_fields
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -16,11 +15,7 @@ def test_the_reference_set_shows_crops_and_masks_and_a_caption_is_saved_by_keybo
 ) -> None:
     reference_set = built_set(photographed)
     item = reference_set.items.order_by("name").first()
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", staff.username)
-    page.fill("input[name=password]", TEST_PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
+    browser_login(page, live_server.url, staff.username)
     url = f"{live_server.url}/subjects/{photographed.pk}/"
     for viewport in (PHONE, DESKTOP):
         page.set_viewport_size(viewport)

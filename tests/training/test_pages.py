@@ -181,7 +181,7 @@ def test_the_jobs_list_filters_and_shows_places_in_line(consented, staff, legal,
     html = _html(client.get("/jobs/"))
     row = _section(html, "jobs")
     assert f'href="/jobs/{waiting[0].pk}/"' in row and f'href="/jobs/{done.pk}/"' in row
-    assert "1st in line" in row and "2nd in line" in row
+    assert "place 1 in line" in row and "place 2 in line" in row
     only_done = _html(client.get("/jobs/?status=succeeded"))
     assert f'data-job="{done.pk}"' in only_done and f'data-job="{waiting[0].pk}"' not in only_done
     of_first = _html(client.get(f"/jobs/?subject={first.pk}"))
