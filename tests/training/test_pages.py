@@ -249,3 +249,13 @@ def test_the_registry_shows_evaluations_honestly_and_promotes_a_version(
     first.refresh_from_db()
     second.refresh_from_db()
     assert second.is_active and not first.is_active
+
+
+def test_the_navigation_offers_jobs_models_and_the_studio_by_role(tenant, staff, legal, client_for) -> None:
+    def links(user) -> set[str]:
+        nav = re.search(r'<nav class="main"[^>]*>(.*?)</nav>', _html(client_for(user, tenant).get("/")), re.S)
+        assert nav is not None
+        return set(re.findall(r'href="([^"]+)"', nav.group(1)))
+
+    assert {"/jobs/", "/models/", "/studio/"} <= links(staff)
+    assert {"/jobs/", "/models/"} <= links(legal) and "/studio/" not in links(legal)
