@@ -34,3 +34,17 @@ def test_the_reference_set_shows_crops_and_masks_and_a_caption_is_saved_by_keybo
     page.wait_for_selector("ul.messages li.success")
     item.refresh_from_db()
     assert item.caption.endswith(", soft window light")
+
+
+def test_a_reference_set_being_built_shows_its_captions_once_ready_without_a_reload_by_hand(
+    photographed, staff, live_server, page
+) -> None:
+    from training.actions import build_reference_set, request_reference_set
+
+    reference_set, started = request_reference_set(actor=staff, subject=photographed)
+    assert started  # no worker here: it stays "building" until this test builds it
+    browser_login(page, live_server.url, staff.username)
+    page.goto(f"{live_server.url}/subjects/{photographed.pk}/")
+    assert page.locator("#reference-set").get_attribute("data-status") == "building"
+    build_reference_set(reference_set.pk)
+    page.wait_for_selector("#reference-set[data-status=ready] .caption-form", timeout=60_000)
