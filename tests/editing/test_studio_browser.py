@@ -94,9 +94,7 @@ def test_a_painted_mask_reaches_the_edit_action_as_a_png_it_accepts(model, staff
     assert 0 < white < mask.size[0] * mask.size[1] / 2  # the stroke, not the whole photo
 
 
-def test_the_before_and_after_slider_moves_by_pointer_and_by_keyboard(
-    edited, staff, live_server, page
-) -> None:
+def test_the_before_and_after_slider_moves_by_keyboard(edited, staff, live_server, page) -> None:
     browser_login(page, live_server.url, staff.username)
     page.goto(f"{live_server.url}/studio/edit/?job={edited.pk}")
     after = page.locator(".compare .compare-after").first
