@@ -40,6 +40,7 @@ UPLOAD_ROUTE_NAMES = frozenset(
         "subject-enrollment-photo",
         "subject-reference-photos",
         "editjob-list",
+        "studio-edit",
         "styleset-list",
     }
 )

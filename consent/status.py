@@ -42,16 +42,47 @@ def _revoked(record: ConsentRecord, at: datetime) -> bool:
     return revocation is not None and revocation.revoked_at <= at
 
 
-def subject_status(subject: Subject, at: datetime | None = None) -> SubjectStatus:
-    moment = at or timezone.now()
-    records = sorted(subject.records.all(), key=lambda r: r.signed_at, reverse=True)
-    live = [
+def _in_force(records: list[ConsentRecord], moment: datetime) -> list[ConsentRecord]:
+    return [
         r
         for r in records
         if r.valid_from <= moment
         and (r.expires_at is None or moment < r.expires_at)
         and not _revoked(r, moment)
     ]
+
+
+@dataclass(frozen=True)
+class PurposeInForce:
+    """One purpose a subject's consent covers now, and when that ends (None: until revoked)."""
+
+    purpose: str
+    label: str
+    until: datetime | None
+
+
+def purposes_in_force(subject: Subject, at: datetime | None = None) -> list[PurposeInForce]:
+    """Each purpose separately: one record may end sooner than another that covers other purposes, so
+    the subject-wide "until" cannot tell staff how long, say, generation stays allowed."""
+    moment = at or timezone.now()
+    ends: dict[str, list[datetime | None]] = {}
+    for record in _in_force(list(subject.records.all()), moment):
+        for purpose in record.purposes:
+            ends.setdefault(purpose, []).append(record.expires_at)
+    return [
+        PurposeInForce(
+            purpose,
+            Purpose(purpose).label,
+            None if None in dates else max(date for date in dates if date is not None),
+        )
+        for purpose, dates in sorted(ends.items())
+    ]
+
+
+def subject_status(subject: Subject, at: datetime | None = None) -> SubjectStatus:
+    moment = at or timezone.now()
+    records = sorted(subject.records.all(), key=lambda r: r.signed_at, reverse=True)
+    live = _in_force(records, moment)
     certificates = [
         c for c in subject.deletion_certificates.all() if c.scope == DeletionCertificate.Scope.SUBJECT
     ]

@@ -14,13 +14,20 @@ from consent import actions, vault
 from consent.actions.erasure_requests import format_moment
 from consent.forms import ContactForm, EraseForm, RevocationForm, SubjectForm
 from consent.models import Asset, AssetKind, ConsentRecord, ConsentRevocation, Subject
-from consent.status import LINK_STATUS_PREFETCH, STATUS_PREFETCH, link_status, subject_status
+from consent.status import (
+    LINK_STATUS_PREFETCH,
+    STATUS_PREFETCH,
+    link_status,
+    purposes_in_force,
+    subject_status,
+)
 from consent.views.common import ActionFailure, can, failure_text, get_subject
 from personalization import prepare
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required
 from tenancy.permissions import restrict_to_perm
+from training.subject_page import subject_studio
 
 SUBJECTS_PER_PAGE = 50
 
@@ -60,23 +67,46 @@ def subject_list(request: TenantRequest) -> HttpResponse:
     )
 
 
+# Statuses after which nothing of the subject is left to use: no upload, training, studio or erasure.
+ERASED_STATUSES = frozenset({"erased", "erasing"})
+PHOTOS_SHOWN = 12
+
+
 @require_GET
 @tenant_member_required
 @tenant_object_view(Subject)
 def subject_detail(request: TenantRequest, pk: int) -> HttpResponse:
+    """The hub of a subject: consent per purpose, photos, reference set, training, versions, jobs,
+    outputs, and the irreversible actions apart in a danger zone."""
     subject = get_subject(request, pk)
+    status = subject_status(subject)
+    in_force = purposes_in_force(subject)
+    erased = status.code in ERASED_STATUSES
     assets = subject.assets.exclude(kind=AssetKind.FACE_EMBEDDING).order_by("kind", "id")
     links = subject.links.select_related("template").prefetch_related(*LINK_STATUS_PREFETCH)
+    can_photos = can(request, "consent.view_asset")
+    photos = (
+        subject.assets.filter(kind__in=actions.PHOTO_KINDS).order_by("kind", "id") if can_photos else None
+    )
+    studio = subject_studio(request, subject, erased=erased, in_force=in_force)
+    # Per photo, what preparing it for training found (prepare's warnings), beside the intake's numbers.
+    warnings = studio["reference"]["warnings_by_photo"] if studio["reference"] else {}
     return render(
         request,
         "consent/subject_detail.html",
         {
+            **studio,
             "subject": subject,
-            "status": subject_status(subject),
+            "status": status,
+            "in_force": in_force,
             "records": subject.records.select_related("revocation").order_by("-signed_at"),
             "links": [(link, link_status(link)) for link in links.order_by("-created_at")],
-            "assets": assets if can(request, "consent.view_asset") else [],
-            "can_photos": can(request, "consent.view_asset"),
+            "assets": assets if can_photos else [],
+            "photos": [(photo, warnings.get(photo.pk, [])) for photo in photos[:PHOTOS_SHOWN]]
+            if photos is not None
+            else [],
+            "photo_count": photos.count() if photos is not None else 0,
+            "can_photos": can_photos,
             "certificates": subject.deletion_certificates.all()
             if can(request, "consent.view_deletioncertificate")
             else [],
@@ -88,10 +118,10 @@ def subject_detail(request: TenantRequest, pk: int) -> HttpResponse:
             "can_confirm": can(request, "consent.confirm_erasurerequest"),
             "can_send_link": can(request, "consent.add_consentlink"),
             "can_change_contact": can(request, "consent.change_subject", subject),
-            "can_upload": can(request, "consent.upload_photos_subject", subject),
+            "can_upload": can(request, "consent.upload_photos_subject", subject) and not erased,
             "can_revoke": can(request, "consent.add_consentrevocation"),
-            "can_erase": can(request, "consent.erase_subject", subject),
-            "can_close_purpose": can(request, "consent.close_purpose_subject", subject),
+            "can_erase": can(request, "consent.erase_subject", subject) and not erased,
+            "can_close_purpose": can(request, "consent.close_purpose_subject", subject) and not erased,
             "can_history": can(request, "consent.view_consentrecord"),
         },
     )

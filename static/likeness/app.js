@@ -32,3 +32,7 @@ document.addEventListener("click", (event) => {
     });
   }
 });
+// A page showing work under way on the server (data-reload-after="seconds") reloads itself to show its
+// outcome; the page stops asking once the work is done.
+const reloading = document.querySelector("[data-reload-after]");
+if (reloading) setTimeout(() => window.location.reload(), Number(reloading.dataset.reloadAfter) * 1000);

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from consent.models import ConsentRecord, Subject
+from editing.models import Output
 from training.jobs.dispatch import dispatch_jobs
 from training.jobs.runner import run_job
-from training.models import IdentityModel, Job
+from training.models import IdentityModel, Job, JobStatus
 
 
 @pytest.fixture(autouse=True)
@@ -53,3 +54,15 @@ def run_in_process() -> Callable[[Job], Job]:
         return job
 
     return run
+
+
+@pytest.fixture
+def made(model: IdentityModel, staff: Any, run_in_process: Callable[[Job], Job]) -> Output:
+    """A finished generation job of the model with its one output."""
+    from editing.actions import queue_generation
+
+    job = run_in_process(
+        queue_generation(actor=staff, identity_model=model, prompt_preset="portrait", steps=2)
+    )
+    assert job.status == JobStatus.SUCCEEDED, job.error_message
+    return Output.objects.for_tenant(model.tenant).get(job=job)

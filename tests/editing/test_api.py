@@ -10,11 +10,10 @@ from PIL import Image
 
 from consent import actions as consent_actions
 from consent.models import AssetKind
-from editing.models import EditJob, GenerationJob, Output, OutputStatus
+from editing.models import EditJob, GenerationJob, OutputStatus
 from tenancy.models import Role
 from tests.consent import photos
 from tests.fixtures.consent import NamedBytes
-from training.models import JobStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -127,18 +126,6 @@ def test_a_photo_of_another_tenant_does_not_exist_here(model, staff, api_client_
     )
     assert refused.status_code == 400 and "source_photo" in refused.json()
     assert not EditJob.objects.for_tenant(model.tenant).exists()
-
-
-@pytest.fixture
-def made(model, staff, run_in_process):
-    """A finished generation job of the model with its one output."""
-    from editing.actions import queue_generation
-
-    job = run_in_process(
-        queue_generation(actor=staff, identity_model=model, prompt_preset="portrait", steps=2)
-    )
-    assert job.status == JobStatus.SUCCEEDED, job.error_message
-    return Output.objects.for_tenant(model.tenant).get(job=job)
 
 
 def test_outputs_are_listed_filtered_and_downloaded_by_staff(made, staff, api_client_for):
