@@ -142,12 +142,18 @@ def _decide(
                 decided_at=now,
                 decision_reason=reason,
             )
-            audit(
-                tenant=tenant,
-                action=f"outputs.{to.value}",
-                actor=actor,
-                payload={"output_ids": decided, "reason": reason},
-            )
+            # One entry per subject, in the order their outputs were asked for: each subject's ledger
+            # holds the decisions about their images and nobody else's.
+            by_subject: dict[int, list[int]] = {}
+            for pk in decided:
+                by_subject.setdefault(found[pk].subject_id, []).append(pk)
+            for subject_id, subject_outputs in by_subject.items():
+                audit(
+                    tenant=tenant,
+                    action=f"outputs.{to.value}",
+                    actor=actor,
+                    payload={"output_ids": subject_outputs, "reason": reason, "subject_id": subject_id},
+                )
     return decisions
 
 

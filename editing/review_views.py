@@ -57,7 +57,7 @@ class DecisionForm(forms.Form):
 def _queue_url(subject: int | None, page: int | None, focus: int | None) -> str:
     query = QueryDict(mutable=True)
     for name, value in (("subject", subject), ("page", page), ("focus", focus)):
-        if value:
+        if value is not None:  # focus 0, the first row, is a place to come back to
             query[name] = str(value)
     return f"{reverse('approvals')}{'?' + query.urlencode() if query else ''}"
 

@@ -46,10 +46,16 @@ def test_staff_approve_and_reject_once_each_audited_with_actor_reason_and_ids(
     entries = AuditEntry.objects.for_tenant(tenant)
     approval = entries.get(action="outputs.approved")
     rejection = entries.get(action="outputs.rejected")
-    assert (approval.actor, approval.payload) == (staff, {"output_ids": [kept.pk], "reason": ""})
+    # Each names its subject, so the decision is in the subject's ledger (consent.ledger).
+    subject_id = record.subject_id
+    assert (approval.actor, approval.payload, approval.subject_ref) == (
+        staff,
+        {"output_ids": [kept.pk], "reason": "", "subject_id": subject_id},
+        subject_id,
+    )
     assert (rejection.actor, rejection.payload) == (
         staff,
-        {"output_ids": [dropped.pk], "reason": "The left eye is smeared."},
+        {"output_ids": [dropped.pk], "reason": "The left eye is smeared.", "subject_id": subject_id},
     )
 
     # Decided is final: neither can be decided again, either way.
@@ -114,8 +120,30 @@ def test_a_bulk_decision_answers_per_id_and_decides_only_what_it_may(
         "pending_review",
     ]
     entry = AuditEntry.objects.for_tenant(tenant).get(action="outputs.approved")
-    assert entry.payload == {"output_ids": [first.pk, second.pk], "reason": "Campaign shortlist"}
+    assert entry.payload == {
+        "output_ids": [first.pk, second.pk],
+        "reason": "Campaign shortlist",
+        "subject_id": record.subject_id,
+    }
     assert not AuditEntry.objects.for_tenant(foreign.tenant).filter(action="outputs.approved").exists()
+
+
+def test_a_bulk_decision_over_several_subjects_is_one_entry_per_subject(
+    record: ConsentRecord,
+    staff: Any,
+    make_subject: Callable[..., Subject],
+    sign: Callable[..., ConsentRecord],
+) -> None:
+    """A subject's ledger lists the decisions about their images, and nobody else's."""
+    tenant = record.tenant
+    other = sign(make_subject("Other Example"))
+    mine, theirs, mine_too = output_for(record), output_for(other), output_for(record)
+    review.approve_outputs(actor=staff, tenant=tenant, output_ids=[mine.pk, theirs.pk, mine_too.pk])
+    entries = AuditEntry.objects.for_tenant(tenant).filter(action="outputs.approved").order_by("seq")
+    assert [(entry.subject_ref, entry.payload["output_ids"]) for entry in entries] == [
+        (record.subject_id, [mine.pk, mine_too.pk]),
+        (other.subject_id, [theirs.pk]),
+    ]
 
 
 def test_an_approval_needs_the_consent_for_the_outputs_own_purpose(

@@ -174,7 +174,12 @@ def mark_started(job_id: int, dispatch_token: str, *, host: str) -> tuple[StartO
             tenant=job.tenant,
             action="job.resumed" if resumed else "job.started",
             target=job,
-            payload={"kind": job.kind, "attempt": job.attempts, "worker_host": job.worker_host},
+            payload={
+                "kind": job.kind,
+                "subject_id": job.subject_id,
+                "attempt": job.attempts,
+                "worker_host": job.worker_host,
+            },
         )
     _publish_on_commit(job.pk)
     return StartOutcome.RUN, job
@@ -352,7 +357,12 @@ def requeue_or_fail_stale(now: datetime) -> list[int]:
                 tenant=job.tenant,
                 action="job.requeued",
                 target=job,
-                payload={"kind": job.kind, "attempts": job.attempts, "reason": "worker stopped responding"},
+                payload={
+                    "kind": job.kind,
+                    "subject_id": job.subject_id,
+                    "attempts": job.attempts,
+                    "reason": "worker stopped responding",
+                },
             )
             _publish_on_commit(job.pk)
         lost = Job.dangerously_unscoped.filter(
