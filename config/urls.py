@@ -10,6 +10,7 @@ urlpatterns = [
     path("", include("consent.urls")),
     path("", include("training.urls")),
     path("", include("editing.review_urls")),
+    path("", include("editing.releases.urls")),
     path("", include("tenancy.urls")),
 ]
 

@@ -31,6 +31,9 @@ class EditingConfig(AppConfig):
         # Jobs are cancelled by training's hook (every kind); outputs are this app's: withdrawn, their
         # files destroyed with the subject key like every other file of the subject.
         register_erasure_hook(ErasureHook(name="editing.outputs", withdraw_outputs=withdraw_outputs))
-        approvals = NavItem("Approvals", "approvals", "editing.review_output")
-        if approvals not in NAV_ITEMS:  # ready() can run more than once (tests)
-            NAV_ITEMS.append(approvals)
+        for item in (
+            NavItem("Approvals", "approvals", "editing.review_output"),
+            NavItem("Releases", "releases", "editing.view_release"),
+        ):
+            if item not in NAV_ITEMS:  # ready() can run more than once (tests)
+                NAV_ITEMS.append(item)

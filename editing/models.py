@@ -179,6 +179,5 @@ class Output(TenantOwnedModel):
         return f"{self.get_kind_display()} #{self.pk}"
 
 
-
 # The release registry lives in its own subpackage; importing it here registers its models with the app.
 from editing.releases.models import Release, ReleaseDownload  # noqa: E402, F401

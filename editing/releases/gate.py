@@ -17,9 +17,10 @@ from django.utils import timezone
 
 from consent import actions as consent_actions
 from consent.actions import ConsentRequiredError
-from consent.actions.gate import PURPOSE_PHRASES, in_force
+from consent.actions.gate import PURPOSE_PHRASES, in_force, revoked_as_of
 from consent.models import ConsentRecord
 from editing.models import Output, OutputKind, OutputStatus
+from editing.releases.models import Release
 from editing.review import PURPOSE_OF_KIND
 
 _STATUS_REFUSALS = {
@@ -53,29 +54,47 @@ def check(
     being written at the same moment waits for (or is seen by) this check.
     """
     moment = at or timezone.now()
+    refusal = _refusal(output, consent_record, ends_at, moment)
+    if refusal is not None:
+        raise refusal
+    try:
+        return consent_actions.require(output.subject, PURPOSE_OF_KIND[OutputKind(output.kind)], moment)
+    except ConsentRequiredError as error:
+        raise ReleaseRefusedError(error.message, f"consent_{error.reason.value}") from None
+
+
+def standing(release: Release, at: datetime | None = None) -> ReleaseRefusedError | None:
+    """Why `release` may not be used now, from its loaded rows alone (lists: no query per row).
+
+    The same verdict as `check` for an existing release: its own consent record granted the purpose
+    when it was created, so that record being in force means `require` finds a covering one too.
+    Load `output`, `consent_record` and `consent_record__revocation` with the release.
+    """
+    return _refusal(release.output, release.consent_record, release.ends_at, at or timezone.now())
+
+
+def _refusal(
+    output: Output, consent_record: ConsentRecord | None, ends_at: date | None, moment: datetime
+) -> ReleaseRefusedError | None:
     status = OutputStatus(output.status)
     if status != OutputStatus.APPROVED:
-        raise ReleaseRefusedError(
+        return ReleaseRefusedError(
             f"Output #{output.pk} {_STATUS_REFUSALS[status]}.", f"output_{status.value}"
         )
     if output.image_id is None:
-        raise ReleaseRefusedError(f"Output #{output.pk}'s image was erased.", "output_withdrawn")
-    purpose = PURPOSE_OF_KIND[OutputKind(output.kind)]
-    try:
-        covering = consent_actions.require(output.subject, purpose, moment)
-    except ConsentRequiredError as error:
-        raise ReleaseRefusedError(error.message, f"consent_{error.reason.value}") from None
+        return ReleaseRefusedError(f"Output #{output.pk}'s image was erased.", "output_withdrawn")
     if consent_record is not None and not in_force(consent_record, moment):
-        revoked = getattr(consent_record, "revocation", None) is not None
-        raise ReleaseRefusedError(
+        revoked = revoked_as_of(consent_record, moment) is not None
+        purpose = PURPOSE_OF_KIND[OutputKind(output.kind)]
+        return ReleaseRefusedError(
             f"The consent this release was cleared under (#{consent_record.pk}) "
             f"{'was revoked' if revoked else 'has ended'}; a new release needs the consent now in force "
             f"for {PURPOSE_PHRASES[purpose]}.",
             "consent_revoked" if revoked else "consent_expired",
         )
     if ends_at is not None and timezone.localdate(moment) > ends_at:
-        raise ReleaseRefusedError(
+        return ReleaseRefusedError(
             f"This release's clearance ended on {ends_at.isoformat()}; create a new release for further use.",
             "release_expired",
         )
-    return covering
+    return None

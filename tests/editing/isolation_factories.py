@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 from django.contrib.auth import get_user_model
@@ -126,13 +127,18 @@ def make_output(tenant: Tenant) -> Output:
 
 @isolation_factory(Release)
 def make_release(tenant: Tenant) -> Release:
-    """A registry row as create_release leaves it, written directly (no stamping: routes only look it up)."""
+    """A registry row as create_release leaves it, written directly: its file is the output's own image
+    stored as a `release` file (no stamping, no signing: the routes only look it up and serve it)."""
     output = make_output(tenant)
     reviewer = User.objects.create_user(username=f"approver-{output.pk}")
     Output.objects.for_tenant(tenant).filter(pk=output.pk).update(status="approved", decided_by=reviewer)
     record = output.job.consent_record
     assert record is not None
+    file = actions.store_subject_file(
+        subject=output.subject, kind=AssetKind.RELEASE, data=_PNG, content_type="image/png", extension="png"
+    )
     return Release.objects.for_tenant(tenant).create(
+        file=file,
         output=output,
         subject=output.subject,
         kind=output.kind,
@@ -146,7 +152,7 @@ def make_release(tenant: Tenant) -> Release:
         approver=reviewer,
         created_by=reviewer,
         created_at=timezone.now(),
-        sha256="0" * 64,
+        sha256=hashlib.sha256(_PNG).hexdigest(),
         width=16,
         height=16,
         mime_type="image/png",

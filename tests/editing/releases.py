@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 from typing import Any
 
 import numpy as np
+from django.utils import timezone
 from PIL import Image
 
 from consent.models import ConsentRecord
 from editing import review
-from editing.models import Output, OutputKind
+from editing.models import Output, OutputKind, Release
+from editing.releases import actions
 from tests.editing.isolation_factories import output_for
 
 
@@ -39,3 +42,10 @@ def approved_output(
 def pixels(data: bytes) -> np.ndarray[Any, Any]:
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def release_of(staff: Any, output: Output, **scope: Any) -> Release:
+    """create_release for 30 days on the web in the US (a scope every test consent allows), or `scope`."""
+    ends_at = timezone.localdate() + datetime.timedelta(days=30)
+    wanted = {"campaign": "Spring 2027", "channels": ["web"], "territories": ["US"], "ends_at": ends_at}
+    return actions.create_release(actor=staff, output=output, **{**wanted, **scope})

@@ -23,7 +23,7 @@ from editing.provenance import c2pa
 from editing.releases import actions, clearance, gate
 from tenancy.models import Role
 from tests.editing.isolation_factories import output_for
-from tests.editing.releases import approved_output
+from tests.editing.releases import approved_output, pixels, release_of
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("release_signing")]
 
@@ -33,8 +33,7 @@ def _in(days: int) -> datetime.date:
 
 
 def _release(staff: Any, output: Output, **scope: Any) -> Release:
-    wanted = {"campaign": "Spring 2027", "channels": ["web"], "territories": ["US"], "ends_at": _in(30)}
-    return actions.create_release(actor=staff, output=output, **{**wanted, **scope})
+    return release_of(staff, output, **{"ends_at": _in(30), **scope})
 
 
 def test_a_release_is_stamped_stored_as_a_subject_file_signed_and_audited(
@@ -139,8 +138,6 @@ def test_the_tenant_setting_puts_the_visible_label_on_released_files(
     record.tenant.save(update_fields=["settings"])
     labelled = _release(staff, Output.objects.for_tenant(record.tenant).get(pk=output.pk))
     assert plain.file is not None and labelled.file is not None
-    from tests.editing.releases import pixels
-
     corner = (slice(-40, None), slice(-160, None))
     difference = abs(
         pixels(vault.read_asset(plain.file))[corner] - pixels(vault.read_asset(labelled.file))[corner]
