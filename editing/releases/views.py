@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
+from audit.chain import canonical_json
 from editing.models import Output
 from editing.releases import actions, gate, verify
 from editing.releases.models import MAX_CAMPAIGN_CHARS, Release
@@ -131,6 +132,8 @@ def release_detail(request: TenantRequest, pk: int) -> HttpResponse:
         refusal = refused
     context = {
         "release": release,
+        # Exactly the signed bytes: the signature verifies over this text (audit.chain.canonical_json).
+        "clearance_json": canonical_json(release.clearance),
         "refusal": refusal,
         "pill": _pill(refusal),
         "downloads": release.downloads.select_related("downloaded_by")[:PAGE_SIZE],

@@ -245,9 +245,15 @@ def test_the_gate_runs_again_at_every_download(
         Release.objects.for_tenant(record.tenant).filter(pk=release.pk).update(ends_at=_in(-1))
     elif change == "erased":
         _erase(record, admin)
+        consent_actions.complete_erasure(record.subject.deletion_certificates.get().pk)
 
     with pytest.raises(gate.ReleaseRefusedError) as refused:
         actions.download_release(actor=staff, release=release)
+    if change == "erased":
+        # The file went with the subject's key and files; the registry row stays as the history.
+        release.refresh_from_db()
+        assert release.file_id is None and release.clearance["release_id"] == str(release.pk)
+        assert not record.subject.assets.filter(kind=AssetKind.RELEASE).exists()
 
     assert refused.value.code == code, refused.value.message
     assert ReleaseDownload.objects.for_tenant(record.tenant).count() == 1
