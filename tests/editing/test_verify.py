@@ -148,3 +148,32 @@ def test_verify_needs_an_account(released: tuple[Any, bytes], client: Any) -> No
 
     assert _post(APIClient(), released[1]).status_code in (401, 403)
     assert client.get("/verify/").status_code == 302
+
+
+def test_a_manifest_counts_only_when_signed_by_a_trusted_platform_chain_with_the_registrys_clearance(
+    released: tuple[Any, bytes], tmp_path: Any
+) -> None:
+    """A file the platform signed with this release's clearance is found by its manifest; the same manifest
+    signed by anyone else's chain is not (only the watermark, a lookup key, still points at the release)."""
+    from editing.provenance.certificates import ensure_dev_chain, load_signing_identity
+    from editing.provenance.stamp import stamp
+    from editing.releases import clearance, verify
+
+    release, _ = released
+    fields = {name: value for name, value in release.clearance.items() if name != "release_id"}
+
+    def stamped(signer: Any) -> bytes:
+        return stamp(
+            model_like_png(seed=11),
+            kind="generation",
+            release_id=release.pk,
+            clearance=fields,
+            source_photo_sha256=None,
+            visible_label=False,
+            signer=signer,
+        )
+
+    ensure_dev_chain(tmp_path)
+    stranger = load_signing_identity(tmp_path / "chain.pem", key_path=tmp_path / "signer.key")
+    assert verify.find_release(stamped(clearance.platform_signer())) == (release, "manifest")
+    assert verify.find_release(stamped(stranger)) == (release, "watermark")
