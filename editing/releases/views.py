@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from audit.chain import canonical_json
-from editing.models import Output
+from editing.models import Output, OutputStatus
 from editing.releases import actions, gate, verify
 from editing.releases.models import MAX_CAMPAIGN_CHARS, Release
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
@@ -24,6 +24,7 @@ from tenancy.decorators import check_perm, tenant_member_required, tenant_permis
 from tenancy.permissions import has_perm
 
 PAGE_SIZE = 20
+APPROVED_LISTED = 10
 # The pill of a release: valid, or the gate's reason in one word.
 STATE_PILLS = {
     "": ("active", "Valid"),
@@ -109,7 +110,17 @@ def release_list(request: TenantRequest) -> HttpResponse:
     page_obj = Paginator(releases, PAGE_SIZE).get_page(request.GET.get("page"))
     now = timezone.now()
     rows = [(release, _pill(gate.standing(release, now))) for release in page_obj]
-    return render(request, "editing/release_list.html", {"page_obj": page_obj, "rows": rows})
+    # Where staff start a release: the latest approved outputs (all of them: ?status=approved on /approvals/).
+    approved = []
+    if has_perm(request.user, request.tenant, "editing.add_release"):
+        approved = list(
+            Output.objects.for_tenant(require_tenant(request))
+            .filter(status=OutputStatus.APPROVED, image__isnull=False)
+            .select_related("subject")
+            .order_by("-status_changed_at", "-id")[:APPROVED_LISTED]
+        )
+    context = {"page_obj": page_obj, "rows": rows, "approved": approved}
+    return render(request, "editing/release_list.html", context)
 
 
 @require_GET

@@ -42,7 +42,9 @@ def test_staff_release_an_output_and_verify_the_downloaded_file(
     output = approved_output(record, staff)
     browser_login(page, live_server.url, "release-staff")
 
-    page.goto(f"{live_server.url}/outputs/{output.pk}/release/")
+    page.goto(f"{live_server.url}/releases/")
+    page.click("[data-testid=release-output]")
+    assert page.url.endswith(f"/outputs/{output.pk}/release/")
     _fits(page)
     page.fill("input[name=campaign]", "Spring 2027")
     page.check("input[name=channels][value=web]")
