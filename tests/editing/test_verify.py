@@ -136,6 +136,9 @@ def test_an_unknown_image_is_not_found_and_anything_but_an_image_is_a_400(
     assert _post(client, model_like_png(seed=99), "other.png").json() == {"found": False, "valid": False}
     refused = _post(client, b"%PDF-1.7 not an image", "a.pdf")
     assert refused.status_code == 400 and "JPEG and PNG" in refused.json()["image"][0]
+    bomb = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(bomb, format="PNG")  # 400 megapixels in about 50 KB
+    assert "not a readable JPEG or PNG" in _post(client, bomb.getvalue(), "bomb.png").json()["image"][0]
     settings.LIKENESS_MAX_IMAGE_PIXELS = 1000
     assert "more than 1000 pixels" in _post(client, _jpeg(released[1]), "big.jpg").json()["image"][0]
     settings.LIKENESS_MAX_UPLOAD_BYTES = 100
