@@ -18,6 +18,7 @@ from consent.api import (
     SubjectViewSet,
 )
 from editing.api import EditJobViewSet, GenerationJobViewSet, OutputViewSet
+from editing.releases.api import ReleaseViewSet, VerifyView
 from tenancy.api import TenantRouter
 from tenancy.api_views import (
     ApiTokenDetailView,
@@ -59,6 +60,7 @@ router.register("style-sets", StyleSetViewSet)
 router.register("generation-jobs", GenerationJobViewSet)
 router.register("edit-jobs", EditJobViewSet)
 router.register("outputs", OutputViewSet)
+router.register("releases", ReleaseViewSet)
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
@@ -67,6 +69,7 @@ urlpatterns = [
     path("me/", MeView.as_view(), name="api-me"),
     path("tenant/", CurrentTenantView.as_view(), name="api-tenant"),
     path("usage/", UsageView.as_view(), name="api-usage"),
+    path("verify/", VerifyView.as_view(), name="api-verify"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", api_docs, name="api-docs"),
     path("", include(router.urls)),

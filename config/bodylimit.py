@@ -33,7 +33,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # URL names of the routes that take photos (the dashboard's upload form, the two API actions of a
-# subject, the edit jobs, which take a photo to edit and its painted mask, and the style-set upload).
+# subject, the edit jobs, which take a photo to edit and its painted mask, the style-set upload, and
+# the verify page and endpoint, which take an image to look up among releases).
 UPLOAD_ROUTE_NAMES = frozenset(
     {
         "consent-subject-photos",
@@ -42,6 +43,8 @@ UPLOAD_ROUTE_NAMES = frozenset(
         "editjob-list",
         "studio-edit",
         "styleset-list",
+        "api-verify",
+        "release-verify",
     }
 )
 API_PREFIX = "/api/"

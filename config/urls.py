@@ -11,6 +11,7 @@ urlpatterns = [
     path("", include("training.urls")),
     path("", include("editing.review_urls")),
     path("", include("editing.urls")),
+    path("", include("editing.releases.urls")),
     path("", include("tenancy.urls")),
 ]
 

@@ -45,6 +45,7 @@ from consent.models import (
     RetentionSchedule,
     Subject,
 )
+from consent.previews import NEVER_SERVED, preview_response
 from consent.serializers import (
     AssetSerializer,
     ConsentCheckSerializer,
@@ -506,12 +507,18 @@ def asset_attachment(asset: Asset, filename: str) -> HttpResponse:
     """A stored file decrypted as a download (the caller checked the permission to see it).
 
     404 once its key is destroyed (erased), a 500 with the reason if it fails its checksum; never cached.
+    An output comes as its review preview, inline; a released file or face embedding never
+    (consent.previews: released files leave through /api/v1/releases/{id}/download/ only).
     """
+    if asset.kind in NEVER_SERVED:
+        raise NotFound("This file is not served here; a released file is downloaded through its release.")
     try:
         with _as_api_errors():
             data = vault.read_asset(asset)
     except vault.KeyDestroyedError:
         raise NotFound() from None
+    if asset.kind == AssetKind.OUTPUT:
+        return preview_response(asset, data)
     response = HttpResponse(data, content_type=asset.content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "private, no-store"

@@ -104,6 +104,7 @@ class AssetKind(models.TextChoices):
     OUTPUT = "output", "Generated or edited output"
     PREVIEW = "preview", "Training preview"
     SOURCE_PHOTO = "source_photo", "Photo to edit"
+    RELEASE = "release", "Released file (stamped output)"
 
 
 class RetentionSchedule(WriteOnceModel):

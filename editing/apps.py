@@ -35,6 +35,7 @@ class EditingConfig(AppConfig):
         for item in (
             NavItem("Studio", "studio", "editing.add_generationjob"),
             NavItem("Approvals", "approvals", "editing.review_output"),
+            NavItem("Releases", "releases", "editing.view_release"),
         ):
             if item not in NAV_ITEMS:
                 NAV_ITEMS.append(item)

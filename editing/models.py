@@ -177,3 +177,7 @@ class Output(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk}"
+
+
+# The release registry lives in its own subpackage; importing it here registers its models with the app.
+from editing.releases.models import Release, ReleaseDownload  # noqa: E402, F401

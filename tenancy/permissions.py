@@ -113,9 +113,19 @@ _TRAINING_STAFF = _TRAINING_READ | frozenset(
 # Generation and edit jobs and their outputs (editing): staff queue them, see the images (through
 # consent.view_asset) and decide the review (approve, reject: editing.review); legal reviewers read what
 # was made of whom, with its prompt, scores and review decisions, never the image.
-_EDITING_READ = frozenset({"editing.view_generationjob", "editing.view_editjob", "editing.view_output"})
+# Releases (editing.releases): staff create and download them (the gate runs at each download); legal
+# reviewers read the registry and its clearances, never the released file.
+_EDITING_READ = frozenset(
+    {"editing.view_generationjob", "editing.view_editjob", "editing.view_output", "editing.view_release"}
+)
 _EDITING_STAFF = _EDITING_READ | frozenset(
-    {"editing.add_generationjob", "editing.add_editjob", "editing.review_output"}
+    {
+        "editing.add_generationjob",
+        "editing.add_editjob",
+        "editing.review_output",
+        "editing.add_release",
+        "editing.download_release",
+    }
 )
 
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {

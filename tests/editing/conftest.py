@@ -66,3 +66,23 @@ def made(model: IdentityModel, staff: Any, run_in_process: Callable[[Job], Job])
     )
     assert job.status == JobStatus.SUCCEEDED, job.error_message
     return Output.objects.for_tenant(model.tenant).get(job=job)
+
+
+@pytest.fixture(scope="session")
+def c2pa_chain_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A development signing chain of the test session's own (not the checkout's var/certs/)."""
+    from editing.provenance.certificates import ensure_dev_chain
+
+    directory = tmp_path_factory.mktemp("c2pa")
+    ensure_dev_chain(directory)
+    return directory
+
+
+@pytest.fixture
+def release_signing(settings: Any, c2pa_chain_dir: Path) -> Path:
+    """Releases sign with the session's chain; returns its folder (root.pem is the trust anchor)."""
+    settings.LIKENESS_C2PA_CERT_CHAIN = str(c2pa_chain_dir / "chain.pem")
+    settings.LIKENESS_C2PA_KEY_FILE = str(c2pa_chain_dir / "signer.key")
+    settings.LIKENESS_C2PA_KEY_PEM = ""
+    settings.LIKENESS_C2PA_TRUST_ANCHORS = str(c2pa_chain_dir / "root.pem")
+    return c2pa_chain_dir

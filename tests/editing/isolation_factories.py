@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 from PIL import Image
 
 from consent import actions
 from consent.models import AssetKind, ConsentRecord
-from editing.models import EditJob, GenerationJob, Output, OutputKind
+from editing.models import EditJob, GenerationJob, Output, OutputKind, Release
 from tenancy.models import Tenant
 from tests.consent.isolation_factories import make_record
 from tests.isolation import isolation_factory
 from training.models import IdentityModel, JobStatus
+
+User = get_user_model()
 
 
 def _model(record: ConsentRecord) -> IdentityModel:
@@ -85,11 +89,17 @@ def _png() -> bytes:
 _PNG = _png()
 
 
-def output_for(record: ConsentRecord, kind: OutputKind = OutputKind.GENERATION) -> Output:
+def output_for(
+    record: ConsentRecord, kind: OutputKind = OutputKind.GENERATION, image_bytes: bytes = _PNG
+) -> Output:
     """A pending output of the record's subject with an encrypted image, as a finished job leaves it."""
     job = generation_job_for(record) if kind == OutputKind.GENERATION else edit_job_for(record)
     image = actions.store_subject_file(
-        subject=job.subject, kind=AssetKind.OUTPUT, data=_PNG, content_type="image/png", extension="png"
+        subject=job.subject,
+        kind=AssetKind.OUTPUT,
+        data=image_bytes,
+        content_type="image/png",
+        extension="png",
     )
     now = timezone.now()
     return Output.objects.for_tenant(record.tenant).create(
@@ -113,3 +123,38 @@ def status_now(output: Output) -> str:
 @isolation_factory(Output)
 def make_output(tenant: Tenant) -> Output:
     return output_for(make_record(tenant))
+
+
+@isolation_factory(Release)
+def make_release(tenant: Tenant) -> Release:
+    """A registry row as create_release leaves it, written directly: its file is the output's own image
+    stored as a `release` file (no stamping, no signing: the routes only look it up and serve it)."""
+    output = make_output(tenant)
+    reviewer = User.objects.create_user(username=f"approver-{output.pk}")
+    Output.objects.for_tenant(tenant).filter(pk=output.pk).update(status="approved", decided_by=reviewer)
+    record = output.job.consent_record
+    assert record is not None
+    file = actions.store_subject_file(
+        subject=output.subject, kind=AssetKind.RELEASE, data=_PNG, content_type="image/png", extension="png"
+    )
+    return Release.objects.for_tenant(tenant).create(
+        file=file,
+        output=output,
+        subject=output.subject,
+        kind=output.kind,
+        purpose="generate_images",
+        consent_record=record,
+        consent_text_sha256=record.template_sha256,
+        campaign="Spring 2027",
+        channels=["web"],
+        territories=["US"],
+        ends_at=timezone.localdate(),
+        approver=reviewer,
+        created_by=reviewer,
+        created_at=timezone.now(),
+        sha256=hashlib.sha256(_PNG).hexdigest(),
+        width=16,
+        height=16,
+        mime_type="image/png",
+        clearance={},
+    )

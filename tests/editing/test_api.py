@@ -143,9 +143,12 @@ def test_outputs_are_listed_filtered_and_downloaded_by_staff(made, staff, api_cl
     detail = client.get(f"/api/v1/outputs/{made.pk}/").json()
     assert detail["prompt"] == "a photo of <sks> person" and detail["parameters"]["steps"] == 2
     image = client.get(row["download"])
-    assert image.status_code == 200 and image["Content-Type"] == "image/png"
-    assert image["Cache-Control"] == "private, no-store" and "attachment" in image["Content-Disposition"]
-    assert Image.open(io.BytesIO(image.content)).size == (64, 64)
+    # The review preview, inline: the clean image leaves only through a release (consent.previews).
+    assert image.status_code == 200 and image["Content-Type"] == "image/jpeg"
+    assert image["Cache-Control"] == "private, no-store" and image["Content-Disposition"].startswith(
+        "inline;"
+    )
+    assert Image.open(io.BytesIO(image.content)).size == (512, 512)
     job = client.get(f"/api/v1/generation-jobs/{made.job_id}/").json()
     assert job["outputs"] == [made.pk] and job["status"] == "succeeded"
 

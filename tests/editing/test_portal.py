@@ -54,8 +54,9 @@ def test_the_portal_shows_the_consent_and_only_the_subjects_own_usable_images(
     assert _shown(html) == [approved.pk, pending.pk]
     assert "Approved for use" in html and "Waiting for review" in html
     image = subject.get(f"/consent/{token}/images/{pending.pk}/")
-    assert image.status_code == 200 and image["Content-Type"] == "image/png"
-    assert image.content.startswith(b"\x89PNG") and "no-store" in image["Cache-Control"]
+    # Their own image, as everyone on the platform sees an output: its review preview (consent.previews).
+    assert image.status_code == 200 and image["Content-Type"] == "image/jpeg"
+    assert image.content.startswith(b"\xff\xd8") and "no-store" in image["Cache-Control"]
     for other in (someone_else, rejected, foreign):
         assert subject.get(f"/consent/{token}/images/{other.pk}/").status_code == 404
     assert subject.get(f"/consent/{token[:-2]}xx/images/{pending.pk}/").status_code == 404

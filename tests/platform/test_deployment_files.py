@@ -113,7 +113,7 @@ def test_proxy_body_limits_equal_the_apps():
     # The upload locations take exactly the upload routes, whatever the object id.
     patterns = [re.compile(pattern.split()[1]) for pattern in upload_locations]
     for name in UPLOAD_ROUTE_NAMES:
-        try:  # a list route (edit jobs, style sets) or a page (the studio's edit) takes no id
+        try:  # a route without an id: a list (edit jobs, style sets), a page (the studio's edit, verify)
             paths = [reverse(name)]
         except NoReverseMatch:
             paths = [reverse(name, args=[pk]) for pk in (1, 4821)]
