@@ -24,6 +24,7 @@ from editing import review
 from editing.models import Output, OutputStatus
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import tenant_permission_required
+from tenancy.permissions import has_perm
 
 PAGE_SIZE = 20
 # The subject filter offers those with outputs in the listed status, by name; beyond, the URL's ?subject=.
@@ -138,5 +139,8 @@ def approvals(request: TenantRequest) -> HttpResponse:
             "subject_id": int(subject_id) if subject_id.isdigit() else None,
             "focus": min(int(focus), len(page_obj.object_list) - 1) if focus.isdigit() and page_obj else 0,
             "max_reason": review.MAX_REASON_CHARS,
+            # Only the approved list offers releases: the queue itself reads no extra permission.
+            "can_release": status == OutputStatus.APPROVED
+            and has_perm(request.user, require_tenant(request), "editing.add_release"),
         },
     )

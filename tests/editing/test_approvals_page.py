@@ -135,3 +135,22 @@ def test_the_queue_costs_the_same_queries_for_5_or_50_outputs(
     with django_assert_max_num_queries(8):
         page = client.get("/approvals/")
     assert len(_listed(page)) == min(rows, 20)
+
+
+def test_deciding_the_first_row_brings_the_focus_back_to_the_first_row(
+    record: ConsentRecord, staff: Any, client_for: Callable[..., Any]
+) -> None:
+    """focus=0 was dropped from the way back, so the keyboard lost its place after the first row."""
+    first, _ = output_for(record), output_for(record)
+    client = client_for(staff, record.tenant)
+    approved = client.post("/approvals/", {"decision": "approve", "ids": [first.pk], "page": 1, "focus": 0})
+    assert approved["Location"] == "/approvals/?page=1&focus=0"
+
+
+def test_an_approved_output_offers_its_release(
+    record: ConsentRecord, staff: Any, client_for: Callable[..., Any]
+) -> None:
+    output = output_for(record)
+    review.approve_outputs(actor=staff, tenant=record.tenant, output_ids=[output.pk])
+    page = client_for(staff, record.tenant).get("/approvals/?status=approved").content.decode()
+    assert f'href="/outputs/{output.pk}/release/"' in page

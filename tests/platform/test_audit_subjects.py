@@ -63,8 +63,10 @@ def test_the_subject_filter_uses_the_index_and_reads_one_page(tenant_factory, cl
     rows = response.json()["results"]
     assert len(rows) == 10 and {row["subject"] for row in rows} == {1}
     with CaptureQueriesContext(connection) as queries:
-        client.get("/audit/", {"subject": 1})
+        page = client.get("/audit/", {"subject": 1})
     assert any("subject_ref" in query["sql"] for query in queries.captured_queries)
+    assert 'name="subject" inputmode="numeric" value="1"' in page.content.decode()
+    assert len(page.context["page"].object_list) == 10
 
 
 def test_an_edited_subject_reference_breaks_the_chain_at_that_entry(tenant_factory):
