@@ -137,6 +137,30 @@ def horizontal_overflow(page: Any) -> int:
     return int(page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth"))
 
 
+def overflowing_elements(page: Any, limit: int = 5) -> list[str]:
+    """The innermost elements that reach past the viewport's right edge (outside any scrolling box, such
+    as the header's menu): what a failed overflow check names, so that the message says what to fix."""
+    script = """(limit) => {
+        const scrolls = (el) => ["auto", "scroll", "hidden"].includes(getComputedStyle(el).overflowX);
+        const inScroller = (el) => {
+            for (let up = el.parentElement; up && up !== document.body; up = up.parentElement) {
+                if (scrolls(up)) return true;
+            }
+            return false;
+        };
+        const past = (el) => el.getBoundingClientRect().right > window.innerWidth + 0.5 && !inScroller(el);
+        const classes = (el) => typeof el.className === "string" && el.className
+            ? "." + el.className.replaceAll(" ", ".") : "";
+        const name = (el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + classes(el);
+        return [...document.body.querySelectorAll("*")]
+            .filter((el) => past(el) && ![...el.children].some(past))
+            .slice(0, limit)
+            .map((el) => `${name(el)} right=${Math.round(el.getBoundingClientRect().right)}: `
+                + el.textContent.trim().slice(0, 60));
+    }"""
+    return list(page.evaluate(script, limit))
+
+
 def log_in(page: Any, base_url: str, username: str) -> None:
     """Log in through the dashboard's own login form, as a person does, and land on the overview."""
     from tests.conftest import TEST_PASSWORD

@@ -45,9 +45,10 @@ FILE_ROUTES = {
     "release-download": ("api", "release"),
     "release-download-file": ("staff", "release"),
 }
-# Matching names that take files in and never give one out.
+# Matching names that never give a file out: uploads, and a photo's deletion.
 UPLOAD_ONLY = {
     "consent-subject-photos": "the photo upload form",
+    "consent-photo-delete": "a confirmation page, then deletes the photo",
     "subject-enrollment-photo": "POST only: uploads the enrollment photo",
     "subject-reference-photos": "POST only: uploads reference photos",
 }

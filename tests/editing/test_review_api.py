@@ -79,7 +79,11 @@ def test_a_list_is_decided_per_id(
         "pending_review",
     ]
     entry = AuditEntry.objects.for_tenant(record.tenant).get(action="outputs.rejected")
-    assert entry.payload == {"output_ids": [first.pk, second.pk], "reason": "Off brief"}
+    assert entry.payload == {
+        "output_ids": [first.pk, second.pk],
+        "reason": "Off brief",
+        "subject_id": record.subject_id,
+    }
 
     approve = client.post("/api/v1/outputs/approve/", {"ids": [first.pk]}, format="json")
     assert approve.json()["results"][0]["code"] == "not_pending"
