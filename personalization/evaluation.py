@@ -2,7 +2,7 @@
 
 Right after training the registry generates a small fixed set (the same prompts and seeds for
 every model, so versions compare) and scores each image with the product's one identity measure
-(scoring.identity_score: the largest face against each reference face). An image with no
+(scoring.identity_score: every face against each reference face, the nearest one reported). An image with no
 detectable face is reported as such, never as a distance: on the tiny random model nothing
 looks like a face, and the evaluation says exactly that. The mean is over the images that show a
 face, with how many did beside it.

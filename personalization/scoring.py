@@ -88,10 +88,12 @@ def identity_score(
     *,
     threshold: float = faces.SAME_PERSON_THRESHOLD,
 ) -> IdentityScore:
-    """Scores the largest face in `image` against the reference embeddings.
+    """Scores every face in `image` against the reference embeddings and reports the best one.
 
-    The largest face is the portrait's subject; `best_distance` under `threshold`
-    (dlib's calibrated operating point by default) is a match, as in faces.py.
+    The subject need not be the largest face (a group photo, someone in the foreground): the
+    face nearest to the references is the one the score is about, and its distances are the
+    ones reported. `best_distance` under `threshold` (dlib's calibrated operating point by
+    default) is a match, as in faces.py.
     """
     if not references:
         raise ScoringError("identity scoring needs at least one reference embedding")
@@ -99,8 +101,11 @@ def identity_score(
     found = faces.detect_faces(rgb)
     if not found:
         return IdentityScore("no_face", None, None, threshold, len(references), 0)
-    embedding = faces.face_embedding(rgb, found[0])
-    distances = [faces.embedding_distance(embedding, reference) for reference in references]
+    per_face = [
+        [faces.embedding_distance(faces.face_embedding(rgb, face), reference) for reference in references]
+        for face in found
+    ]
+    distances = min(per_face, key=min)
     best = min(distances)
     return IdentityScore(
         outcome="match" if best < threshold else "mismatch",

@@ -35,6 +35,17 @@ def test_a_different_person_scores_over_the_threshold(obama_references: list[np.
     assert score.best_distance is not None and score.best_distance > faces.SAME_PERSON_THRESHOLD
 
 
+@pytest.mark.parametrize("person", [("obama.jpg", "obama2.jpg"), ("biden.jpg", "biden2.jpg")], ids=["A", "B"])
+def test_a_group_photo_matches_whichever_of_its_faces_is_the_subject(person: tuple[str, str]) -> None:
+    """Every face is compared and the best one reported: the subject's own face in a group photo is a
+    match even when someone else's face is the larger one (issue 13)."""
+    references = scoring.reference_embeddings([FACES / name for name in person])
+    score = scoring.identity_score(FACES / "two_people.jpg", references)
+    assert score.faces_in_output == 2
+    assert score.outcome == "match", score
+    assert score.best_distance is not None and score.best_distance < faces.SAME_PERSON_THRESHOLD
+
+
 def test_an_image_without_a_face_reports_no_face(obama_references: list[np.ndarray]) -> None:
     flat = np.full((256, 256, 3), 127, dtype=np.uint8)
     score = scoring.identity_score(flat, obama_references)
