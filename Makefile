@@ -46,7 +46,11 @@ typecheck: setup
 
 # Against DATABASE_URL / REDIS_URL from the environment (PostgreSQL and Redis in CI);
 # SQLite when DATABASE_URL is unset, where PostgreSQL-only tests skip with a reason.
+# TEST_PROCESSES pytest processes (pytest-xdist), one per core of the 2-core dev/CI machine; each has a
+# test database and a Redis database of its own (tests/conftest.py), and a file's tests stay together
+# so its module fixtures are built once.
+TEST_PROCESSES ?= 2
 pytest: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 test: lint typecheck pytest

@@ -22,6 +22,25 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+
+def _redis_database_of_this_process() -> None:
+    """Under pytest-xdist each test process gets a Redis database of its own (the given one, then the
+    ones below it): Celery queues, the channel layer and throttle counts of two processes must never
+    meet, or one process's worker would run another's jobs against the wrong test database.
+    pytest-django already gives each process a test database of its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or "REDIS_URL" not in os.environ:
+        return
+    base, _, number = os.environ["REDIS_URL"].rpartition("/")
+    database = int(number or 0) - int(worker[2:])
+    if database < 0:
+        raise RuntimeError(f"REDIS_URL's database {number} leaves none for test process {worker}")
+    os.environ["REDIS_URL"] = f"{base}/{database}"
+    os.environ.pop("LIKENESS_CACHE_URL", None)
+
+
+_redis_database_of_this_process()
 # Tests store ciphertexts; none may land in a real storage root (var/storage by
 # default, or whatever the caller's shell exports). Set before the settings load,
 # so the session and every process a test starts store in this folder instead.
@@ -36,8 +55,8 @@ os.environ.setdefault("LIKENESS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import django
-import pytest
+import django  # noqa: E402 (the environment above must be set first)
+import pytest  # noqa: E402
 
 django.setup()
 
@@ -58,6 +77,15 @@ pytest_plugins = [
 ]
 
 _counter = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-xdist's test processes inherit this process's environment: without the settings module
+    in it, pytest-django leaves Django to this file there too, so each process's own storage folder and
+    Redis database above are in its settings (pytest-django would load them first from an inherited
+    DJANGO_SETTINGS_MODULE)."""
+    if getattr(config.option, "numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ:
+        os.environ.pop("DJANGO_SETTINGS_MODULE", None)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -143,6 +143,9 @@ def test_eight_concurrent_writers_keep_one_gapless_chain(tenant_factory):
             connection.close()
 
     threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    # Back to the pool (LIKENESS_DB_POOL_SIZE 8 per process) while the eight writers hold theirs: a ninth
+    # connection would wait for a writer to finish and time out on a loaded machine.
+    connection.close()
     for thread in threads:
         thread.start()
     for thread in threads:

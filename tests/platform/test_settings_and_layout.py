@@ -154,6 +154,19 @@ def test_the_test_session_stores_private_files_in_a_temporary_folder():
     assert not location.is_relative_to(ROOT)
 
 
+def test_this_test_process_uses_the_redis_database_its_environment_names():
+    """Under `make test` (pytest-xdist) each test process has a Redis database of its own, named in
+    its environment before the settings load: queues, channel layer and throttles all use it."""
+    from django.conf import settings
+
+    if "REDIS_URL" not in os.environ:
+        pytest.skip("no REDIS_URL: the embedded default is used")
+    named = os.environ["REDIS_URL"]
+    assert settings.REDIS_URL == settings.CELERY_BROKER_URL == named
+    assert settings.CACHES["default"]["LOCATION"] == named
+    assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] == [named]
+
+
 @pytest.mark.parametrize(
     "code",
     [
