@@ -368,6 +368,9 @@ def run_edit(job: EditJob, context: JobContext) -> None:
             "user_mask": job.user_mask_id,
             "photo_size": list(photo.size),
             "region_fraction": round(_share(result.region), 6),
+            # The window of the photo the edit ran on; a scale below 1 means it was edited downscaled.
+            "crop": list(result.crop.box),
+            "crop_scale": round(result.crop.scale, 6),
         },
         identity=identity,
         background=background,

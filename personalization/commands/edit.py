@@ -139,8 +139,12 @@ def _run(args: argparse.Namespace) -> int:
     record.pop("user_mask")
     record["user_mask"] = None if args.mask is None else str(args.mask)
     summary = {"model": str(args.model), "photo": str(args.image), "files": written, "settings": record}
+    summary["crop"] = {"box": list(result.crop.box), "scale": result.crop.scale}  # the window edited
     out.with_name(f"{out.stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"edited photo written to {out} (masks beside it)")
+    if result.crop.downscaled:
+        scale = f"{result.crop.scale:.0%}"
+        print(f"the edit region is larger than the working size: edited at {scale} of the photo's resolution")
     return 0
 
 

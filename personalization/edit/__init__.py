@@ -12,12 +12,14 @@ pixel space with a feathered mask: outside the feathered region every pixel is t
 input's, exactly.
 
 The package by concern: `settings` (what is asked, refused and returned), `conditioning`
-(prompt embeddings, SD 1.5 and SDXL), `inversion` (DDIM inversion, VAE, working size),
+(prompt embeddings, SD 1.5 and SDXL), `framing` (the working size, the crop around the edit region),
+`inversion` (DDIM inversion, VAE),
 `sampling` (the blended target branch), `masks` (attention masks, composite weight and
 composite), `nima` (the edit). Callers import from `personalization.edit`.
 """
 
-from personalization.edit.inversion import Inversion, decode_latent, encode_image, invert, working_size
+from personalization.edit.framing import Crop, working_size
+from personalization.edit.inversion import Inversion, decode_latent, encode_image, invert
 from personalization.edit.masks import attention_mask, composite, composite_weight, load_user_mask
 from personalization.edit.nima import MASACTRL_LAYER_FRACTION, edit_image
 from personalization.edit.sampling import reconstruct
@@ -33,6 +35,7 @@ from personalization.edit.settings import (
 __all__ = [
     "DEFAULT_MARGIN_FRACTION",
     "MASACTRL_LAYER_FRACTION",
+    "Crop",
     "EditError",
     "EditResult",
     "EditSettings",

@@ -11,6 +11,7 @@ from PIL import Image
 
 from personalization.attention import AttentionController, attention_control, token_positions
 from personalization.edit.conditioning import encode_prompts
+from personalization.edit.framing import working_size
 from personalization.edit.settings import EditError, OnStep
 
 
@@ -49,20 +50,6 @@ def _noise_estimate(scheduler: Any, output: torch.Tensor, sample: torch.Tensor, 
     if kind == "v_prediction":
         return math.sqrt(alpha) * output + math.sqrt(1 - alpha) * sample
     raise EditError(f"DDIM inversion supports epsilon and v_prediction models, not {kind}")
-
-
-def working_size(pipe: Any, image_size: tuple[int, int], resolution: int | None) -> tuple[int, int]:
-    """(height, width) the photo is processed at: its longer side at the model's resolution,
-    both sides multiples of what the VAE and the UNet's downsampling divide evenly."""
-    width, height = image_size
-    target = resolution or int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-    multiple = int(pipe.vae_scale_factor) * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
-    scale = target / max(width, height)
-
-    def snap(side: int) -> int:
-        return max(multiple, round(side * scale / multiple) * multiple)
-
-    return snap(height), snap(width)
 
 
 def encode_image(pipe: Any, image: Image.Image, size: tuple[int, int]) -> torch.Tensor:

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from personalization.edit.framing import Crop
+
 # Called with the phase after each UNet step (StepCounter.step: it reports and may cancel).
 OnStep = Callable[[str], None]
 UserMaskMode = Literal["replace", "constrain"]
@@ -68,7 +70,10 @@ class EditResult:
 
     `region` is the feathered composite weight as 8-bit: 0 exactly where the output's
     pixels are the input's, 255 where they are the edit's. `subject_mask` (M_s) and
-    `target_mask` (M_t) are None when a user mask replaced the automatic one.
+    `target_mask` (M_t) are None when a user mask replaced the automatic one. `crop` is the
+    part of the photo the edit ran on and its scale (`crop.downscaled`: the region was larger
+    than the working size, so it was edited below the photo's resolution); `latent` is the
+    crop's final latent.
     """
 
     image: Image.Image
@@ -76,6 +81,7 @@ class EditResult:
     subject_mask: Image.Image | None
     target_mask: Image.Image | None
     latent: torch.Tensor
+    crop: Crop
     settings: EditSettings = field(repr=False)
 
 

@@ -138,6 +138,8 @@ def test_an_edit_of_the_enrollment_photo_keeps_it_outside_the_region_and_reports
     assert edited.size == photo.size == region.shape[::-1]
     outside = ~region
     assert (np.asarray(photo)[outside] == np.asarray(edited)[outside]).all()
+    left, top, right, bottom = output.parameters["crop"]
+    assert region[top:bottom, left:right].sum() == region.sum() and output.parameters["crop_scale"] > 0
     background = output.scores["background"]
     assert background["available"] and background["outside_pixels"] == int(outside.sum())
     assert output.background_ssim == pytest.approx(background["ssim"])
