@@ -28,6 +28,7 @@ from personalization.edit.settings import (
     EditError,
     EditResult,
     EditSettings,
+    LatentHook,
     OnStep,
     UserMaskMode,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "EditResult",
     "EditSettings",
     "Inversion",
+    "LatentHook",
     "OnStep",
     "UserMaskMode",
     "attention_mask",

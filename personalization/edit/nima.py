@@ -36,7 +36,7 @@ from personalization.edit.masks import (
     weight_image,
 )
 from personalization.edit.sampling import Blend, sample
-from personalization.edit.settings import EditResult, EditSettings, OnStep, check, margin_px
+from personalization.edit.settings import EditResult, EditSettings, LatentHook, OnStep, check, margin_px
 from personalization.progress import ProgressCallback, StepCounter, StepProgress
 
 # MasaCtrl reads the source's keys and values from layer 10 of SD 1.5's 16 self-attention
@@ -105,6 +105,7 @@ def _sample(
     blend: Blend | None,
     on_step: OnStep,
     phase: str,
+    on_latent: LatentHook | None,
 ) -> torch.Tensor:
     with attention_control(pipe.unet, picture.controller):
         return sample(
@@ -120,11 +121,12 @@ def _sample(
             source_row=settings.masactrl,
             on_step=on_step,
             phase=phase,
+            on_latent=on_latent,
         )
 
 
 def _masks_in_advance(
-    pipe: Any, picture: _Picture, settings: EditSettings, on_step: OnStep
+    pipe: Any, picture: _Picture, settings: EditSettings, on_step: OnStep, on_latent: LatentHook | None
 ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     """M_s (read during the inversion) and M_t (read over the target branch's first mask steps);
     also that branch's latent after those steps, from which an edit whose blend window opens
@@ -142,6 +144,7 @@ def _masks_in_advance(
         blend=None,
         on_step=on_step,
         phase="mask",
+        on_latent=on_latent,
     )
     picture.controller.capture = None
     target_maps = {name: value[0] for name, value in picture.controller.maps().items()}
@@ -155,12 +158,14 @@ def edit_image(
     image: Image.Image,
     settings: EditSettings,
     progress: ProgressCallback[StepProgress] | None = None,
+    on_latent: LatentHook | None = None,
 ) -> EditResult:
     """Runs NIMA on one photo; see the package docstring for the method.
 
     `progress` gets every UNet step of the whole edit (phases invert, mask, edit; a second invert,
     of the crop around the region, when the crop is not the whole photo); returning "stop"
-    or raising progress.Cancelled cancels between steps (Cancelled propagates).
+    or raising progress.Cancelled cancels between steps (Cancelled propagates). `on_latent` sees
+    the target branch's latent after each of its steps (phases mask and edit).
     """
     image = image.convert("RGB")
     check(settings, image)
@@ -178,7 +183,7 @@ def edit_image(
     ahead: torch.Tensor | None = None
     if automatic_needed:
         whole = _inverted(pipe, image, settings, counter.step)
-        subject, target, ahead = _masks_in_advance(pipe, whole, settings, counter.step)
+        subject, target, ahead = _masks_in_advance(pipe, whole, settings, counter.step, on_latent)
     # Dilation and feathering are in pixels of the whole photo's working size, as the region is.
     size = working_size(pipe, image.size, settings.resolution)
     scale = image.width / size[1]
@@ -211,6 +216,7 @@ def edit_image(
         blend=blend,
         on_step=counter.step,
         phase="edit",
+        on_latent=on_latent,
     )
     return EditResult(
         image=Image.fromarray(_pasted(np.asarray(image), decode_latent(pipe, final), weight, crop)),
@@ -218,6 +224,7 @@ def edit_image(
         subject_mask=None if subject is None else mask_image(subject, image.size),
         target_mask=None if target is None else mask_image(target, image.size),
         latent=final,
+        latent_mask=cells,
         crop=crop,
         settings=settings,
     )

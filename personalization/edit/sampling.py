@@ -10,7 +10,7 @@ import torch
 from personalization.attention import AttentionController
 from personalization.edit.conditioning import Conditioning, encode_prompts
 from personalization.edit.inversion import Inversion, ddim
-from personalization.edit.settings import OnStep
+from personalization.edit.settings import LatentHook, OnStep
 
 
 @dataclass
@@ -34,6 +34,7 @@ def sample(
     source_row: bool,
     on_step: OnStep | None,
     phase: str,
+    on_latent: LatentHook | None = None,
 ) -> torch.Tensor:
     """DDIM steps `first`..`stop`-1 of the target branch from `start_latent`.
 
@@ -66,6 +67,8 @@ def sample(
         latent = scheduler.step(prediction, timestep, latent).prev_sample
         if blend is not None and blend.start <= step < blend.end:
             latent = blend.mask * latent + (1 - blend.mask) * inversion.trajectory[step + 1]
+        if on_latent is not None:
+            on_latent(phase, step, latent)
         if on_step is not None:
             on_step(phase)
     return latent

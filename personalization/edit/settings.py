@@ -14,6 +14,9 @@ from personalization.edit.framing import Crop
 
 # Called with the phase after each UNet step (StepCounter.step: it reports and may cancel).
 OnStep = Callable[[str], None]
+# Called with the phase, the sampling step just taken and the target branch's latent after it
+# (blended when the step is inside the blend window): what a preview or a check of the blend reads.
+LatentHook = Callable[[str, int, torch.Tensor], None]
 UserMaskMode = Literal["replace", "constrain"]
 
 
@@ -73,7 +76,8 @@ class EditResult:
     `target_mask` (M_t) are None when a user mask replaced the automatic one. `crop` is the
     part of the photo the edit ran on and its scale (`crop.downscaled`: the region was larger
     than the working size, so it was edited below the photo's resolution); `latent` is the
-    crop's final latent.
+    crop's final latent, and `latent_mask` (1, 1, h, w) its latent cells where the edit's latent
+    is kept (1) rather than the source trajectory's (0) inside the blend window.
     """
 
     image: Image.Image
@@ -81,6 +85,7 @@ class EditResult:
     subject_mask: Image.Image | None
     target_mask: Image.Image | None
     latent: torch.Tensor
+    latent_mask: torch.Tensor
     crop: Crop
     settings: EditSettings = field(repr=False)
 

@@ -186,6 +186,41 @@ def test_every_pixel_outside_the_region_is_the_input(
         assert (np.asarray(mask) > 0).sum() > 0
 
 
+@pytest.mark.parametrize("cropped", [False, True], ids=["whole-photo", "crop"])
+def test_outside_the_latent_mask_the_edit_follows_the_source_trajectory_at_every_blended_step(
+    pipe: Any, photo: Image.Image, large_photo: Image.Image, cropped: bool
+) -> None:
+    """The latent blend itself. The pixel test above builds its region from the weight the
+    composite uses, so it passes even if the blend does nothing; here the target branch's latent
+    after every step (edit_image's on_latent hook) is compared, outside the latent mask, with the
+    source trajectory: the inversion of the crop the edit ran on, made again here (DDIM
+    inversion is deterministic). Inside the blend window [1, 5) it must be that trajectory exactly;
+    before and after the window it is not blended, so it must differ. On the small photo the crop
+    is the whole photo; on the large one, a painted mask keeps the region inside a crop."""
+    latents: dict[int, torch.Tensor] = {}
+
+    def keep(phase: str, step: int, latent: torch.Tensor) -> None:
+        if phase == "edit":
+            latents[step] = latent.clone()
+
+    picture, user = photo, None
+    if cropped:
+        picture, user = large_photo, np.zeros(large_photo.size[::-1], dtype=bool)
+        user[250:550, 300:600] = True
+    settings = _settings(blend_start=1, blend_end=5, user_mask=user)
+    result = edit.edit_image(pipe, picture, settings, on_latent=keep)
+    assert result.crop.covers(picture.size) is not cropped
+    source = edit.invert(pipe, picture.crop(result.crop.box), SOURCE, "<sks>", steps=6, resolution=64)
+    outside = (result.latent_mask == 0).expand_as(result.latent)
+    assert 0 < int(outside.sum()) < outside.numel()
+    assert sorted(latents) == list(range(6))
+    for step, latent in latents.items():
+        follows = torch.equal(latent[outside], source.trajectory[step + 1][outside])
+        assert follows == (1 <= step < 5), step
+        assert not torch.equal(latent[~outside], source.trajectory[step + 1][~outside]), step
+    assert torch.equal(latents[5], result.latent)
+
+
 @pytest.fixture(scope="module")
 def large_photo() -> Image.Image:
     """A photo far larger than the working size (910x1137 against the tiny model's 64 px)."""
