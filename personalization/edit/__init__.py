@@ -18,7 +18,7 @@ The package by concern: `settings` (what is asked, refused and returned), `condi
 composite), `nima` (the edit). Callers import from `personalization.edit`.
 """
 
-from personalization.edit.framing import Crop, working_size
+from personalization.edit.framing import Crop, choose_crop, working_size
 from personalization.edit.inversion import Inversion, decode_latent, encode_image, invert
 from personalization.edit.masks import attention_mask, composite, composite_weight, load_user_mask
 from personalization.edit.nima import MASACTRL_LAYER_FRACTION, edit_image
@@ -45,6 +45,7 @@ __all__ = [
     "OnStep",
     "UserMaskMode",
     "attention_mask",
+    "choose_crop",
     "composite",
     "composite_weight",
     "decode_latent",

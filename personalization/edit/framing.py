@@ -85,7 +85,7 @@ def choose_crop(pipe: Any, weight: np.ndarray, resolution: int | None) -> Crop:
     Each side is the region's extent plus context, at least the working side, rounded up to the
     size multiple (so a crop at the working side is edited without resampling) and at most the
     photo's; the crop is centred on the region and moved inside the photo, so it always holds the
-    whole region. An empty region gives the whole photo.
+    whole region. An empty region, or a crop as long as the photo, gives the whole photo.
     """
     height, width = weight.shape
     rows, cols = np.nonzero(weight > 0)
@@ -104,6 +104,9 @@ def choose_crop(pipe: Any, weight: np.ndarray, resolution: int | None) -> Crop:
             return start, start + side
 
         (left, right), (top, bottom) = span(left, right, width), span(top, bottom, height)
-        box = (left, top, right, bottom)
+        # A crop as long as the photo would be edited at the whole photo's scale: the whole photo
+        # then loses no resolution, keeps all its context and needs no inversion of its own.
+        whole = max(right - left, bottom - top) >= max(width, height)
+        box = (0, 0, width, height) if whole else (left, top, right, bottom)
     size = (box[2] - box[0], box[3] - box[1])
     return Crop(box, working_size(pipe, size, resolution))

@@ -235,6 +235,30 @@ def _sharpness(pixels: np.ndarray, where: np.ndarray) -> float:
     return float(np.hypot(rows, cols)[where].mean())
 
 
+@pytest.mark.parametrize(
+    ("region", "box"),
+    [
+        ((300, 340, 420, 460), (408, 288, 472, 352)),  # fits: the working side, centred, at scale 1
+        ((0, 20, 890, 910), (846, 0, 910, 64)),  # at the photo's corner: moved inside, cut at its edge
+        ((200, 700, 200, 600), (72, 74, 728, 826)),  # larger: the region and a quarter of it around
+        ((100, 1100, 300, 400), (0, 0, 910, 1137)),  # as long as the photo: the whole photo
+        (None, (0, 0, 910, 1137)),  # nothing to edit
+    ],
+    ids=["fits", "corner", "larger", "photo-long", "empty"],
+)
+def test_the_crop_holds_the_whole_region_inside_the_photo(
+    pipe: Any, region: tuple[int, int, int, int] | None, box: tuple[int, int, int, int]
+) -> None:
+    """Regions as (top, bottom, left, right) on a 910x1137 photo at the tiny model's 64 px."""
+    weight = np.zeros((1137, 910))
+    if region is not None:
+        top, bottom, left, right = region
+        weight[top:bottom, left:right] = 0.5
+    crop = edit.choose_crop(pipe, weight, 64)
+    assert crop.box == box
+    assert (np.asarray(crop.cut(weight) > 0).sum()) == (weight > 0).sum()
+
+
 def test_a_small_region_of_a_large_photo_is_edited_at_the_photos_resolution(
     pipe: Any, large_photo: Image.Image
 ) -> None:
