@@ -29,6 +29,7 @@ inwards, the input layer, then each layer's details from the input outwards.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,7 +126,7 @@ class _Reader:
         shape = (self.integer(), self.integer(), self.integer(), self.integer())
         if min(shape) < 0:
             raise DescriptorFormatError(f"negative tensor shape {shape}")
-        count = int(np.prod(shape))
+        count = math.prod(shape)
         return np.frombuffer(self._take(4 * count), dtype="<f4").reshape(shape).astype(np.float32)
 
 
@@ -161,11 +162,24 @@ class _Weights:
     tensors: dict[int, list[np.ndarray]] = field(default_factory=dict)  # node index -> its arrays
 
 
+def _split(params: np.ndarray, index: int, *shapes: tuple[int, ...]) -> list[np.ndarray]:
+    """A layer's params tensor cut into its alias tensors (dlib keeps them back to back)."""
+    sizes = [math.prod(shape) for shape in shapes]
+    if sum(sizes) != params.size:
+        raise DescriptorFormatError(f"layer {index}: {params.size} parameters where {sum(sizes)} belong")
+    parts = np.split(params.reshape(-1), np.cumsum(sizes)[:-1])
+    return [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]
+
+
 def _read_details(reader: _Reader, node: _Node, index: int, weights: _Weights) -> None:
-    """One layer's own serialization (dlib/dnn/layers.h), checked against the architecture."""
+    """One layer's own serialization (dlib/dnn/layers.h), checked against the architecture.
+
+    Only the layer versions of the file face-recognition-models ships are accepted: later ones
+    add fields (con_6's fused relu, say) that would change what the network computes.
+    """
     if node.kind == "con":
-        reader.expect("con_4", "con_5", "con_6")
-        params = reader.tensor().reshape(-1)
+        reader.expect("con_4")
+        params = reader.tensor()
         filters, rows, cols = reader.integer(), reader.integer(), reader.integer()
         stride_y, stride_x = reader.integer(), reader.integer()
         padding = (reader.integer(), reader.integer())
@@ -177,23 +191,19 @@ def _read_details(reader: _Reader, node: _Node, index: int, weights: _Weights) -
             raise DescriptorFormatError(f"layer {index}: unexpected convolution {filters}x{rows}/{stride_y}")
         if padding != ((0, 0) if stride != 1 else (window // 2, window // 2)):
             raise DescriptorFormatError(f"layer {index}: unexpected padding {padding}")
-        kernel_size = int(np.prod(kernel_shape))
-        kernel = params[:kernel_size].reshape(kernel_shape)
-        bias = params[kernel_size : kernel_size + int(np.prod(bias_shape))]
-        weights.tensors[index] = [kernel, bias]
+        weights.tensors[index] = _split(params, index, kernel_shape, (filters,))
+        if math.prod(bias_shape) != filters:
+            raise DescriptorFormatError(
+                f"layer {index}: {math.prod(bias_shape)} biases for {filters} filters"
+            )
     elif node.kind == "affine":
-        reader.expect("affine_", "affine_2")
-        params = reader.tensor().reshape(-1)
+        reader.expect("affine_")
+        params = reader.tensor()
         gamma_shape, beta_shape = reader.shape(), reader.shape()
         reader.integer()  # mode: conv (per channel)
-        gamma_size = int(np.prod(gamma_shape))
-        weights.tensors[index] = [
-            params[:gamma_size],
-            params[gamma_size : gamma_size + int(np.prod(beta_shape))],
-        ]
+        weights.tensors[index] = _split(params, index, (math.prod(gamma_shape),), (math.prod(beta_shape),))
     elif node.kind == "relu":
-        if reader.expect("relu_", "relu_2") == "relu_2" and reader.boolean():
-            raise DescriptorFormatError(f"layer {index}: a disabled relu is not supported")
+        reader.expect("relu_")
     elif node.kind in ("max_pool", "avg_pool"):
         reader.expect(f"{node.kind}_2")
         window_y, window_x, stride_y, stride_x = (reader.integer() for _ in range(4))
@@ -204,17 +214,18 @@ def _read_details(reader: _Reader, node: _Node, index: int, weights: _Weights) -
     elif node.kind == "add_prev":
         reader.expect("add_prev_")
     elif node.kind == "fc":
-        reader.expect("fc_2", "fc_3")
+        reader.expect("fc_2")
         outputs, inputs = reader.integer(), reader.integer()
-        params = reader.tensor().reshape(-1)
-        weight_shape, _ = reader.shape(), reader.shape()
+        params = reader.tensor()
+        reader.shape()  # the weights: (inputs, outputs)
+        reader.shape()  # the biases, unused without one
         if reader.integer() != 1:  # FC_NO_BIAS
             raise DescriptorFormatError(f"layer {index}: the descriptor layer has a bias")
         for _ in range(4):
             reader.real()
         if outputs != node.arg[0]:
             raise DescriptorFormatError(f"layer {index}: {outputs} outputs, expected {node.arg[0]}")
-        weights.tensors[index] = [params[: inputs * outputs].reshape(weight_shape[0], weight_shape[1])]
+        weights.tensors[index] = _split(params, index, (inputs, outputs))
 
 
 def _read_layer_tail(reader: _Reader, version: int) -> None:

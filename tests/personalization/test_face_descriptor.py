@@ -18,6 +18,7 @@ from personalization.face_descriptor import (
     DescriptorFormatError,
     FaceDescriptorNet,
     aligned_chips,
+    chip_transform,
     load_face_descriptor,
     parse_descriptor_file,
 )
@@ -77,6 +78,20 @@ def test_the_port_reproduces_dlibs_descriptor_on_every_face(
         assert _cosine(descriptor, case.descriptor) >= 0.999, case.name
         # Same scale too: dlib's same-person threshold (0.6, a Euclidean distance) still applies.
         assert np.linalg.norm(descriptor - case.descriptor) < 0.01, case.name
+
+
+def test_the_chip_transform_is_dlibs(cases: list[FaceCase]) -> None:
+    """Same centre, size and angle as dlib's get_face_chip_details on every face: what remains
+    between the two chips below is sampling, not geometry."""
+    for case in cases:
+        details = dlib.get_face_chip_details(_shape(case.face), CHIP_SIZE, CHIP_PADDING)
+        rect = details.rect
+        transform = chip_transform(case.face.landmarks)
+        centre = transform @ np.array([CHIP_SIZE / 2, CHIP_SIZE / 2, 1.0])
+        expected = ((rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2)
+        assert np.allclose(centre, expected, atol=1e-6), case.name
+        assert np.isclose(np.hypot(*transform[:, 0]) * CHIP_SIZE, rect.width(), rtol=1e-9), case.name
+        assert np.isclose(np.arctan2(transform[1, 0], transform[0, 0]), details.angle, atol=1e-9), case.name
 
 
 def test_the_differentiable_chip_lands_where_dlibs_does(
