@@ -62,7 +62,7 @@ class IdentityLoss:
             return images.new_zeros(0, 0), found
         pixels = (images[found].float().clamp(-1, 1) + 1) * 127.5
         chips = aligned_chips(pixels, landmarks)
-        return self.net(chips.to(next(self.net.buffers()).device)), found
+        return self.net(chips), found
 
     def target(self, photo: torch.Tensor) -> torch.Tensor | None:
         """A source photo's descriptor (1, 3, H, W in [-1, 1]), computed once; None without a face."""

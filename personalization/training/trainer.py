@@ -164,7 +164,9 @@ class Trainer:
         self.source_cache = cache_dataset(
             self.source, self.vae, self.device, self.weight_dtype, identity=self.identity
         )
-        faceless = sum(item.identity is None for item in self.source_cache) if self.identity else 0
+        faceless = (
+            sum(item.identity is None for item in self.source_cache) if self.identity is not None else 0
+        )
         if faceless:
             self._notice(
                 f"identity loss: no face found in {faceless} of {len(self.source_cache)} source photos; "
