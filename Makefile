@@ -5,9 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: setup run test lint typecheck pytest dev-certs
+.PHONY: setup run test lint typecheck pytest dev-certs face-mesh
 
-setup: $(STAMP) var/models/tiny-sd/model_index.json dev-certs
+setup: $(STAMP) var/models/tiny-sd/model_index.json dev-certs face-mesh
 
 # Installs the pinned dependencies only (the project runs from this folder); the
 # stamp carries pyproject's hash, so a second run with nothing changed is instant.
@@ -28,6 +28,12 @@ var/models/tiny-sd/model_index.json: personalization/tiny.py | $(STAMP)
 # usable, remade near expiry. Production configures its own (LIKENESS_C2PA_CERT_CHAIN, docs/operations.md).
 dev-certs: | $(STAMP)
 	$(PY) -m editing.provenance.certificates ensure-dev var/certs
+
+# MediaPipe's face mesh and iris models (Apache-2.0, for captions and face masks): taken out of the
+# mediapipe wheel on the package index and checked against pinned sha256s; nothing is downloaded
+# when they are already there (docs/offline.md). LIKENESS_FACE_MESH_DIR points elsewhere.
+face-mesh: | $(STAMP)
+	$(PY) -m personalization fetch-face-mesh --dir var/models/face-mesh
 
 # Development defaults; any of them can be overridden from the environment.
 run: export DJANGO_DEBUG ?= 1
