@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from personalization import facemesh, faces
+from personalization.prompts import DEFAULT_PROMPT
 
 _CANONICAL_PATH = Path(__file__).with_name("data") / "canonical_face_model.txt"
 # The rigid landmarks and weights of MediaPipe's face geometry pipeline
@@ -348,3 +349,17 @@ def face_oval_mask(size: int, polygons: list[np.ndarray], feather_px: float | No
     inside = ndimage.distance_transform_edt(coverage >= 0.5)
     edge = np.clip(np.asarray(inside, dtype=np.float64) / ramp, 0.0, 1.0)
     return np.minimum(coverage, edge * edge * (3.0 - 2.0 * edge))
+
+
+def photo_prompt(rgb: np.ndarray) -> str:
+    """A photo's own caption as a prompt template: what an edit's source prompt defaults to.
+
+    LIPE inverts the photo with a prompt that describes it; "a photo of <sks> person" leaves the
+    smile or the turned head undescribed, so the inversion attributes them to the identifier and
+    the target prompt fights them. The words are prepare's for the largest face; a photo where no
+    face is found gets the plain DEFAULT_PROMPT.
+    """
+    found = faces.detect_faces(rgb)
+    if not found:
+        return DEFAULT_PROMPT
+    return ", ".join([DEFAULT_PROMPT, *describe_face(rgb, found[0]).descriptors()])
