@@ -91,6 +91,8 @@ class PrepareOptions:
     captioner: Captioner | None = None
     upsample: int = 1
     force: bool = False
+    # A photo whose face is farther than this from the set's person is left out (identity only).
+    same_person_threshold: float = faces.SAME_PERSON_THRESHOLD
 
     @property
     def resolved_token(self) -> str:
@@ -375,7 +377,7 @@ def prepare(
         if item is not None:
             report.accepted = True
             prepared.append(item)
-    flag_other_people(prepared)
+    flag_other_people(prepared, opts.same_person_threshold)
     for sub in ("images", "masks", "captions"):
         (target / sub).mkdir(parents=True, exist_ok=True)
     entries: list[dict[str, Any]] = []

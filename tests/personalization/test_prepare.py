@@ -192,3 +192,15 @@ def test_bad_inputs_fail_clearly_and_lose_nothing(photos: Path, prepared, tmp_pa
     assert done.returncode == 2
     assert "two_people.jpg: 2 faces found" in done.stderr
     assert "broken.jpg: unreadable image" in done.stderr
+
+
+def test_level_eyes_turns_the_head_upright_and_drops_the_tilt(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(FACES / "biden.jpg", folder / "biden.jpg")  # the head leans about 10 degrees
+    result = prepare(folder, tmp_path / "out", PrepareOptions(resolution=RESOLUTION, level_eyes=True))
+    (entry,) = _entries(result).values()
+    assert not any("tilted" in words for words in entry["descriptors"])
+    points = np.array(entry["landmarks"])
+    right, left = points[0:2].mean(axis=0), points[2:4].mean(axis=0)
+    assert abs(float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))) < 3.0
