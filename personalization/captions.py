@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy import ndimage
 
 from personalization import facemesh, faces
 from personalization.prompts import DEFAULT_PROMPT
@@ -336,6 +335,8 @@ def face_oval_mask(size: int, polygons: list[np.ndarray], feather_px: float | No
     The edge ramps inwards only, so no background or hair beyond the outline gets weight; the ramp
     is 2% of the face's width unless given.
     """
+    from scipy import ndimage  # only where masks are drawn: the web process imports this module
+
     supersample = 4
     canvas = Image.new("L", (size * supersample, size * supersample), 0)
     draw = ImageDraw.Draw(canvas)

@@ -146,10 +146,15 @@ def test_missing_models_say_how_to_get_them(tmp_path: Path, monkeypatch: pytest.
         _describe(rgb)
 
 
-def test_installed_models_are_verified_and_not_fetched_again(tmp_path: Path) -> None:
+def test_installed_models_are_verified_and_an_altered_one_never_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = facemesh.default_models_dir()
     for name in facemesh.MODEL_FILES:
         shutil.copy(source / name, tmp_path / name)
     assert facemesh.install_models(tmp_path) == []  # nothing to download
     (tmp_path / "iris_landmark.tflite").write_bytes(b"not the model")
     assert facemesh.missing_models(tmp_path) == ["iris_landmark.tflite"]
+    monkeypatch.setenv("LIKENESS_FACE_MESH_DIR", str(tmp_path))
+    with pytest.raises(faces.FaceModelsUnavailableError, match="sha256 differs"):
+        _describe(faces.load_rgb(FACES / "obama.jpg"))
