@@ -5,9 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: setup run test lint typecheck pytest dev-certs face-mesh
+.PHONY: setup run test lint typecheck pytest dev-certs
 
-setup: $(STAMP) var/models/tiny-sd/model_index.json dev-certs face-mesh
+FACE_MESH_FILES := var/models/face-mesh/face_landmark.tflite var/models/face-mesh/iris_landmark.tflite
+
+setup: $(STAMP) var/models/tiny-sd/model_index.json dev-certs $(FACE_MESH_FILES)
 
 # Installs the pinned dependencies only (the project runs from this folder); the
 # stamp carries pyproject's hash, so a second run with nothing changed is instant.
@@ -30,10 +32,12 @@ dev-certs: | $(STAMP)
 	$(PY) -m editing.provenance.certificates ensure-dev var/certs
 
 # MediaPipe's face mesh and iris models (Apache-2.0, for captions and face masks): taken out of the
-# mediapipe wheel on the package index and checked against pinned sha256s; nothing is downloaded
-# when they are already there (docs/offline.md). LIKENESS_FACE_MESH_DIR points elsewhere.
-face-mesh: | $(STAMP)
+# mediapipe wheel on the package index and checked against the sha256s pinned in facemesh.py, again
+# whenever that file changes; nothing is downloaded when verified files are there
+# (docs/personalization.md, "Face models and their licences"). LIKENESS_FACE_MESH_DIR points elsewhere.
+$(FACE_MESH_FILES) &: personalization/facemesh.py | $(STAMP)
 	$(PY) -m personalization fetch-face-mesh --dir var/models/face-mesh
+	touch $(FACE_MESH_FILES)
 
 # Development defaults; any of them can be overridden from the environment.
 run: export DJANGO_DEBUG ?= 1
