@@ -179,6 +179,11 @@ class FaceDescription:
     brow_height: float  # cm from the eye corners' line to the middle of the brows
     fit: Fit
     points: np.ndarray  # the mesh, image pixels
+    confidence: float  # the mesh model's face score: under facemesh.MIN_CONFIDENCE nothing here is a face
+
+    @property
+    def is_face(self) -> bool:
+        return self.confidence >= facemesh.MIN_CONFIDENCE
 
     @property
     def eyes_closed(self) -> bool:
@@ -315,6 +320,7 @@ def describe_face(rgb: np.ndarray, face: faces.Face) -> FaceDescription:
         brow_height=brow_height,
         fit=fit,
         points=mesh.points,
+        confidence=mesh.confidence,
     )
 
 
@@ -359,9 +365,10 @@ def photo_prompt(rgb: np.ndarray) -> str:
     LIPE inverts the photo with a prompt that describes it; "a photo of <sks> person" leaves the
     smile or the turned head undescribed, so the inversion attributes them to the identifier and
     the target prompt fights them. The words are prepare's for the largest face; a photo where no
-    face is found gets the plain DEFAULT_PROMPT.
+    face is found (by dlib, then by the mesh) gets the plain DEFAULT_PROMPT.
     """
     found = faces.detect_faces(rgb)
-    if not found:
+    described = describe_face(rgb, found[0]) if found else None
+    if described is None or not described.is_face:
         return DEFAULT_PROMPT
-    return ", ".join([DEFAULT_PROMPT, *describe_face(rgb, found[0]).descriptors()])
+    return ", ".join([DEFAULT_PROMPT, *described.descriptors()])

@@ -59,6 +59,9 @@ MESH_INPUT = 192
 IRIS_INPUT = 64
 MESH_ROI_SCALE = 1.5
 IRIS_ROI_SCALE = 2.3
+# The mesh model's own face score (sigmoid of its second output) under which the crop holds no
+# face: real faces here score above 0.99, background boxes under 0.02.
+MIN_CONFIDENCE = 0.5
 # dlib's box runs from the eyebrows to the chin; the mesh's own extent adds the forehead, so
 # the first crop is taken a little larger than MediaPipe's 1.5 and re-centred on the mesh.
 _FIRST_ROI_SCALE = 1.9

@@ -208,6 +208,9 @@ def _prepare_identity(
         return None
     face = found[0]
     described = captions.describe_face(rgb, face)
+    if not described.is_face:
+        report.reason = f"no face found (the face mesh scores the detected face {described.confidence:.2f})"
+        return None
     height, width = rgb.shape[:2]
     image = Image.fromarray(rgb)
     cx, cy = face.box.center
@@ -271,17 +274,20 @@ def _prepare_style(photo: Path, rgb: np.ndarray, options: PrepareOptions, report
     crop = Image.fromarray(rgb).resize(
         (options.resolution, options.resolution), Image.Resampling.LANCZOS, box=(x0, y0, x0 + side, y0 + side)
     )
-    found = faces.detect_faces(rgb, upsample=options.upsample)
+    # Faces the mesh confirms: a detector's false positive must not be masked out of the style.
+    described = [
+        (face, description)
+        for face in faces.detect_faces(rgb, upsample=options.upsample)
+        if (description := captions.describe_face(rgb, face)).is_face
+    ]
+    found = [face for face, _ in described]
     report.faces = len(found)
     scale = options.resolution / side
     outlines: list[np.ndarray] = []
     first_box: list[float] | None = None
     first_landmarks: list[list[float]] | None = None
-    for face in found:
-        outlines += [
-            (polygon - (x0, y0)) * scale
-            for polygon in captions.face_outline(captions.describe_face(rgb, face))
-        ]
+    for face, description in described:
+        outlines += [(polygon - (x0, y0)) * scale for polygon in captions.face_outline(description)]
         if first_box is None:
             corners = np.array(
                 [[face.box.left, face.box.top], [face.box.right, face.box.bottom]], dtype=np.float64

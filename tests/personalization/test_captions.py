@@ -158,3 +158,14 @@ def test_installed_models_are_verified_and_an_altered_one_never_runs(
     monkeypatch.setenv("LIKENESS_FACE_MESH_DIR", str(tmp_path))
     with pytest.raises(faces.FaceModelsUnavailableError, match="sha256 differs"):
         _describe(faces.load_rgb(FACES / "obama.jpg"))
+
+
+def test_a_box_without_a_face_is_not_described_as_one(described) -> None:
+    """The mesh model's own face score rejects what the detector wrongly boxed (background here)."""
+    rgb = skdata.astronaut()
+    left, top, right, bottom = 20, 350, 120, 450
+    corners = [[0.7, 0.4], [0.6, 0.4], [0.3, 0.4], [0.4, 0.4], [0.5, 0.7]]
+    landmarks = np.array([[left + x * (right - left), top + y * (bottom - top)] for x, y in corners])
+    nothing = captions.describe_face(rgb, faces.Face(faces.FaceBox(left, top, right, bottom, 1.0), landmarks))
+    assert not nothing.is_face
+    assert all(description.is_face for description in described.values())
