@@ -241,7 +241,8 @@ def _prepare_identity(
     box_corners = np.array(
         [[face.box.left, face.box.top], [face.box.right, face.box.bottom]], dtype=np.float64
     )
-    crop_box = to_crop(box_corners).reshape(-1)
+    # The box stays axis-aligned: the rotation turns about its centre.
+    crop_box = ((box_corners - (x0, y0)) * scale).reshape(-1)
     mask = captions.face_oval_mask(
         options.resolution, [to_crop(polygon) for polygon in captions.face_outline(described)]
     )
