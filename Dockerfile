@@ -38,6 +38,9 @@ print('\n'.join(p['dependencies'] + [d for e in os.environ['EXTRAS'].split() for
         > /build/requirements.txt \
     && pip install --upgrade pip \
     && pip install ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} -r /build/requirements.txt
+# MediaPipe's face mesh and iris models (Apache-2.0), out of the mediapipe wheel, sha256-checked.
+COPY personalization /build/personalization
+RUN cd /build && python -m personalization fetch-face-mesh --dir /opt/face-mesh
 
 # ---- final image: non-root, application code, collected static files ----------------
 FROM runtime-base AS final
@@ -46,8 +49,10 @@ RUN groupadd --system --gid 10001 likeness \
     && mkdir -p /data/storage /app/var \
     && chown -R likeness:likeness /data /app/var
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/face-mesh /opt/face-mesh
 ENV PATH=/opt/venv/bin:$PATH \
     DJANGO_SETTINGS_MODULE=config.settings \
+    LIKENESS_FACE_MESH_DIR=/opt/face-mesh \
     LIKENESS_STORAGE_ROOT=/data/storage
 WORKDIR /app
 COPY --chown=likeness:likeness manage.py pyproject.toml ./

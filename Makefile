@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
 .PHONY: setup run test lint typecheck pytest dev-certs
 
-setup: $(STAMP) var/models/tiny-sd/model_index.json dev-certs
+FACE_MESH_FILES := var/models/face-mesh/face_landmark.tflite var/models/face-mesh/iris_landmark.tflite
+
+setup: $(STAMP) var/models/tiny-sd/model_index.json dev-certs $(FACE_MESH_FILES)
 
 # Installs the pinned dependencies only (the project runs from this folder); the
 # stamp carries pyproject's hash, so a second run with nothing changed is instant.
@@ -28,6 +30,14 @@ var/models/tiny-sd/model_index.json: personalization/tiny.py | $(STAMP)
 # usable, remade near expiry. Production configures its own (LIKENESS_C2PA_CERT_CHAIN, docs/operations.md).
 dev-certs: | $(STAMP)
 	$(PY) -m editing.provenance.certificates ensure-dev var/certs
+
+# MediaPipe's face mesh and iris models (Apache-2.0, for captions and face masks): taken out of the
+# mediapipe wheel on the package index and checked against the sha256s pinned in facemesh.py, again
+# whenever that file changes; nothing is downloaded when verified files are there
+# (docs/personalization.md, "Face models and their licences"). LIKENESS_FACE_MESH_DIR points elsewhere.
+$(FACE_MESH_FILES) &: personalization/facemesh.py | $(STAMP)
+	$(PY) -m personalization fetch-face-mesh --dir var/models/face-mesh
+	touch $(FACE_MESH_FILES)
 
 # Development defaults; any of them can be overridden from the environment.
 run: export DJANGO_DEBUG ?= 1

@@ -202,8 +202,9 @@ def queue_edit(
         source_photo=source_photo,
         mask_mode=mask_mode,
         preset=preset,
-        # As asked (templates); the worker writes them out again with the same function.
-        source_prompt=source_prompt or parameters.DEFAULT_PROMPT,
+        # As asked (templates); the worker writes them out again with the same function. An empty
+        # source prompt stays empty: the worker captions the photo (its output records what it used).
+        source_prompt=source_prompt,
         target_prompt="" if preset else target_prompt,
         negative_prompt=negative_prompt,
         steps=steps,

@@ -36,7 +36,7 @@ from consent.api import asset_attachment
 from consent.models import Asset
 from editing import actions, review
 from editing.models import EditJob, GenerationJob, MaskMode, Output, OutputKind, OutputStatus
-from editing.parameters import EDIT_PRESETS, MAX_PROMPT_CHARS, PROMPT_PRESETS
+from editing.parameters import EDIT_PRESETS, MAX_PROMPT_CHARS, PHOTO_CAPTION_HELP, PROMPT_PRESETS
 from personalization.presets import PRESET_NAMES, SCHEDULERS
 from tenancy.api import TenantPrimaryKeyRelatedField, TenantScopedViewSet
 from tenancy.context import require_tenant
@@ -134,9 +134,7 @@ class EditJobSerializer(_ModelJobSerializer):
     )
     mask_mode = serializers.ChoiceField(choices=MaskMode.choices, required=False)
     preset = serializers.ChoiceField(choices=EDIT_PRESETS, required=False, allow_blank=True)
-    source_prompt = _prompt(
-        "Describes the photo; names the subject with {identity} (default: a photo of them)."
-    )
+    source_prompt = _prompt(f"Describes the photo; names the subject with {{identity}}. {PHOTO_CAPTION_HELP}")
     target_prompt = _prompt("What the photo should become, naming the subject; or give preset.")
 
     class Meta:

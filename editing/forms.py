@@ -85,7 +85,7 @@ class EditForm(forms.Form):
         label="Describe the photo as it is",
         required=False,
         max_length=parameters.MAX_PROMPT_CHARS,
-        initial=parameters.DEFAULT_PROMPT,
+        help_text=parameters.PHOTO_CAPTION_HELP,
     )
 
     def __init__(

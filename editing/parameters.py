@@ -147,6 +147,14 @@ def generation_settings(
     return {**resolved.values, "width": width, "height": height}
 
 
+# What an empty source prompt means, for the studio form and the API's schema.
+PHOTO_CAPTION_HELP = (
+    "Leave empty to use the photo's own caption: the worker reads its pose and expression, e.g. "
+    '"a photo of {identity} {class_word}, facing the camera, eyes open, looking at the camera, '
+    'smiling with teeth".'
+)
+
+
 def edit_prompts(
     manifest: Mapping[str, Any], *, source_prompt: str, preset: str, target_prompt: str, negative_prompt: str
 ) -> tuple[str, str, str]:

@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+FACE_MODELS_MISSING = (
+    "This worker cannot describe the photo (its face models are missing), so it has no source prompt to "
+    "start from: give one, or the operator can find why in the worker's log under job {job_id}."
+)
 UNUSABLE_MODEL = (
     "This GPU worker cannot use the model version (its base model is missing here, or its files do not "
     "fit the base). The operator can find why in the GPU worker's log under job {job_id}."
@@ -327,14 +331,14 @@ def run_edit(job: EditJob, context: JobContext) -> None:
     from personalization.edit import EditSettings, edit_image
 
     manifest = job.identity_model.manifest
+    photo, user_mask = _photo_and_mask(job)
     source, target, negative = parameters.edit_prompts(
         manifest,
-        source_prompt=job.source_prompt,
+        source_prompt=job.source_prompt or _photo_prompt(job, photo),
         preset=job.preset,
         target_prompt=job.target_prompt,
         negative_prompt=job.negative_prompt,
     )
-    photo, user_mask = _photo_and_mask(job)
     settings = EditSettings(
         source_prompt=source,
         target_prompt=target,
@@ -363,17 +367,36 @@ def run_edit(job: EditJob, context: JobContext) -> None:
         seed=None,
         parameters={
             **recorded,
+            "source_prompt_from": "request" if job.source_prompt else "photo caption",
             "model_version": job.identity_model.version,
             "preset": job.preset,
             "user_mask": job.user_mask_id,
             "photo_size": list(photo.size),
             "region_fraction": round(_share(result.region), 6),
+            # The window of the photo the edit ran on; a scale below 1 means it was edited downscaled.
+            "crop": list(result.crop.box),
+            "crop_scale": round(result.crop.scale, 6),
         },
         identity=identity,
         background=background,
         masks={"region": result.region, "subject": result.subject_mask, "target": result.target_mask},
     )
     _write_outputs(job, context, OutputKind.EDIT, [made])
+
+
+def _photo_prompt(job: EditJob, photo: Image.Image) -> str:
+    """The photo's own caption as the source prompt, when the request gave none (LIPE inverts the
+    photo with a prompt that describes its pose and expression; see personalization.captions)."""
+    import numpy as np
+
+    from personalization.captions import photo_prompt
+    from personalization.faces import FaceModelsUnavailableError
+
+    try:
+        return photo_prompt(np.asarray(photo))
+    except FaceModelsUnavailableError:
+        logger.warning("job %s: this worker cannot read faces", job.pk, exc_info=True)
+        raise JobError(FACE_MODELS_MISSING.format(job_id=job.pk), code="face_models_unavailable") from None
 
 
 def _share(region: Image.Image) -> float:

@@ -109,6 +109,11 @@ def _model_path(name: str) -> str:
     return str(path)
 
 
+def embedding_model_path() -> str:
+    """dlib's descriptor ResNet file, which the training's PyTorch port reads its weights from."""
+    return _model_path("embedding")
+
+
 # dlib's predictors are not documented as thread-safe; workers and the web process
 # may call from several threads, so each call holds this lock (calls are milliseconds).
 _dlib_lock = threading.Lock()

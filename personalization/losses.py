@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path
-from typing import Any
-
 import torch
-from torch.export.passes import move_to_device_pass
 from torch.nn import functional
 
 
@@ -69,49 +64,6 @@ def predicted_original(
     raise ValueError(f"unsupported prediction type {prediction_type}")
 
 
-def load_identity_embedder(path: str | Path, device: torch.device) -> Any:
-    """A differentiable face-recognition network saved with torch.export (e.g. an exported ArcFace).
-
-    Contract: input (N, 3, 112, 112) RGB in [-1, 1], output (N, D) embeddings, exported with a
-    dynamic batch dimension (torch.export.save, a .pt2 file). Its weights are licensed
-    separately from this product, so it is only ever loaded from a path the operator configures.
-    Its parameters are frozen; gradients flow through it to the image.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"identity embedder {file} does not exist")
-    try:
-        program = torch.export.load(str(file))
-    except (RuntimeError, ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
-        raise ValueError(f"identity embedder {file} is not a torch.export program (.pt2): {error}") from error
-    # The program moves as a whole: `.module().to(device)` would leave its lifted constants (an
-    # exported normalisation, say) on the CPU, and the first call on a GPU would fail.
-    model = move_to_device_pass(program, device).module()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    with torch.no_grad():
-        probe = model(torch.zeros(2, 3, 112, 112, device=device))
-    if probe.ndim != 2 or probe.shape[0] != 2:
-        raise ValueError(
-            f"identity embedder {file} must map (N, 3, 112, 112) to (N, D), got {tuple(probe.shape)}"
-        )
-    return model
-
-
-def identity_loss(embedder: Any, faces: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """1 - cos(R(faces), reference) per face; faces (N, 3, 112, 112) in [-1, 1], reference (D,)."""
-    embeddings = embedder(faces)
-    return 1.0 - functional.cosine_similarity(embeddings.float(), reference.float()[None], dim=-1)
-
-
-def crop_faces(images: torch.Tensor, boxes: torch.Tensor, size: int = 112) -> torch.Tensor:
-    """Differentiable crops of (left, top, right, bottom) pixel boxes, resized to size x size."""
-    height, width = images.shape[-2:]
-    crops = []
-    for image, box in zip(images, boxes, strict=True):
-        left, top, right, bottom = (round(float(value)) for value in box)
-        left, top = max(left, 0), max(top, 0)
-        right, bottom = min(max(right, left + 1), width), min(max(bottom, top + 1), height)
-        region = image[:, top:bottom, left:right][None]
-        crops.append(functional.interpolate(region, size=(size, size), mode="bilinear", align_corners=False))
-    return torch.cat(crops)
+def identity_loss(embeddings: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """MagiCapture's L_id = 1 - cos(R(x0-hat face), R(paired source face)) per face; both (N, D)."""
+    return 1.0 - functional.cosine_similarity(embeddings.float(), references.float(), dim=-1)

@@ -1,12 +1,14 @@
 """Data preparation: from a folder of photos to a prepared folder (see personalization.dataset).
 
 Identity photos: exactly one face each (detected offline with dlib's CC0 models), a square crop
-around it at the training resolution with a margin, a soft ellipse face mask (floor 0.01, as in
-MagiCapture) and an editing-oriented caption. LIPE's key ingredient is the action-descriptive
-caption: the pose of each photo is written out ("head turned slightly to the left, chin raised")
-so the trained model can later be asked for a pose. Descriptors come from the five landmarks;
-eyes and mouth state need more points than the CC0 5-point model gives, so they come only from a
-configured captioner (a vision-language model), never guessed.
+around it at the training resolution with a margin, a soft face mask (the face mesh's outline and
+the ears facing the camera; floor 0.01, as in MagiCapture) and an editing-oriented caption. LIPE's
+key ingredient is the action-descriptive caption: the pose and expression of each photo are written
+out ("head turned slightly to the left, eyes open, looking at the camera, smiling with teeth") so
+the trained model can later be asked for another one (personalization.captions, from MediaPipe's
+468-point face mesh). A configured captioner (a vision-language model) may add clothing and setting.
+Every photo must show the same person: one whose identity embedding is far from the rest of the set
+is left out with the distance as the reason.
 
 Style photos (MagiCapture's reference set): a centre square crop of the whole photo (the style
 is the background, light and clothing), the face mask of every face in it and its complement,
@@ -27,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from personalization import faces
+from personalization import captions, faces
 from personalization.dataset import (
     MANIFEST_NAME,
     MASK_FLOOR,
@@ -42,14 +44,6 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 DEFAULT_IDENTITY_IDENTIFIER = "<sks>"
 DEFAULT_STYLE_IDENTIFIER = "<style1>"
-
-# Pose thresholds, on ratios to the distance between the eye centres (measured on the sample
-# photos: frontal faces give |yaw| < 0.05 and pitch 0.74-0.78; a raised chin gives 0.57).
-YAW_SLIGHT = 0.08
-YAW_TURNED = 0.25
-PITCH_UP = 0.64
-PITCH_DOWN = 0.92
-ROLL_TILT_DEGREES = 8.0
 
 # Quality warnings (face sharpness is the Laplacian variance on a 256 px face; sharp photos
 # here measure 100-320, a 90 px face upscaled 18).
@@ -85,47 +79,6 @@ def load_captioner(spec: str) -> Captioner:
     return captioner
 
 
-@dataclass(frozen=True)
-class Pose:
-    """Head pose estimated from the five landmarks, in image terms (left = the image's left).
-
-    yaw: horizontal offset of the nose from the eye midpoint / eye distance (negative: the face
-    turns to the image's left). pitch: vertical offset / eye distance (small: chin raised).
-    roll: angle of the eye line in degrees (positive: the head leans to the image's right).
-    """
-
-    yaw: float
-    pitch: float
-    roll: float
-
-    @classmethod
-    def from_face(cls, face: faces.Face) -> Pose:
-        left, right, nose = face.image_left_eye, face.image_right_eye, face.nose
-        distance = float(np.linalg.norm(right - left))
-        across = (right - left) / distance
-        down = np.array([-across[1], across[0]])
-        offset = nose - (left + right) / 2.0
-        roll = math.degrees(math.atan2(float(right[1] - left[1]), float(right[0] - left[0])))
-        return cls(yaw=float(offset @ across) / distance, pitch=float(offset @ down) / distance, roll=roll)
-
-    def descriptors(self, *, include_roll: bool = True) -> list[str]:
-        words: list[str] = []
-        side = "left" if self.yaw < 0 else "right"
-        if abs(self.yaw) >= YAW_TURNED:
-            words.append(f"head turned to the {side}")
-        elif abs(self.yaw) >= YAW_SLIGHT:
-            words.append(f"head turned slightly to the {side}")
-        else:
-            words.append("facing the camera")
-        if self.pitch < PITCH_UP:
-            words.append("chin raised, looking up")
-        elif self.pitch > PITCH_DOWN:
-            words.append("head lowered, looking down")
-        if include_roll and abs(self.roll) >= ROLL_TILT_DEGREES:
-            words.append(f"head tilted to the {'right' if self.roll > 0 else 'left'}")
-        return words
-
-
 @dataclass
 class PrepareOptions:
     resolution: int = 512
@@ -138,6 +91,8 @@ class PrepareOptions:
     captioner: Captioner | None = None
     upsample: int = 1
     force: bool = False
+    # A photo whose face is farther than this from the set's person is left out (identity only).
+    same_person_threshold: float = faces.SAME_PERSON_THRESHOLD
 
     @property
     def resolved_token(self) -> str:
@@ -184,34 +139,6 @@ def _crop_box(face: faces.Face, width: int, height: int, margin: float) -> tuple
     return x0, y0, side
 
 
-def ellipse_face_mask(
-    size: int, box: Sequence[float], landmarks: np.ndarray, roll_degrees: float
-) -> np.ndarray:
-    """A soft ellipse over the face (1 inside, smooth edge, 0 outside), before the floor.
-
-    Fitted from the detector box (eyebrows to chin) stretched up to the forehead, turned with
-    the eye line, and widened until every landmark lies well inside it. A face parser would
-    follow the outline more closely; the licensed CC0 models give only the box and 5 points.
-    """
-    left, top, right, bottom = box
-    centre = np.array([(left + right) / 2.0, (top + bottom) / 2.0 - 0.08 * (bottom - top)])
-    axes = np.array([0.55 * (right - left), 0.68 * (bottom - top)])
-    angle = math.radians(roll_degrees)
-    rotation = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
-
-    def radius(points: np.ndarray) -> np.ndarray:
-        local = (points - centre) @ rotation.T
-        return np.sqrt(((local / axes) ** 2).sum(axis=-1))
-
-    widest = float(radius(landmarks).max())
-    if widest > 0.8:
-        axes = axes * widest / 0.8
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
-    r = radius(np.stack([xs, ys], axis=-1))
-    edge = np.clip((1.15 - r) / 0.3, 0.0, 1.0)
-    return edge * edge * (3.0 - 2.0 * edge)
-
-
 def _quality(report: PhotoReport, rgb: np.ndarray, face: faces.Face, resolution: int) -> None:
     light = faces.exposure(rgb, face)
     report.face_size_px = max(face.box.width, face.box.height)
@@ -250,9 +177,26 @@ def list_photos(folder: Path) -> list[Path]:
     )
 
 
+@dataclass
+class _Prepared:
+    """One photo's outputs, held until the whole set is known (identity is checked across it)."""
+
+    report: PhotoReport
+    crop: Image.Image
+    face_mask: np.ndarray
+    style_mask: np.ndarray | None
+    caption: str
+    extra: dict[str, Any]
+    embedding: np.ndarray | None = None
+
+
+def _rounded(points: np.ndarray) -> list[list[float]]:
+    return [[round(float(x), 2), round(float(y), 2)] for x, y in points]
+
+
 def _prepare_identity(
     photo: Path, rgb: np.ndarray, options: PrepareOptions, report: PhotoReport
-) -> tuple[Image.Image, np.ndarray, None, str, dict[str, Any]] | None:
+) -> _Prepared | None:
     found = faces.detect_faces(rgb, upsample=options.upsample)
     report.faces = len(found)
     if len(found) != 1:
@@ -263,55 +207,67 @@ def _prepare_identity(
         )
         return None
     face = found[0]
-    pose = Pose.from_face(face)
+    described = captions.describe_face(rgb, face)
+    if not described.is_face:
+        report.reason = f"no face found (the face mesh scores the detected face {described.confidence:.2f})"
+        return None
     height, width = rgb.shape[:2]
     image = Image.fromarray(rgb)
     cx, cy = face.box.center
-    landmarks = face.landmarks.copy()
-    box_corners = np.array(
-        [[face.box.left, face.box.top], [face.box.right, face.box.bottom]], dtype=np.float64
-    )
-    roll = pose.roll
+    roll = described.pose.roll
+
+    def level(points: np.ndarray) -> np.ndarray:
+        return points
+
     if options.level_eyes:
-        # Rotate the photo about the face centre so the eye line is horizontal.
+        # Rotate the photo about the face centre so the head is upright (the fitted roll).
         image = image.rotate(roll, center=(cx, cy), resample=Image.Resampling.BICUBIC)
         angle = math.radians(-roll)
         turn = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-        landmarks = (landmarks - (cx, cy)) @ turn.T + (cx, cy)
-        roll = 0.0
+
+        def level(points: np.ndarray) -> np.ndarray:
+            return (points - (cx, cy)) @ turn.T + (cx, cy)
+
     x0, y0, side = _crop_box(face, width, height, options.margin)
     report.crop_side_px = round(side)
     crop = image.resize(
         (options.resolution, options.resolution), Image.Resampling.LANCZOS, box=(x0, y0, x0 + side, y0 + side)
     )
     scale = options.resolution / side
-    crop_landmarks = (landmarks - (x0, y0)) * scale
+
+    def to_crop(points: np.ndarray) -> np.ndarray:
+        return (level(points) - (x0, y0)) * scale
+
+    box_corners = np.array(
+        [[face.box.left, face.box.top], [face.box.right, face.box.bottom]], dtype=np.float64
+    )
+    # The box stays axis-aligned: the rotation turns about its centre.
     crop_box = ((box_corners - (x0, y0)) * scale).reshape(-1)
-    mask = ellipse_face_mask(options.resolution, list(crop_box), crop_landmarks, roll)
+    mask = captions.face_oval_mask(
+        options.resolution, [to_crop(polygon) for polygon in captions.face_outline(described)]
+    )
     _quality(report, rgb, face, options.resolution)
-    report.pose = {"yaw": round(pose.yaw, 3), "pitch": round(pose.pitch, 3), "roll": round(pose.roll, 1)}
-    described = pose.descriptors(include_roll=not options.level_eyes)
+    report.pose = described.measures()
+    words = described.descriptors(include_roll=not options.level_eyes)
     vlm = options.captioner.describe(crop) if options.captioner else ""
     caption = _caption(
         [
             f"a photo of {options.resolved_token} {options.class_word}",
-            *described,
+            *words,
             vlm,
             *_user_text(photo, options),
         ]
     )
     extra = {
         "face_box": [round(float(value), 2) for value in crop_box],
-        "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in crop_landmarks],
-        "descriptors": described,
+        "landmarks": _rounded(to_crop(face.landmarks)),
+        "descriptors": words,
         "pose": report.pose,
     }
-    return crop, mask, None, caption, extra
+    return _Prepared(report, crop, mask, None, caption, extra, embedding=faces.face_embedding(rgb, face))
 
 
-def _prepare_style(
-    photo: Path, rgb: np.ndarray, options: PrepareOptions, report: PhotoReport
-) -> tuple[Image.Image, np.ndarray, np.ndarray, str, dict[str, Any]]:
+def _prepare_style(photo: Path, rgb: np.ndarray, options: PrepareOptions, report: PhotoReport) -> _Prepared:
     height, width = rgb.shape[:2]
     side = min(width, height)
     x0, y0 = (width - side) / 2.0, (height - side) / 2.0
@@ -319,25 +275,31 @@ def _prepare_style(
     crop = Image.fromarray(rgb).resize(
         (options.resolution, options.resolution), Image.Resampling.LANCZOS, box=(x0, y0, x0 + side, y0 + side)
     )
-    found = faces.detect_faces(rgb, upsample=options.upsample)
+    # Faces the mesh confirms: a detector's false positive must not be masked out of the style.
+    described = [
+        (face, description)
+        for face in faces.detect_faces(rgb, upsample=options.upsample)
+        if (description := captions.describe_face(rgb, face)).is_face
+    ]
+    found = [face for face, _ in described]
     report.faces = len(found)
     scale = options.resolution / side
-    face_mask = np.zeros((options.resolution, options.resolution))
+    outlines: list[np.ndarray] = []
     first_box: list[float] | None = None
     first_landmarks: list[list[float]] | None = None
-    for face in found:
-        crop_landmarks = (face.landmarks - (x0, y0)) * scale
-        corners = np.array(
-            [[face.box.left, face.box.top], [face.box.right, face.box.bottom]], dtype=np.float64
-        )
-        crop_box = ((corners - (x0, y0)) * scale).reshape(-1)
-        face_mask = np.maximum(
-            face_mask,
-            ellipse_face_mask(options.resolution, list(crop_box), crop_landmarks, Pose.from_face(face).roll),
-        )
+    for face, description in described:
+        outlines += [(polygon - (x0, y0)) * scale for polygon in captions.face_outline(description)]
         if first_box is None:
-            first_box = [round(float(value), 2) for value in crop_box]
-            first_landmarks = [[round(float(x), 2), round(float(y), 2)] for x, y in crop_landmarks]
+            corners = np.array(
+                [[face.box.left, face.box.top], [face.box.right, face.box.bottom]], dtype=np.float64
+            )
+            first_box = [round(float(value), 2) for value in ((corners - (x0, y0)) * scale).reshape(-1)]
+            first_landmarks = _rounded((face.landmarks - (x0, y0)) * scale)
+    face_mask = (
+        captions.face_oval_mask(options.resolution, outlines)
+        if outlines
+        else np.zeros((options.resolution,) * 2)
+    )
     if found:
         _quality(report, rgb, found[0], options.resolution)
         subject = f"a photo of a {options.class_word} in the {options.resolved_token} style"
@@ -351,7 +313,41 @@ def _prepare_style(
     vlm = options.captioner.describe(crop) if options.captioner else ""
     caption = _caption([subject, vlm, *_user_text(photo, options)])
     extra = {"face_box": first_box, "landmarks": first_landmarks, "faces": len(found)}
-    return crop, face_mask, 1.0 - face_mask, caption, extra
+    return _Prepared(report, crop, face_mask, 1.0 - face_mask, caption, extra)
+
+
+def flag_other_people(prepared: Sequence[_Prepared], threshold: float = faces.SAME_PERSON_THRESHOLD) -> None:
+    """Rejects the photos whose face is not the person most of the set shows.
+
+    The set's person is the largest group of photos within `threshold` of one another's face
+    (dlib's operating point, the one the upload checks use); a photo farther than that from the
+    group's mean embedding is rejected with its distance. A set with no majority (two photos of
+    two people, three of three) cannot say who the subject is and is refused as a whole.
+    """
+    embeddings = [item.embedding for item in prepared if item.embedding is not None]
+    if len(embeddings) < 2:
+        return
+    matrix = np.stack(embeddings)
+    close = np.linalg.norm(matrix[:, None] - matrix[None], axis=-1) <= threshold
+    sizes = close.sum(axis=1)
+    largest = int(sizes.max())
+    if largest * 2 <= len(embeddings):
+        raise PrepareError(
+            "these photos show different people and no one person is in most of them "
+            f"(largest group of the same face: {largest} of {len(embeddings)}); keep the photos of one person"
+        )
+    centre = matrix[close[int(np.argmax(sizes))]].mean(axis=0)
+    for item in prepared:
+        if item.embedding is None:
+            continue
+        distance = faces.embedding_distance(item.embedding, centre)
+        item.report.pose["identity_distance"] = round(distance, 3)
+        if distance > threshold:
+            item.report.accepted = False
+            item.report.reason = (
+                f"a different person from the rest of the set (face distance {distance:.2f} "
+                f"to the others, the same person is under {threshold:.2f})"
+            )
 
 
 def prepare(
@@ -369,11 +365,9 @@ def prepare(
     photos = list_photos(source_dir)
     if not photos:
         raise PrepareError(f"{source_dir} has no photos ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    for sub in ("images", "masks", "captions"):
-        (target / sub).mkdir(parents=True, exist_ok=True)
     kind: DatasetKind = "style" if opts.style else "identity"
-    entries: list[dict[str, Any]] = []
     reports: list[PhotoReport] = []
+    prepared: list[_Prepared] = []
     for photo in photos:
         report = PhotoReport(source=photo.name, accepted=False)
         reports.append(report)
@@ -382,29 +376,37 @@ def prepare(
         except (UnidentifiedImageError, OSError) as error:
             report.reason = f"unreadable image: {error}"
             continue
-        if opts.style:
-            prepared = _prepare_style(photo, rgb, opts, report)
-        else:
-            prepared = _prepare_identity(photo, rgb, opts, report)  # type: ignore[assignment]
-        if prepared is None:
+        item = (
+            _prepare_style(photo, rgb, opts, report)
+            if opts.style
+            else _prepare_identity(photo, rgb, opts, report)
+        )
+        if item is not None:
+            report.accepted = True
+            prepared.append(item)
+    flag_other_people(prepared, opts.same_person_threshold)
+    for sub in ("images", "masks", "captions"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+    entries: list[dict[str, Any]] = []
+    for item in prepared:
+        if not item.report.accepted:
             continue
-        crop, face_mask, style_mask, caption, extra = prepared
         name = f"{len(entries) + 1:04d}"
-        report.accepted, report.name = True, name
-        crop.save(target / "images" / f"{name}.png")
-        save_mask(np.maximum(face_mask, MASK_FLOOR), target / "masks" / f"{name}_face.png")
+        item.report.name = name
+        item.crop.save(target / "images" / f"{name}.png")
+        save_mask(np.maximum(item.face_mask, MASK_FLOOR), target / "masks" / f"{name}_face.png")
         entry: dict[str, Any] = {
             "name": name,
-            "source": photo.name,
+            "source": item.report.source,
             "image": f"images/{name}.png",
             "face_mask": f"masks/{name}_face.png",
             "caption": f"captions/{name}.txt",
-            **extra,
+            **item.extra,
         }
-        if style_mask is not None:
-            save_mask(np.maximum(style_mask, MASK_FLOOR), target / "masks" / f"{name}_style.png")
+        if item.style_mask is not None:
+            save_mask(np.maximum(item.style_mask, MASK_FLOOR), target / "masks" / f"{name}_style.png")
             entry["style_mask"] = f"masks/{name}_style.png"
-        (target / "captions" / f"{name}.txt").write_text(caption + "\n", encoding="utf-8")
+        (target / "captions" / f"{name}.txt").write_text(item.caption + "\n", encoding="utf-8")
         entries.append(entry)
     manifest: dict[str, Any] = {
         "kind": kind,
@@ -434,7 +436,9 @@ def format_report(result: PrepareResult) -> str:
         if not report.accepted:
             lines.append(f"{report.source:<24} {'REJECTED':<9} {'':>7} {'':>6} {'':>5}  {report.reason}")
             continue
-        pose = " ".join(f"{key}={value:+.2f}" for key, value in report.pose.items())
+        pose = " ".join(
+            f"{key}={report.pose[key]:+.0f}" for key in ("yaw", "pitch", "roll") if key in report.pose
+        )
         notes = "; ".join(report.warnings)
         lines.append(
             f"{report.source:<24} {report.name:<9} {report.face_size_px:>7} {report.sharpness:>6.0f} "

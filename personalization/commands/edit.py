@@ -13,7 +13,7 @@ from personalization.terminal import ProgressDisplay, add_progress_arguments, qu
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    from personalization.prompts import DEFAULT_PROMPT, PRESETS
+    from personalization.prompts import PRESETS
 
     add_model_arguments(parser)
     parser.add_argument("--image", type=Path, required=True, help="the photo of the subject to edit")
@@ -22,8 +22,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--source-prompt",
-        default=DEFAULT_PROMPT,
-        help="describes the photo; must name the subject ({identity} becomes its token)",
+        help="describes the photo; must name the subject ({identity} becomes its token). Default: the "
+        "photo's own caption, as prepare writes it (pose, eyes, gaze, mouth, smile read from the photo)",
     )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-prompt", help="describes the wanted result; must name the subject")
@@ -67,10 +67,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     from personalization.artifacts import ADAPTER_NAME, ArtifactError, set_trained_scales
+    from personalization.captions import photo_prompt
     from personalization.edit import EditError, EditSettings, edit_image, load_user_mask
+    from personalization.faces import FaceModelsUnavailableError
     from personalization.generate import load_generator
     from personalization.models import ModelLoadError
     from personalization.prompts import PromptError, expand_prompt, preset_prompt
@@ -80,6 +83,11 @@ def _run(args: argparse.Namespace) -> int:
         photo.load()
     except (OSError, UnidentifiedImageError) as error:
         raise CommandError(f"cannot read the photo {args.image}: {error}") from error
+    try:
+        # The pixels the edit inverts (no EXIF turn: edit_image does not apply one either).
+        source_template = args.source_prompt or photo_prompt(np.asarray(photo.convert("RGB")))
+    except FaceModelsUnavailableError as error:
+        raise CommandError(str(error)) from error
     quiet_library_bars()
     try:
         pipe, manifest = load_generator(args.model, base_model=args.base_model, device=args.device)
@@ -95,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
                 else args.text_scale,
             )
         identifier = manifest.tokens["identity"]
-        source = expand_prompt(args.source_prompt, manifest.tokens, manifest.class_word)
+        source = expand_prompt(source_template, manifest.tokens, manifest.class_word)
         target = (
             preset_prompt(source, args.preset, identifier)
             if args.preset
@@ -138,9 +146,19 @@ def _run(args: argparse.Namespace) -> int:
     record = asdict(settings)
     record.pop("user_mask")
     record["user_mask"] = None if args.mask is None else str(args.mask)
-    summary = {"model": str(args.model), "photo": str(args.image), "files": written, "settings": record}
+    summary = {
+        "model": str(args.model),
+        "photo": str(args.image),
+        "source_prompt_from": "--source-prompt" if args.source_prompt else "the photo's own caption",
+        "files": written,
+        "settings": record,
+        "crop": {"box": list(result.crop.box), "scale": result.crop.scale},  # the window edited
+    }
     out.with_name(f"{out.stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"edited photo written to {out} (masks beside it)")
+    if result.crop.downscaled:
+        scale = f"{result.crop.scale:.0%}"
+        print(f"the edit region is larger than the working size: edited at {scale} of the photo's resolution")
     return 0
 
 

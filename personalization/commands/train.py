@@ -74,11 +74,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--class-image-steps", type=int, default=30, help="sampling steps per class image (default 30)")
     add("--cache-dir", type=Path, help="class-set cache (default $LIKENESS_CACHE_DIR or ~/.cache/likeness)")
     add("--attention-loss-weight", type=float, default=2.5, help="attention refocusing weight (default 2.5)")
-    add("--identity-loss-weight", type=float, default=0.25, help="identity loss weight (default 0.25)")
     add(
-        "--identity-embedder",
-        type=Path,
-        help="torch.export (.pt2) face-recognition network for the identity loss (default: none, loss off)",
+        "--identity-loss-weight",
+        type=float,
+        default=0.25,
+        help="multiconcept: identity loss weight (default 0.25, as the official run; 0 turns it off)",
     )
     add("--init-word", help="multiconcept: word the identity token starts from (default: the class word)")
     add("--gradient-checkpointing", action="store_true", help="trade compute for memory")
@@ -133,7 +133,6 @@ def _run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         attention_loss_weight=args.attention_loss_weight,
         identity_loss_weight=args.identity_loss_weight,
-        identity_embedder=args.identity_embedder,
         init_word=args.init_word,
         gradient_checkpointing=args.gradient_checkpointing,
         compile=args.compile,

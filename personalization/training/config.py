@@ -50,7 +50,6 @@ class TrainConfig:
     cache_dir: Path | None = None
     attention_loss_weight: float = 2.5
     identity_loss_weight: float = 0.25
-    identity_embedder: Path | None = None
     identity_max_timestep: float = 0.8
     init_word: str | None = None  # [V1] starts from this word's embedding (default: the class word)
     gradient_checkpointing: bool = False

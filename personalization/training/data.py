@@ -15,10 +15,10 @@ import torch
 from torch.nn import functional
 
 from personalization.dataset import PreparedDataset, load_image_tensor, load_mask_tensor
-from personalization.losses import crop_faces
 from personalization.models import base_model_revision
 from personalization.prior import base_model_key, class_image_set, default_cache_dir
 from personalization.training.config import TrainConfig
+from personalization.training.identity import IdentityLoss
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Sample:
     recon_mask: torch.Tensor | None = None  # latent resolution
     face_mask: torch.Tensor | None = None
     style_mask: torch.Tensor | None = None
-    face_box: tuple[float, float, float, float] | None = None
+    identity_target: torch.Tensor | None = None  # the paired source photo's face descriptor
 
 
 @dataclass
@@ -57,7 +57,7 @@ class CachedItem:
     style_mask: torch.Tensor | None
     caption: str
     face_box: tuple[float, float, float, float] | None
-    pixels: torch.Tensor | None = None
+    identity: torch.Tensor | None = None  # face descriptor, for source photos when the identity loss is on
 
 
 def composed_prompt(template: str, tokens: dict[str, str], class_word: str) -> str:
@@ -75,9 +75,14 @@ def _to_latent(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def cache_dataset(
-    dataset: PreparedDataset, vae: Any, device: torch.device, dtype: torch.dtype, *, keep_pixels: bool
+    dataset: PreparedDataset,
+    vae: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    identity: IdentityLoss | None = None,
 ) -> list[CachedItem]:
-    """Every photo's latent distribution and masks at latent size (pixels too for the identity loss)."""
+    """Every photo's latent distribution and masks at latent size (its face descriptor with `identity`)."""
     cached = []
     for item in dataset.items:
         pixels = load_image_tensor(item.image)[None].to(device, dtype)
@@ -97,7 +102,7 @@ def cache_dataset(
                 style_mask=style,
                 caption=item.caption(),
                 face_box=item.face_box,
-                pixels=pixels.float() if keep_pixels else None,
+                identity=identity.target(pixels) if identity is not None else None,
             )
         )
     return cached
@@ -137,18 +142,6 @@ def load_class_set(
     return class_images, generated
 
 
-def reference_identity(embedder: Any, source_cache: list[CachedItem], device: torch.device) -> torch.Tensor:
-    """The mean face embedding of the source photos: what the identity loss compares against."""
-    crops = [
-        crop_faces(item.pixels, torch.tensor([item.face_box]))
-        for item in source_cache
-        if item.face_box is not None and item.pixels is not None
-    ]
-    with torch.no_grad():
-        embeddings = embedder(torch.cat(crops).to(device)).float()
-    return functional.normalize(embeddings, dim=-1).mean(dim=0)
-
-
 @dataclass
 class Batches:
     """Draws each step's samples: the phase's kinds in rotation, photos at random from the caches."""
@@ -178,14 +171,19 @@ class Batches:
                         item.caption,
                         recon_mask=item.face_mask if kind == "source" else None,
                         face_mask=item.face_mask,
+                        identity_target=item.identity if kind == "source" else None,
                     )
                 )
             else:
                 item = self.style[self._pick(len(self.style))]
                 prompt = item.caption
+                paired = None
                 if kind == "composed":
                     template = COMPOSED_TEMPLATES[self._pick(len(COMPOSED_TEMPLATES))]
                     prompt = composed_prompt(template, self.tokens, self.class_word)
+                    # As the official dataset pairs each composed sample with a source photo,
+                    # whose face the identity loss compares against.
+                    paired = self.source[self._pick(len(self.source))].identity
                 samples.append(
                     Sample(
                         kind,
@@ -195,7 +193,7 @@ class Batches:
                         recon_mask=item.style_mask,
                         face_mask=item.face_mask if item.face_box is not None else None,
                         style_mask=item.style_mask,
-                        face_box=item.face_box,
+                        identity_target=paired,
                     )
                 )
         if phase_name == "identity" and self.class_images:

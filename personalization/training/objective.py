@@ -2,7 +2,7 @@
 
 identity: MSE on the photo (+ the prior MSE on class images). multiconcept: masked MSE per kind
 (source, reference, composed); in the joint phase, attention refocusing on the recorded
-cross-attention maps and, with a face-recognition network, the identity loss on composed samples.
+cross-attention maps and the identity loss on source and composed samples (training/identity.py).
 """
 
 from __future__ import annotations
@@ -13,15 +13,10 @@ from typing import Any
 import torch
 
 from personalization.attention import AttentionController
-from personalization.losses import (
-    attention_refocus_loss,
-    crop_faces,
-    identity_loss,
-    masked_mse,
-    predicted_original,
-)
+from personalization.losses import attention_refocus_loss, masked_mse, predicted_original
 from personalization.training.config import TrainConfig
 from personalization.training.data import Sample
+from personalization.training.identity import IdentityLoss
 from personalization.training.text import PromptEncoder
 
 
@@ -39,8 +34,7 @@ class Objective:
     weight_dtype: torch.dtype
     autocast: bool
     recorder: AttentionController | None
-    embedder: Any
-    reference_identity: torch.Tensor | None
+    identity: IdentityLoss | None
 
     def predict(
         self, samples: list[Sample], generator: torch.Generator
@@ -109,7 +103,7 @@ class Objective:
                     parts[kind] = per_sample[chosen].mean()
             if phase == "joint":
                 parts["attention"] = config.attention_loss_weight * self.refocus(samples, prompts)
-                if self.embedder is not None:
+                if self.identity is not None:
                     identity = self.identity_term(samples, noisy, prediction, timesteps)
                     if identity is not None:
                         parts["identity"] = config.identity_loss_weight * identity
@@ -141,13 +135,20 @@ class Objective:
     def identity_term(
         self, samples: list[Sample], noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch.Tensor
     ) -> torch.Tensor | None:
+        """MagiCapture's identity loss on the source and composed samples drawn at t < 0.8T.
+
+        x0-hat is decoded only for those samples; samples whose x0-hat shows no face add nothing.
+        """
+        assert self.identity is not None
         limit = self.config.identity_max_timestep * self.scheduler.config.num_train_timesteps
         chosen = [
             index
             for index, sample in enumerate(samples)
-            if sample.kind == "composed" and sample.face_box is not None and float(timesteps[index]) < limit
+            if sample.kind in ("source", "composed")
+            and sample.identity_target is not None
+            and float(timesteps[index]) < limit
         ]
-        if not chosen or self.reference_identity is None:
+        if not chosen:
             return None
         index = torch.tensor(chosen, device=self.device)
         x0 = predicted_original(
@@ -161,7 +162,5 @@ class Objective:
             images = self.vae.decode(
                 (x0 / self.vae.config.scaling_factor).to(self.weight_dtype)
             ).sample.float()
-        boxes = torch.tensor([samples[i].face_box for i in chosen])
-        return identity_loss(
-            self.embedder, crop_faces(images.clamp(-1, 1), boxes), self.reference_identity
-        ).mean()
+        targets = [target for i in chosen if (target := samples[i].identity_target) is not None]
+        return self.identity(images, targets)

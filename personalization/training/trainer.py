@@ -20,7 +20,6 @@ from torch import nn
 
 from personalization.attention import AttentionController, cross_attention_layers
 from personalization.dataset import DatasetError, PreparedDataset
-from personalization.losses import load_identity_embedder
 from personalization.models import load_pipeline, pick_device, pipeline_kind
 from personalization.training import checkpoints
 from personalization.training.config import (
@@ -38,8 +37,8 @@ from personalization.training.data import (
     cache_dataset,
     composed_prompt,
     load_class_set,
-    reference_identity,
 )
+from personalization.training.identity import IdentityLoss
 from personalization.training.objective import Objective
 from personalization.training.outputs import write_outputs
 from personalization.training.parameters import TrainableTokenRows, add_lora, add_trainable_tokens
@@ -157,29 +156,26 @@ class Trainer:
             self.recorder = AttentionController(
                 latent_size=(latent_side, latent_side), record=cross_attention_layers(self.unet)
             )
-        self.embedder: Any = None
-        if config.method == "multiconcept":
-            if config.identity_embedder is None:
-                self._notice(
-                    "identity loss off: no face-recognition network configured (--identity-embedder)"
-                )
-            else:
-                self.embedder = load_identity_embedder(config.identity_embedder, self.device)
-        elif config.identity_embedder is not None:
-            self._notice("--identity-embedder is used by the multiconcept method only; ignored")
-        keep_pixels = self.embedder is not None
-        self.source_cache = cache_dataset(
-            self.source, self.vae, self.device, self.weight_dtype, keep_pixels=keep_pixels
+        self.identity = (
+            IdentityLoss.load(self.device)
+            if config.method == "multiconcept" and config.identity_loss_weight > 0
+            else None
         )
+        self.source_cache = cache_dataset(
+            self.source, self.vae, self.device, self.weight_dtype, identity=self.identity
+        )
+        faceless = (
+            sum(item.identity is None for item in self.source_cache) if self.identity is not None else 0
+        )
+        if faceless:
+            self._notice(
+                f"identity loss: no face found in {faceless} of {len(self.source_cache)} source photos; "
+                "their samples train without it"
+            )
         self.style_cache = (
-            cache_dataset(self.style, self.vae, self.device, self.weight_dtype, keep_pixels=keep_pixels)
+            cache_dataset(self.style, self.vae, self.device, self.weight_dtype)
             if self.style is not None
             else []
-        )
-        self.reference_identity = (
-            reference_identity(self.embedder, self.source_cache, self.device)
-            if self.embedder is not None
-            else None
         )
         self.batches = Batches(
             batch_size=config.batch_size,
@@ -223,8 +219,7 @@ class Trainer:
             weight_dtype=self.weight_dtype,
             autocast=self.autocast,
             recorder=self.recorder,
-            embedder=self.embedder,
-            reference_identity=self.reference_identity,
+            identity=self.identity,
         )
 
     # ---- phases --------------------------------------------------------------------------------

@@ -131,13 +131,23 @@ def test_an_edit_of_the_enrollment_photo_keeps_it_outside_the_region_and_reports
     assert job.status == JobStatus.SUCCEEDED, job.error_message
     (output,) = _outputs(job)
     assert output.kind == OutputKind.EDIT and output.status == OutputStatus.PENDING_REVIEW
-    assert output.prompt == "a photo of <sks> person, smiling with teeth" and output.seed is None
+    # No source prompt asked for: the worker captioned the photo (Obama smiling broadly, facing the camera),
+    # so the smile is described, not left to the identifier; the preset replaces that clause.
+    caption = (
+        "a photo of <sks> person, facing the camera, eyes open, looking at the camera, smiling with teeth"
+    )
+    assert job.source_prompt == ""
+    assert output.parameters["source_prompt"] == caption
+    assert output.parameters["source_prompt_from"] == "photo caption"
+    assert output.prompt == caption and output.seed is None
     assert output.source_photo_id == subject.enrollment_photo_id
     photo, edited = _image(subject.enrollment_photo).convert("RGB"), _image(output.image).convert("RGB")
     region = np.asarray(_image(output.region_mask)) > 0
     assert edited.size == photo.size == region.shape[::-1]
     outside = ~region
     assert (np.asarray(photo)[outside] == np.asarray(edited)[outside]).all()
+    left, top, right, bottom = output.parameters["crop"]
+    assert region[top:bottom, left:right].sum() == region.sum() and output.parameters["crop_scale"] > 0
     background = output.scores["background"]
     assert background["available"] and background["outside_pixels"] == int(outside.sum())
     assert output.background_ssim == pytest.approx(background["ssim"])

@@ -111,6 +111,7 @@ def test_an_edit_of_a_stored_photo_with_a_painted_mask_is_queued(model, staff, c
     subject = model.subject
     page = client.get(f"/studio/edit/?subject={subject.pk}").content.decode()
     assert f'value="{subject.enrollment_photo_id}"' in page and 'id="mask-canvas"' in page
+    assert "Leave empty to use the photo&#x27;s own caption" in page
     stored_size = _stored_size(subject.enrollment_photo)
     posted = client.post(
         f"/studio/edit/?subject={subject.pk}",

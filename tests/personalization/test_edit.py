@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from personalization import edit
 from personalization.attention import AttentionController, attention_control, token_positions
 from personalization.cli import main
 from personalization.dataset import PreparedDataset
 from personalization.generate import GenerationSettings, HiresSettings, generate, load_generator
+from personalization.progress import StepProgress
 from personalization.prompts import PRESETS, PromptError, preset_prompt
 from personalization.training import TrainConfig, train
 from tests.personalization.conftest import FACES
@@ -184,6 +186,153 @@ def test_every_pixel_outside_the_region_is_the_input(
         assert (np.asarray(mask) > 0).sum() > 0
 
 
+@pytest.mark.parametrize("cropped", [False, True], ids=["whole-photo", "crop"])
+def test_outside_the_latent_mask_the_edit_follows_the_source_trajectory_at_every_blended_step(
+    pipe: Any, photo: Image.Image, large_photo: Image.Image, cropped: bool
+) -> None:
+    """The latent blend itself. The pixel test above builds its region from the weight the
+    composite uses, so it passes even if the blend does nothing; here the target branch's latent
+    after every step (edit_image's on_latent hook) is compared, outside the latent mask, with the
+    source trajectory: the inversion of the crop the edit ran on, made again here (DDIM
+    inversion is deterministic). Inside the blend window [1, 5) it must be that trajectory exactly;
+    before and after the window it is not blended, so it must differ. On the small photo the crop
+    is the whole photo; on the large one, a painted mask keeps the region inside a crop."""
+    latents: dict[int, torch.Tensor] = {}
+
+    def keep(phase: str, step: int, latent: torch.Tensor) -> None:
+        if phase == "edit":
+            latents[step] = latent.clone()
+
+    picture, user = photo, None
+    if cropped:
+        picture, user = large_photo, np.zeros(large_photo.size[::-1], dtype=bool)
+        user[250:550, 300:600] = True
+    settings = _settings(blend_start=1, blend_end=5, user_mask=user)
+    result = edit.edit_image(pipe, picture, settings, on_latent=keep)
+    assert result.crop.covers(picture.size) is not cropped
+    source = edit.invert(pipe, picture.crop(result.crop.box), SOURCE, "<sks>", steps=6, resolution=64)
+    outside = (result.latent_mask == 0).expand_as(result.latent)
+    assert 0 < int(outside.sum()) < outside.numel()
+    assert sorted(latents) == list(range(6))
+    for step, latent in latents.items():
+        follows = torch.equal(latent[outside], source.trajectory[step + 1][outside])
+        assert follows == (1 <= step < 5), step
+        assert not torch.equal(latent[~outside], source.trajectory[step + 1][~outside]), step
+    assert torch.equal(latents[5], result.latent)
+
+
+@pytest.fixture(scope="module")
+def large_photo() -> Image.Image:
+    """A photo far larger than the working size (910x1137 against the tiny model's 64 px)."""
+    return Image.open(FACES / "obama.jpg").convert("RGB")
+
+
+def _sharpness(pixels: np.ndarray, where: np.ndarray) -> float:
+    """Mean gradient magnitude (grey levels per pixel) over `where`: a region scaled up k times
+    has about 1/k of the gradient it had at its own resolution."""
+    grey = pixels.astype(np.float64).mean(axis=2)
+    rows, cols = np.gradient(grey)
+    return float(np.hypot(rows, cols)[where].mean())
+
+
+@pytest.mark.parametrize(
+    ("region", "box"),
+    [
+        ((300, 340, 420, 460), (408, 288, 472, 352)),  # fits: the working side, centred, at scale 1
+        ((0, 20, 890, 910), (846, 0, 910, 64)),  # at the photo's corner: moved inside, cut at its edge
+        ((200, 700, 200, 600), (72, 74, 728, 826)),  # larger: the region and a quarter of it around
+        ((100, 1100, 300, 400), (0, 0, 910, 1137)),  # as long as the photo: the whole photo
+        (None, (0, 0, 910, 1137)),  # nothing to edit
+    ],
+    ids=["fits", "corner", "larger", "photo-long", "empty"],
+)
+def test_the_crop_holds_the_whole_region_inside_the_photo(
+    pipe: Any, region: tuple[int, int, int, int] | None, box: tuple[int, int, int, int]
+) -> None:
+    """Regions as (top, bottom, left, right) on a 910x1137 photo at the tiny model's 64 px."""
+    weight = np.zeros((1137, 910))
+    if region is not None:
+        top, bottom, left, right = region
+        weight[top:bottom, left:right] = 0.5
+    crop = edit.choose_crop(pipe, weight, 64)
+    assert crop.box == box
+    assert (np.asarray(crop.cut(weight) > 0).sum()) == (weight > 0).sum()
+
+
+def test_a_small_region_of_a_large_photo_is_edited_at_the_photos_resolution(
+    pipe: Any, large_photo: Image.Image
+) -> None:
+    """The region fits the working size, so it is edited on a window of the photo at scale 1, not
+    with the whole photo scaled down to 64 px and the result scaled back up (the old path, run here
+    on the same photo for its figure): the edited pixels are as sharp as the model's own output."""
+    width, height = large_photo.size
+    user = np.zeros((height, width), dtype=bool)
+    user[300:340, 420:460] = True
+    flat = {"user_mask_mode": "replace", "steps": 4, "dilate_px": 0, "feather_px": 0}
+    result = edit.edit_image(pipe, large_photo, _settings(user_mask=user, **flat))
+    source, output = np.asarray(large_photo), np.asarray(result.image)
+    region = np.asarray(result.region) > 0
+    assert np.array_equal(region, user)
+    assert np.array_equal(output[~region], source[~region])
+    assert (output[region] != source[region]).any()
+    assert result.crop.scale == 1.0 and not result.crop.downscaled
+    left, top, right, bottom = result.crop.box
+    assert (right - left, bottom - top) == (64, 64)
+    assert left <= 420 and top <= 300 and right >= 460 and bottom >= 340
+
+    working_height, working_width = edit.working_size(pipe, large_photo.size, 64)
+    scaled = large_photo.resize((working_width, working_height), Image.Resampling.LANCZOS)
+    everything = np.ones((working_height, working_width), dtype=bool)
+    whole = edit.edit_image(pipe, scaled, _settings(user_mask=everything, **flat))
+    scaled_back = np.asarray(whole.image.resize(large_photo.size, Image.Resampling.LANCZOS))
+    at_working_size = _sharpness(np.asarray(whole.image), everything)
+    # Inside the region's edge: the jump from edited to untouched pixels is no measure of sharpness.
+    interior = ndimage.binary_erosion(user)
+    assert _sharpness(output, interior) > at_working_size / 2 > _sharpness(scaled_back, interior)
+
+
+def test_a_region_larger_than_the_working_size_is_edited_downscaled_and_says_so(
+    pipe: Any, large_photo: Image.Image
+) -> None:
+    width, height = large_photo.size
+    user = np.zeros((height, width), dtype=bool)
+    user[200:700, 200:600] = True
+    result = edit.edit_image(
+        pipe, large_photo, _settings(user_mask=user, user_mask_mode="replace", steps=2, mask_steps=1)
+    )
+    assert result.crop.downscaled and result.crop.scale < 1.0
+    left, top, right, bottom = result.crop.box
+    assert left <= 200 and top <= 200 and right >= 600 and bottom >= 700
+    assert (right - left, bottom - top) != large_photo.size
+    region = np.asarray(result.region) > 0
+    assert np.array_equal(np.asarray(result.image)[~region], np.asarray(large_photo)[~region])
+
+
+def test_the_masks_are_read_on_the_whole_photo_and_the_edit_runs_on_a_window_around_the_region(
+    pipe: Any, large_photo: Image.Image
+) -> None:
+    """With automatic masks the region is only known after the whole photo's inversion and mask
+    steps; a window smaller than the photo is then inverted on its own and edited."""
+    width, height = large_photo.size
+    user = np.zeros((height, width), dtype=bool)
+    user[250:550, 300:600] = True
+    events: list[StepProgress] = []
+
+    def record(event: StepProgress) -> None:
+        events.append(event)
+
+    result = edit.edit_image(
+        pipe, large_photo, _settings(user_mask=user, steps=4, mask_steps=2), progress=record
+    )
+    assert [event.phase for event in events] == ["invert"] * 4 + ["mask"] * 2 + ["invert"] * 4 + ["edit"] * 4
+    assert [event.step for event in events] == list(range(1, 15)) and events[-1].total == 14
+    assert not result.crop.covers(large_photo.size)
+    region = np.asarray(result.region) > 0
+    assert region.any() and not region[~user].any()
+    assert np.array_equal(np.asarray(result.image)[~region], np.asarray(large_photo)[~region])
+    assert result.subject_mask is not None and result.subject_mask.size == large_photo.size
+
+
 def test_mutual_self_attention_changes_the_edit(pipe: Any, photo: Image.Image) -> None:
     plain = edit.edit_image(pipe, photo, _settings())
     mutual = edit.edit_image(
@@ -254,6 +403,8 @@ def test_edit_and_score_from_the_command_line(
     assert record["settings"]["identifier"] == "<sks>"
     assert record["settings"]["source_prompt"] == "a photo of <sks> person"
     assert record["settings"]["target_prompt"] == "a photo of <sks> person, smiling with teeth"
+    left, top, right, bottom = record["crop"]["box"]
+    assert 0 <= left < right <= 80 and 0 <= top < bottom <= 96 and record["crop"]["scale"] > 0
     for name in ("smile.region.png", "smile.subject-mask.png", "smile.target-mask.png"):
         assert (out.parent / name).is_file()
     capsys.readouterr()

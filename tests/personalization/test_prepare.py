@@ -28,7 +28,7 @@ class FixedCaptioner:
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("photos")
-    for name in ("obama.jpg", "obama2.jpg", "biden.jpg", "two_people.jpg"):
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "two_people.jpg"):
         shutil.copy(FACES / name, folder / name)
     Image.fromarray(skdata.astronaut()).save(folder / "astronaut.png")
     (folder / "obama.txt").write_text("at a press conference")
@@ -49,13 +49,35 @@ def _entries(result) -> dict[str, dict]:
 
 def test_one_face_each_and_two_people_rejected(prepared) -> None:
     accepted = {report.source for report in prepared.reports if report.accepted}
-    assert accepted == {"obama.jpg", "obama2.jpg", "biden.jpg", "astronaut.png"}
+    assert accepted == {"obama.jpg", "obama2.jpg", "obama3.jpg"}
     assert all(report.faces == 1 for report in prepared.reports if report.accepted)
-    (rejected,) = prepared.rejected
-    assert rejected.source == "two_people.jpg"
-    assert rejected.reason == "2 faces found; an identity photo must show exactly one person"
+    reasons = {report.source: report.reason for report in prepared.rejected}
+    assert reasons["two_people.jpg"] == "2 faces found; an identity photo must show exactly one person"
     manifest = json.loads((prepared.out_dir / "manifest.json").read_text())
-    assert manifest["rejected"] == [{"source": "two_people.jpg", "reason": rejected.reason}]
+    assert manifest["rejected"] == [
+        {"source": source, "reason": reason} for source, reason in sorted(reasons.items())
+    ]
+
+
+def test_a_different_person_is_left_out_with_the_distance(prepared) -> None:
+    """Three photos of Obama, one of Biden, one of the astronaut: the two others are not the subject."""
+    reports = {report.source: report for report in prepared.reports}
+    for other in ("biden.jpg", "astronaut.png"):
+        assert reports[other].accepted is False
+        assert reports[other].reason.startswith("a different person from the rest of the set (face distance")
+        assert reports[other].pose["identity_distance"] > 0.6
+    for same in ("obama.jpg", "obama2.jpg", "obama3.jpg"):
+        assert reports[same].pose["identity_distance"] < 0.6
+
+
+def test_a_set_with_no_majority_person_is_refused(photos: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("obama.jpg", "biden.jpg"):
+        shutil.copy(photos / name, folder / name)
+    with pytest.raises(PrepareError, match="these photos show different people"):
+        prepare(folder, tmp_path / "out", PrepareOptions(resolution=RESOLUTION))
+    assert not (tmp_path / "out" / "manifest.json").exists()
 
 
 def test_crop_contains_landmarks_and_mask_covers_them(prepared) -> None:
@@ -77,10 +99,10 @@ def test_captions_carry_token_pose_and_user_text(prepared) -> None:
     entries = _entries(prepared)
     obama = (prepared.out_dir / entries["obama.jpg"]["caption"]).read_text().strip()
     assert obama.startswith("a photo of <sks> person, ")
-    assert "facing the camera" in obama
+    assert "facing the camera" in obama and "smiling with teeth" in obama
     assert obama.endswith("at a press conference, indoors")
     obama2 = (prepared.out_dir / entries["obama2.jpg"]["caption"]).read_text()
-    assert "head turned slightly to the left" in obama2
+    assert "head turned slightly to the left" in obama2 and "mouth open" in obama2
     for entry in entries.values():
         assert entry["descriptors"], entry["source"]
 
@@ -104,7 +126,7 @@ def test_quality_report_and_dataset_hash(prepared, tmp_path: Path) -> None:
     by_source = {row["source"]: row for row in quality}
     astronaut = by_source["astronaut.png"]
     assert astronaut["face_size_px"] > 50
-    assert set(astronaut["pose"]) == {"yaw", "pitch", "roll"}
+    assert {"yaw", "pitch", "roll", "mouth_width", "identity_distance"} <= set(astronaut["pose"])
     assert any("blurry" in warning for warning in astronaut["warnings"])
     assert by_source["obama.jpg"]["sharpness"] > by_source["astronaut.png"]["sharpness"]
     assert by_source["two_people.jpg"]["accepted"] is False
@@ -170,3 +192,15 @@ def test_bad_inputs_fail_clearly_and_lose_nothing(photos: Path, prepared, tmp_pa
     assert done.returncode == 2
     assert "two_people.jpg: 2 faces found" in done.stderr
     assert "broken.jpg: unreadable image" in done.stderr
+
+
+def test_level_eyes_turns_the_head_upright_and_drops_the_tilt(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(FACES / "biden.jpg", folder / "biden.jpg")  # the head leans about 10 degrees
+    result = prepare(folder, tmp_path / "out", PrepareOptions(resolution=RESOLUTION, level_eyes=True))
+    (entry,) = _entries(result).values()
+    assert not any("tilted" in words for words in entry["descriptors"])
+    points = np.array(entry["landmarks"])
+    right, left = points[0:2].mean(axis=0), points[2:4].mean(axis=0)
+    assert abs(float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))) < 3.0

@@ -10,7 +10,7 @@ from peft import LoraConfig
 from torch import nn
 
 from personalization.attention import AttentionController, attention_control, cross_attention_layers
-from personalization.losses import attention_refocus_loss, load_identity_embedder, masked_mse, min_max_scale
+from personalization.losses import attention_refocus_loss, masked_mse, min_max_scale
 from personalization.models import load_pipeline
 from personalization.training import TrainableTokenRows
 
@@ -126,27 +126,3 @@ def test_token_rows_train_only_the_new_rows() -> None:
     merged = rows.merged()
     assert torch.equal(merged.weight[:8], original[:8])
     assert torch.equal(merged.weight[8:], original[8:] + 1.0)
-
-
-def test_an_exported_embedder_moves_whole_to_the_training_device(tmp_path: Path) -> None:
-    """Exported face networks carry constants (a normalisation, say) that `.module().to(device)`
-    would leave on the CPU, failing the first call on a GPU. The meta device fails the same way,
-    so loading onto it here checks that the program moves as a whole."""
-
-    class Normalised(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 8, 3, stride=4)
-
-        def forward(self, faces: torch.Tensor) -> torch.Tensor:
-            centred = faces - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)  # a lifted constant
-            return self.conv(centred).mean(dim=(2, 3))
-
-    path = tmp_path / "normalised.pt2"
-    batch = torch.export.Dim("batch", min=1, max=64)
-    program = torch.export.export(Normalised(), (torch.zeros(2, 3, 112, 112),), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
-    on_meta = load_identity_embedder(path, torch.device("meta"))
-    assert on_meta(torch.zeros(3, 3, 112, 112, device="meta")).shape == (3, 8)
-    on_cpu = load_identity_embedder(path, torch.device("cpu"))
-    assert not any(parameter.requires_grad for parameter in on_cpu.parameters())

@@ -264,7 +264,10 @@ def _build(reference_set: ReferenceSet, scratch: Path) -> None:
         raise TrainingActionError(str(error), code="base_model") from None
     out = scratch / "prepared"
     try:
-        result = prepare(source, out, PrepareOptions(resolution=resolution, force=True))
+        options = PrepareOptions(
+            resolution=resolution, force=True, same_person_threshold=settings.LIKENESS_SAME_PERSON_THRESHOLD
+        )
+        result = prepare(source, out, options)
     except PrepareError as error:
         if not (out / MANIFEST_NAME).is_file():
             raise TrainingActionError(str(error).replace(str(scratch), "")) from None
