@@ -32,6 +32,13 @@ DEFAULT_RATES: dict[str, dict[str, float]] = {
     "identity": {"unet_lora": 1e-4},
     "multiconcept": {"unet_lora": 4e-4, "text_lora": 4e-5, "embeddings": 2e-3, "joint_embeddings": 1e-4},
 }
+# Parameter group -> the setting that overrides its rate.
+_RATE_SETTINGS = {
+    "unet_lora": "unet_lr",
+    "text_lora": "text_lr",
+    "embeddings": "embedding_lr",
+    "joint_embeddings": "joint_embedding_lr",
+}
 
 
 class TrainingError(ValueError):
@@ -100,12 +107,7 @@ class TrainConfig:
     def learning_rate(self, group: str) -> float:
         """The rate of a parameter group (unet_lora, text_lora, embeddings, joint_embeddings): the
         one set, else the method's default."""
-        chosen = {
-            "unet_lora": self.unet_lr,
-            "text_lora": self.text_lr,
-            "embeddings": self.embedding_lr,
-            "joint_embeddings": self.joint_embedding_lr,
-        }[group]
+        chosen: float | None = getattr(self, _RATE_SETTINGS[group])
         return chosen if chosen is not None else DEFAULT_RATES[self.method][group]
 
     def uses_prior(self) -> bool:
@@ -117,9 +119,7 @@ class TrainConfig:
         skip = {"base_model", "images", "style_images", "out", "resume", "device", "cache_dir", "resolution"}
         values = {key: value for key, value in dataclasses.asdict(self).items() if key not in skip}
         values.update(steps=self.total_steps(), phase1_steps=self.embedding_steps(), lora_alpha=self.alpha())
-        rates = {"unet_lr": "unet_lora", "text_lr": "text_lora", "embedding_lr": "embeddings"}
-        rates["joint_embedding_lr"] = "joint_embeddings"
-        for key, group in rates.items():
+        for group, key in _RATE_SETTINGS.items():
             values[key] = self.learning_rate(group) if group in DEFAULT_RATES[self.method] else None
         values["prior_preservation"] = self.uses_prior()
         return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}

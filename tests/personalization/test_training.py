@@ -488,6 +488,10 @@ def test_bad_configurations_are_refused(
         Trainer(replace(identity_config, images=tmp_path, out=tmp_path / "e"))
     with pytest.raises(TrainingError, match="must be positive"):
         Trainer(replace(identity_config, steps=0, out=tmp_path / "f"))
+    with pytest.raises(TrainingError, match="augmentation variants must lie between 0 and 16"):
+        Trainer(replace(identity_config, augmentation_variants=17, out=tmp_path / "g"))
+    with pytest.raises(TrainingError, match="timestep limit"):
+        Trainer(replace(identity_config, joint_max_timestep=0.0, out=tmp_path / "h"))
 
 
 def test_train_cli(tiny_sd: Path, prepared_source: PreparedDataset, tmp_path: Path, cli) -> None:
