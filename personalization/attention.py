@@ -142,12 +142,16 @@ class AttentionController:
         missing = [name for name in self.record if name not in self.recorded]
         if not self.record or missing:
             raise RuntimeError("no cross-attention recorded: run the UNet with the controller installed")
-        stacked = torch.cat([self.recorded[name] for name in self.record], dim=1)  # (B, M, P, T)
-        batch, maps, pixels, _ = stacked.shape
+        # The K token columns of each layer first, so no copy of every head's full map is made.
+        columns = []
+        for name in self.record:
+            probs = self.recorded[name]  # (B, heads, pixels, tokens)
+            index = positions[:, None, None, :].expand(-1, probs.shape[1], probs.shape[2], -1)
+            columns.append(torch.gather(probs, 3, index))
+        chosen = torch.cat(columns, dim=1)  # (B, M, pixels, K)
+        batch, maps, pixels, tokens = chosen.shape
         height, width = self.spatial_size(pixels)
-        index = positions[:, None, None, :].expand(-1, maps, pixels, -1)
-        chosen = torch.gather(stacked, 3, index)  # (B, M, pixels, K)
-        return chosen.permute(0, 3, 1, 2).reshape(batch, positions.shape[1], maps, height, width)
+        return chosen.permute(0, 3, 1, 2).reshape(batch, tokens, maps, height, width)
 
     def spatial_size(self, tokens: int) -> tuple[int, int]:
         """The (h, w) of a layer with `tokens` query positions: the latent halved until it matches.

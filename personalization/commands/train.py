@@ -57,7 +57,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="multiconcept phase 2: token embeddings (default 1e-4); every multiconcept rate decays "
         "linearly to 0 within its phase",
     )
-    add("--weight-decay", type=float, default=1e-3, help="AdamW weight decay on LoRA weights (default 1e-3)")
+    add(
+        "--weight-decay",
+        type=float,
+        default=1e-3,
+        help="AdamW weight decay: identity LoRA, every multiconcept phase-2 group (default 1e-3)",
+    )
     add(
         "--max-grad-norm",
         type=float,

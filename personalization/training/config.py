@@ -56,12 +56,12 @@ class TrainConfig:
     phase1_steps: int | None = None  # multiconcept: embeddings-only steps (default 4/9 of the total)
     rank: int = 4
     lora_alpha: float | None = None  # default: the rank (scale 1)
-    # Learning rates; None takes the method's default (schedule.DEFAULT_RATES, with their sources).
+    # Learning rates; None takes the method's default (DEFAULT_RATES above, with their sources).
     unet_lr: float | None = None
     text_lr: float | None = None  # multiconcept phase 2: text-encoder LoRA
     embedding_lr: float | None = None  # multiconcept phase 1: the new token embeddings
     joint_embedding_lr: float | None = None  # multiconcept phase 2: the new token embeddings
-    weight_decay: float = 1e-3
+    weight_decay: float = 1e-3  # identity's LoRA, every multiconcept phase-2 group (none in phase 1)
     max_grad_norm: float = 1.0  # identity, and multiconcept phase 2 (phase 1 is not clipped)
     embedding_norm_target: float = 0.4  # multiconcept phase 1: clip_ti_decay's target norm
     style_loss_weight: float = 2.0  # lambda_style: reference and composed terms, first half of a phase
