@@ -58,6 +58,7 @@ def test_a_flipped_variant_mirrors_masks_box_and_caption_and_jitter_leaves_masks
     plain = _cache(prepared_source, vae, 0, seed)
     augmented = _cache(prepared_source, vae, count, seed)
     width = prepared_source.resolution
+    swapped = 0
     for item, (original,), versions, variants in zip(
         prepared_source.items, plain, augmented, expected, strict=True
     ):
@@ -65,6 +66,7 @@ def test_a_flipped_variant_mirrors_masks_box_and_caption_and_jitter_leaves_masks
         assert original.pixels is not None and torch.equal(original.pixels, photo)  # the photo as it is
         for variant, version in zip(variants, versions, strict=True):
             assert version.caption == (swap_sides(item.caption()) if variant.flip else item.caption())
+            swapped += version.caption != item.caption()
             mirrored = original.face_mask.flip(-1) if variant.flip else original.face_mask
             # Flipped with the photo, never jittered (equal up to the pooling's summation order).
             assert torch.allclose(version.face_mask, mirrored, atol=1e-6)
@@ -76,6 +78,7 @@ def test_a_flipped_variant_mirrors_masks_box_and_caption_and_jitter_leaves_masks
             flipped_only = photo.flip(-1) if variant.flip else photo
             assert version.pixels is not None and not torch.equal(version.pixels, flipped_only)
             assert (version.pixels - flipped_only).abs().max() <= 0.25
+    assert swapped  # obama2's "head turned slightly to the left" was flipped at least once
     # The masks are not symmetric, so the comparisons above do tell a flip from none.
     assert not torch.equal(plain[0][0].face_mask.flip(-1), plain[0][0].face_mask)
 
