@@ -54,8 +54,8 @@ class AttentionController:
     """What the installed processors do, and what they recorded.
 
     `record`: names of cross-attention layers (module names, e.g. "down_blocks.2.attentions.0.
-    transformer_blocks.0.attn2") whose head-averaged probabilities (batch, pixels, tokens) are kept
-    in `recorded` with their autograd graph, overwritten by every forward: the training path.
+    transformer_blocks.0.attn2") whose per-head probabilities (batch, heads, pixels, tokens) are
+    kept in `recorded` with their autograd graph, overwritten by every forward: the training path.
     `capture`: batch row -> prompt token positions whose cross-attention probabilities are
     recorded detached, in every cross-attention layer, and summed over the forwards they were
     captured in; `maps()` gives the means with shape (rows, h, w): the editing path.
@@ -132,19 +132,26 @@ class AttentionController:
     # ---- recorded maps with gradients (training) -----------------------------------------------
 
     def token_maps(self, positions: torch.Tensor) -> torch.Tensor:
-        """Mean over the `record` layers of each sample's maps for chosen token positions.
+        """Every recorded layer's and head's map of each sample's chosen token positions.
 
-        positions: (batch, K) long, the index of token k in sample b's prompt.
-        Returns (batch, K, h, w), differentiable.
+        Kept apart, not averaged: MagiCapture's refocusing loss scales each head's map on its own
+        before averaging (official lora_diffusion_/magicapture_train.py, `get_attentions`, the 40
+        maps of SD 1.5's 16x16 layers). positions: (batch, K) long, the index of token k in
+        sample b's prompt. Returns (batch, K, layers x heads, h, w), differentiable.
         """
         missing = [name for name in self.record if name not in self.recorded]
         if not self.record or missing:
             raise RuntimeError("no cross-attention recorded: run the UNet with the controller installed")
-        stacked = torch.stack([self.recorded[name] for name in self.record]).mean(dim=0)  # (B, P, T)
-        height, width = self.spatial_size(stacked.shape[1])
-        index = positions[:, None, :].expand(-1, stacked.shape[1], -1)
-        chosen = torch.gather(stacked, 2, index)  # (B, pixels, K)
-        return chosen.permute(0, 2, 1).reshape(positions.shape[0], positions.shape[1], height, width)
+        # The K token columns of each layer first, so no copy of every head's full map is made.
+        columns = []
+        for name in self.record:
+            probs = self.recorded[name]  # (B, heads, pixels, tokens)
+            index = positions[:, None, None, :].expand(-1, probs.shape[1], probs.shape[2], -1)
+            columns.append(torch.gather(probs, 3, index))
+        chosen = torch.cat(columns, dim=1)  # (B, M, pixels, K)
+        batch, maps, pixels, tokens = chosen.shape
+        height, width = self.spatial_size(pixels)
+        return chosen.permute(0, 3, 1, 2).reshape(batch, tokens, maps, height, width)
 
     def spatial_size(self, tokens: int) -> tuple[int, int]:
         """The (h, w) of a layer with `tokens` query positions: the latent halved until it matches.
@@ -317,7 +324,7 @@ class _ControlledAttnProcessor:
 
         probs = _probabilities(attn, query, key, attention_mask) if keep else None
         if probs is not None:
-            self.controller.recorded[self.name] = probs.mean(dim=1)  # (batch, pixels, tokens)
+            self.controller.recorded[self.name] = probs  # (batch, heads, pixels, tokens)
         if capture is not None:
             self._capture(attn, query, key, attention_mask, capture, probs)
 

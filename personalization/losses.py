@@ -32,20 +32,34 @@ def min_max_scale(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 def attention_refocus_loss(
     maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """MagiCapture's L_attn = sum_k ||(S(A_k) - M_k) * (1 - M_k)||^2, mean over pixels and samples.
+    """MagiCapture's L_attn as its official code computes it (lora_diffusion_/magicapture_train.py,
+    `loss_step`, lines 542-582).
 
-    maps (B, K, h, w): token k's cross-attention map (upsampled bilinearly to the masks' size);
-    masks (B, K, H, W): where token k belongs (identity -> face, style -> not the face).
-    Only attention outside a token's own region is penalised. valid (B, K) switches pairs off.
+    Each layer's and head's map of token k is upsampled bilinearly to the masks' size and min-max
+    scaled on its own (a weak head counts as much as a strong one); where token k's mask is at
+    least 0.5 the scaled maps are set to 1; their mean over the maps is compared with the mask by
+    MSE. Inside the mask the term is constant, so only attention outside a token's own region is
+    penalised: the paper's ||(S(A_k) - M_k) * (1 - M_k)||^2. A sample's tokens are averaged, not
+    summed (the official `.mean()` over them), so a composed sample, which has both tokens, weighs
+    as much as a source or reference sample, which has one.
+
+    maps (B, K, M, h, w): the M cross-attention maps of token k; masks (B, K, H, W): where token k
+    belongs (identity -> face, style -> not the face); valid (B, K) switches pairs off. Returns the
+    mean over the samples that have a valid pair.
     """
+    batch, tokens, count = maps.shape[:3]
+    size = masks.shape[-2:]
     upsampled = functional.interpolate(
-        maps.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False
-    )
+        maps.float().flatten(0, 1), size=size, mode="bilinear", align_corners=False
+    )  # (B*K, M, H, W)
+    scaled = min_max_scale(upsampled).view(batch, tokens, count, *size).mean(dim=2)
     target = masks.float()
-    per_pair = ((min_max_scale(upsampled) - target) * (1.0 - target)).pow(2).mean(dim=(-2, -1))  # (B, K)
-    if valid is not None:
-        per_pair = per_pair * valid.float()
-    return per_pair.sum(dim=1).mean()
+    compared = torch.where(target >= 0.5, torch.ones_like(target), scaled)
+    per_pair = (compared - target).pow(2).mean(dim=(-2, -1))  # (B, K)
+    weights = valid.float() if valid is not None else torch.ones_like(per_pair)
+    pairs = weights.sum(dim=1)
+    per_sample = (per_pair * weights).sum(dim=1) / pairs.clamp_min(1.0)
+    return per_sample.sum() / (pairs > 0).sum().clamp_min(1)
 
 
 def predicted_original(

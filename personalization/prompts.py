@@ -9,6 +9,7 @@ imports so the CLI's argument parsing (and --help) stays instant.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -43,6 +44,27 @@ def expand_prompt(
         ) from error
     except (ValueError, IndexError) as error:
         raise PromptError(f"the prompt is not a valid template: {error}") from error
+
+
+_SIDES = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+def swap_sides(caption: str) -> str:
+    """The caption of the mirrored photo: every standalone "left" and "right" swapped, case kept.
+
+    Captions name sides in the image's frame ("head turned to the left", "looking to the right"),
+    so a horizontally flipped training photo shows the other side; without the swap the flip
+    would teach the model that "left" means both.
+    """
+
+    def other(match: re.Match[str]) -> str:
+        word = match.group(0)
+        swapped = "right" if word.lower() == "left" else "left"
+        if word.isupper():
+            return swapped.upper()
+        return swapped.capitalize() if word[0].isupper() else swapped
+
+    return _SIDES.sub(other, caption)
 
 
 @dataclass(frozen=True)

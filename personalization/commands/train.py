@@ -48,26 +48,41 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--rank", type=int, help="LoRA rank (default 4)")
     add("--lora-alpha", type=float, help="LoRA alpha (default: the rank)")
-    add("--unet-lr", type=float, help="UNet LoRA learning rate (default 1e-4)")
+    add("--unet-lr", type=float, help="UNet LoRA learning rate (default 1e-4 identity, 4e-4 multiconcept)")
+    add("--text-lr", type=float, help="multiconcept phase 2: text-encoder LoRA (default 4e-5)")
+    add("--embedding-lr", type=float, help="multiconcept phase 1: token embeddings (default 2e-3)")
     add(
-        "--text-lr",
+        "--joint-embedding-lr",
         type=float,
-        help="multiconcept phase 2: text LoRA and embeddings (default 1e-5)",
+        help="multiconcept phase 2: token embeddings (default 1e-4); every multiconcept rate decays "
+        "linearly to 0 within its phase",
     )
     add(
-        "--embedding-lr",
+        "--weight-decay",
         type=float,
-        help="multiconcept phase 1: token embeddings (default 5e-4)",
+        default=1e-3,
+        help="AdamW weight decay: identity LoRA, every multiconcept phase-2 group (default 1e-3)",
     )
-    add("--weight-decay", type=float, default=1e-3, help="AdamW weight decay on LoRA weights (default 1e-3)")
-    add("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (default 1.0)")
+    add(
+        "--max-grad-norm",
+        type=float,
+        default=1.0,
+        help="gradient clipping norm (default 1.0; multiconcept phase 1 is not clipped, as officially)",
+    )
+    add(
+        "--augmentation-variants",
+        type=int,
+        default=4,
+        help="flip (p 0.5, left/right swapped in the caption) and colour-jitter variants per photo, "
+        "each encoded once (default 4; 0 off)",
+    )
     add("--batch-size", type=int, help="photos per step (default 1; prior images are added to it)")
     add("--seed", type=int, help="seed of every random draw: same seed, same result (default 0)")
     add(
         "--prior-preservation",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="identity: regularise with a generated class set",
+        help="identity: regularise with a class set generated once per base model and cached (default on)",
     )
     add("--num-class-images", type=int, help="size of the class set (default 100)")
     add("--prior-loss-weight", type=float, default=1.0, help="weight of the prior loss (default 1.0)")
@@ -128,6 +143,8 @@ def _run(args: argparse.Namespace) -> int:
         lora_alpha=args.lora_alpha,
         weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm,
+        joint_embedding_lr=args.joint_embedding_lr,
+        augmentation_variants=args.augmentation_variants,
         prior_loss_weight=args.prior_loss_weight,
         class_image_steps=args.class_image_steps,
         cache_dir=args.cache_dir,

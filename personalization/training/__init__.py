@@ -2,7 +2,7 @@
 
 identity (LIPE stage 1): LoRA on the UNet attention projections, a new identifier token whose
 embedding stays fixed (so the text side is frozen and every caption is encoded once), the
-action-descriptive captions from `prepare`, optional prior preservation on a cached class set.
+action-descriptive captions from `prepare`, prior preservation on a cached class set (default on).
 
 multiconcept (MagiCapture): phase 1 learns only the new token embeddings ([V1] identity from
 the class word, [V2] style at random) with the masked source and reference losses; phase 2
@@ -16,9 +16,13 @@ new rows live in a separate parameter, so the original embedding rows are never 
 Every random draw comes from one seeded generator saved in checkpoints, which is what makes
 `resume` reproduce an uninterrupted run exactly.
 
-Modules: config (settings, progress, result), parameters (token rows, LoRA), data (cached
-latents, batches), text (prompt conditioning), objective (the losses), checkpoints, outputs
-(the trained folder), trainer (the loop). Callers import from here.
+Both methods train on flipped and colour-jittered variants of each photo (augment), and
+multiconcept follows the official run's optimisation schedule (schedule).
+
+Modules: config (settings, progress, result), parameters (token rows, LoRA), augment (flip and
+colour jitter), data (cached latents, batches), text (prompt conditioning), objective (the
+losses), schedule (groups, rate decay, clipping, norm control, lambda_style, timesteps),
+checkpoints, outputs (the trained folder), trainer (the loop). Callers import from here.
 """
 
 from personalization.training.config import (

@@ -20,6 +20,26 @@ from personalization.progress import StepProgress
 
 Method = Literal["identity", "multiconcept"]
 
+# Every variant is one VAE encode per photo at setup and its latents stay in memory.
+MAX_AUGMENTATION_VARIANTS = 16
+
+# The methods' learning rates per parameter group. multiconcept: MagiCapture's official run
+# (train_magicapture.sh: --learning_rate_ti=5e-4 --learning_rate_unet=1e-4 --learning_rate_text=1e-5
+# with --scale_lr, which multiplies each by gradient_accumulation_steps (4) x batch size (1):
+# lora_diffusion_/magicapture_train.py lines 1231-1236; --continue_inversion_lr=1e-4 is used as
+# given, line 1412). identity: LIPE publishes no code; 1e-4 is the diffusers DreamBooth-LoRA rate.
+DEFAULT_RATES: dict[str, dict[str, float]] = {
+    "identity": {"unet_lora": 1e-4},
+    "multiconcept": {"unet_lora": 4e-4, "text_lora": 4e-5, "embeddings": 2e-3, "joint_embeddings": 1e-4},
+}
+# Parameter group -> the setting that overrides its rate.
+_RATE_SETTINGS = {
+    "unet_lora": "unet_lr",
+    "text_lora": "text_lr",
+    "embeddings": "embedding_lr",
+    "joint_embeddings": "joint_embedding_lr",
+}
+
 
 class TrainingError(ValueError):
     """A configuration or state training refuses to start from, with the reason."""
@@ -36,14 +56,20 @@ class TrainConfig:
     phase1_steps: int | None = None  # multiconcept: embeddings-only steps (default 4/9 of the total)
     rank: int = 4
     lora_alpha: float | None = None  # default: the rank (scale 1)
-    unet_lr: float = 1e-4
-    text_lr: float = 1e-5
-    embedding_lr: float = 5e-4
-    weight_decay: float = 1e-3
-    max_grad_norm: float = 1.0
+    # Learning rates; None takes the method's default (DEFAULT_RATES above, with their sources).
+    unet_lr: float | None = None
+    text_lr: float | None = None  # multiconcept phase 2: text-encoder LoRA
+    embedding_lr: float | None = None  # multiconcept phase 1: the new token embeddings
+    joint_embedding_lr: float | None = None  # multiconcept phase 2: the new token embeddings
+    weight_decay: float = 1e-3  # identity's LoRA, every multiconcept phase-2 group (none in phase 1)
+    max_grad_norm: float = 1.0  # identity, and multiconcept phase 2 (phase 1 is not clipped)
+    embedding_norm_target: float = 0.4  # multiconcept phase 1: clip_ti_decay's target norm
+    style_loss_weight: float = 2.0  # lambda_style: reference and composed terms, first half of a phase
+    joint_max_timestep: float = 0.8  # multiconcept phase 2 samples t < this x T (every term)
+    augmentation_variants: int = 4  # flip / colour-jitter variants per photo, each encoded once (0: off)
     batch_size: int = 1
     seed: int = 0
-    prior_preservation: bool = False
+    prior_preservation: bool | None = None  # identity only; default on
     num_class_images: int = 100
     prior_loss_weight: float = 1.0
     class_image_steps: int = 30
@@ -77,11 +103,24 @@ class TrainConfig:
             return self.phase1_steps
         return 1200 if self.steps is None else round(self.total_steps() * 1200 / 2700)
 
+    def learning_rate(self, group: str) -> float:
+        """The rate of a parameter group (unet_lora, text_lora, embeddings, joint_embeddings): the
+        one set, else the method's default."""
+        chosen: float | None = getattr(self, _RATE_SETTINGS[group])
+        return chosen if chosen is not None else DEFAULT_RATES[self.method][group]
+
+    def uses_prior(self) -> bool:
+        """LIPE's prior preservation: on by default for the identity method, never for multiconcept."""
+        return self.method == "identity" and self.prior_preservation is not False
+
     def hyperparameters(self) -> dict[str, Any]:
         # resolution is a check on the data, whose own resolution the manifest and dataset hash record.
         skip = {"base_model", "images", "style_images", "out", "resume", "device", "cache_dir", "resolution"}
         values = {key: value for key, value in dataclasses.asdict(self).items() if key not in skip}
         values.update(steps=self.total_steps(), phase1_steps=self.embedding_steps(), lora_alpha=self.alpha())
+        for group, key in _RATE_SETTINGS.items():
+            values[key] = self.learning_rate(group) if group in DEFAULT_RATES[self.method] else None
+        values["prior_preservation"] = self.uses_prior()
         return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
 
     def alpha(self) -> float:
@@ -98,6 +137,10 @@ class TrainConfig:
             raise TrainingError("steps, batch size and rank must be positive")
         if self.method == "multiconcept" and not 0 <= self.embedding_steps() <= self.total_steps():
             raise TrainingError("phase-1 steps must lie between 0 and the total steps")
+        if not 0 <= self.augmentation_variants <= MAX_AUGMENTATION_VARIANTS:
+            raise TrainingError(f"augmentation variants must lie between 0 and {MAX_AUGMENTATION_VARIANTS}")
+        if not 0 < self.joint_max_timestep <= 1:
+            raise TrainingError("the phase-2 timestep limit is a fraction of T in (0, 1]")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The photos as training reads them: latents cached once per dataset, batches drawn per step.
 
-The VAE's mean and std of every photo are computed once and a fresh latent is drawn from them
-each step, so no step pays for the VAE. Every draw comes from the run's one seeded generator,
-in a fixed order, which is what lets `resume` reproduce an uninterrupted run.
+The VAE's mean and std of every augmented variant of every photo (augment.py) are computed once
+and a fresh latent is drawn from them each step, so no step pays for the VAE. Every draw comes
+from the run's one seeded generator, in a fixed order, which is what lets `resume` reproduce an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch.nn import functional
 from personalization.dataset import PreparedDataset, load_image_tensor, load_mask_tensor
 from personalization.models import base_model_revision
 from personalization.prior import base_model_key, class_image_set, default_cache_dir
+from personalization.training.augment import draw_variants
 from personalization.training.config import TrainConfig
 from personalization.training.identity import IdentityLoss
 
@@ -81,30 +83,38 @@ def cache_dataset(
     dtype: torch.dtype,
     *,
     identity: IdentityLoss | None = None,
-) -> list[CachedItem]:
-    """Every photo's latent distribution and masks at latent size (its face descriptor with `identity`)."""
+    variants: int,
+    generator: torch.Generator,
+) -> list[list[CachedItem]]:
+    """Per photo, its augmented variants (`variants` of them, drawn from `generator`; 0: the photo
+    as it is), each with its latent distribution, masks at latent size, caption and face box. Each
+    variant is encoded here, once. With `identity`, the photo's face descriptor (of the photo as it
+    is, as the official code embeds the instance photo) goes with every variant."""
     cached = []
     for item in dataset.items:
-        pixels = load_image_tensor(item.image)[None].to(device, dtype)
-        mean, std = encode_pixels(vae, pixels)
-        size = (mean.shape[-2], mean.shape[-1])
-        face = _to_latent(load_mask_tensor(item.face_mask).to(device), size)
-        style = (
-            _to_latent(load_mask_tensor(item.style_mask).to(device), size)
-            if item.style_mask is not None
-            else None
-        )
-        cached.append(
-            CachedItem(
-                mean=mean,
-                std=std,
-                face_mask=face,
-                style_mask=style,
-                caption=item.caption(),
-                face_box=item.face_box,
-                identity=identity.target(pixels) if identity is not None else None,
+        photo = load_image_tensor(item.image)[None].to(device)
+        face_mask = load_mask_tensor(item.face_mask).to(device)
+        style_mask = load_mask_tensor(item.style_mask).to(device) if item.style_mask is not None else None
+        target = identity.target(photo.to(dtype)) if identity is not None else None
+        versions = []
+        for variant in draw_variants(variants, generator):
+            pixels = variant.pixels(photo).to(dtype)
+            mean, std = encode_pixels(vae, pixels)
+            size = (mean.shape[-2], mean.shape[-1])
+            versions.append(
+                CachedItem(
+                    mean=mean,
+                    std=std,
+                    face_mask=_to_latent(variant.mirror(face_mask), size),
+                    style_mask=(
+                        _to_latent(variant.mirror(style_mask), size) if style_mask is not None else None
+                    ),
+                    caption=variant.caption(item.caption()),
+                    face_box=variant.box(item.face_box, photo.shape[-1]),
+                    identity=target,
+                )
             )
-        )
+        cached.append(versions)
     return cached
 
 
@@ -147,8 +157,8 @@ class Batches:
     """Draws each step's samples: the phase's kinds in rotation, photos at random from the caches."""
 
     batch_size: int
-    source: list[CachedItem]
-    style: list[CachedItem]
+    source: list[list[CachedItem]]  # per photo, its augmented variants
+    style: list[list[CachedItem]]
     class_images: list[tuple[CachedItem, str]]
     tokens: dict[str, str]
     class_word: str
@@ -157,12 +167,17 @@ class Batches:
     def _pick(self, count: int) -> int:
         return int(torch.randint(count, (1,), generator=self.generator))
 
+    def _choose(self, photos: list[list[CachedItem]]) -> CachedItem:
+        """A photo at random, then one of its variants."""
+        variants = photos[self._pick(len(photos))]
+        return variants[self._pick(len(variants))]
+
     def draw(self, step: int, phase_name: str, kinds: tuple[str, ...]) -> list[Sample]:
         samples = []
         for slot in range(self.batch_size):
             kind = kinds[(step * self.batch_size + slot) % len(kinds)]
             if kind in ("instance", "source"):
-                item = self.source[self._pick(len(self.source))]
+                item = self._choose(self.source)
                 samples.append(
                     Sample(
                         kind,
@@ -175,7 +190,7 @@ class Batches:
                     )
                 )
             else:
-                item = self.style[self._pick(len(self.style))]
+                item = self._choose(self.style)
                 prompt = item.caption
                 paired = None
                 if kind == "composed":
@@ -183,7 +198,7 @@ class Batches:
                     prompt = composed_prompt(template, self.tokens, self.class_word)
                     # As the official dataset pairs each composed sample with a source photo,
                     # whose face the identity loss compares against.
-                    paired = self.source[self._pick(len(self.source))].identity
+                    paired = self.source[self._pick(len(self.source))][0].identity
                 samples.append(
                     Sample(
                         kind,
@@ -203,12 +218,14 @@ class Batches:
         return samples
 
     def validation(self, method: str) -> list[Sample]:
-        """One sample per photo (and a composed one per style photo), each with its reconstruction mask."""
+        """One sample per photo (and a composed one per style photo), each with its reconstruction mask.
+
+        Each photo's first variant: the same fixed set before and after training."""
         samples: list[Sample] = []
-        for item in self.source:
+        for item in (variants[0] for variants in self.source):
             kind = "instance" if method == "identity" else "source"
             samples.append(Sample(kind, item.mean, item.std, item.caption, recon_mask=item.face_mask))
-        for item in self.style:
+        for item in (variants[0] for variants in self.style):
             samples.append(Sample("reference", item.mean, item.std, item.caption, recon_mask=item.style_mask))
             composed = composed_prompt(COMPOSED_TEMPLATES[0], self.tokens, self.class_word)
             samples.append(Sample("composed", item.mean, item.std, composed, recon_mask=item.style_mask))

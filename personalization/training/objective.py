@@ -1,7 +1,8 @@
 """The losses of a training step: one denoising prediction per sample, then each method's terms.
 
 identity: MSE on the photo (+ the prior MSE on class images). multiconcept: masked MSE per kind
-(source, reference, composed); in the joint phase, attention refocusing on the recorded
+(source, reference, composed), the reference and composed terms weighted by the schedule's
+lambda_style; in the joint phase, every term at t < 0.8T, attention refocusing on the recorded
 cross-attention maps and the identity loss on source and composed samples (training/identity.py).
 """
 
@@ -17,6 +18,7 @@ from personalization.losses import attention_refocus_loss, masked_mse, predicted
 from personalization.training.config import TrainConfig
 from personalization.training.data import Sample
 from personalization.training.identity import IdentityLoss
+from personalization.training.schedule import STYLED_KINDS, timestep_fraction
 from personalization.training.text import PromptEncoder
 
 
@@ -37,17 +39,17 @@ class Objective:
     identity: IdentityLoss | None
 
     def predict(
-        self, samples: list[Sample], generator: torch.Generator
+        self, samples: list[Sample], generator: torch.Generator, max_timestep: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-        """One denoising prediction per sample; every random draw comes from `generator`."""
+        """One denoising prediction per sample at t < max_timestep * T; every random draw comes
+        from `generator`."""
         mean = torch.cat([sample.latent_mean for sample in samples])
         std = torch.cat([sample.latent_std for sample in samples])
         draw = torch.randn(mean.shape, generator=generator).to(self.device)
         latents = (mean + std * draw) * self.vae.config.scaling_factor
         noise = torch.randn(latents.shape, generator=generator).to(self.device)
-        timesteps = torch.randint(
-            0, self.scheduler.config.num_train_timesteps, (len(samples),), generator=generator
-        ).to(self.device)
+        high = int(self.scheduler.config.num_train_timesteps * max_timestep)
+        timesteps = torch.randint(0, high, (len(samples),), generator=generator).to(self.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         prediction_type = self.scheduler.config.prediction_type
         target = (
@@ -82,10 +84,12 @@ class Objective:
         return {kind: sum(values) / len(values) for kind, values in totals.items()}
 
     def losses(
-        self, samples: list[Sample], phase: str, generator: torch.Generator
+        self, samples: list[Sample], phase: str, generator: torch.Generator, *, style_weight: float = 1.0
     ) -> tuple[torch.Tensor, dict[str, float]]:
         config = self.config
-        prediction, target, noisy, timesteps, prompts = self.predict(samples, generator)
+        prediction, target, noisy, timesteps, prompts = self.predict(
+            samples, generator, timestep_fraction(config, phase)
+        )
         parts: dict[str, torch.Tensor] = {}
         kinds = [sample.kind for sample in samples]
         if phase == "identity":
@@ -100,7 +104,8 @@ class Objective:
             for kind in ("source", "reference", "composed"):
                 chosen = torch.tensor([k == kind for k in kinds], device=self.device)
                 if bool(chosen.any()):
-                    parts[kind] = per_sample[chosen].mean()
+                    weight = style_weight if kind in STYLED_KINDS else 1.0
+                    parts[kind] = per_sample[chosen].mean() * weight
             if phase == "joint":
                 parts["attention"] = config.attention_loss_weight * self.refocus(samples, prompts)
                 if self.identity is not None:

@@ -42,6 +42,14 @@ from personalization.training.identity import IdentityLoss
 from personalization.training.objective import Objective
 from personalization.training.outputs import write_outputs
 from personalization.training.parameters import TrainableTokenRows, add_lora, add_trainable_tokens
+from personalization.training.schedule import (
+    clips_gradients,
+    parameter_groups,
+    pull_embedding_norms,
+    rate_factor,
+    set_rates,
+    style_weight,
+)
 from personalization.training.text import PromptEncoder
 
 logger = logging.getLogger(__name__)
@@ -125,7 +133,7 @@ class Trainer:
             module.requires_grad_(False)
         self.scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         self.class_images: list[tuple[CachedItem, str]] = []
-        if config.method == "identity" and config.prior_preservation:
+        if config.uses_prior():
             # The base model, before any token or LoRA is added.
             self.class_images, self.class_generated = load_class_set(
                 self.pipe,
@@ -161,22 +169,31 @@ class Trainer:
             if config.method == "multiconcept" and config.identity_loss_weight > 0
             else None
         )
-        self.source_cache = cache_dataset(
-            self.source, self.vae, self.device, self.weight_dtype, identity=self.identity
-        )
+        # The augmentations have their own generator: the same seed draws the same variants.
+        augmentations = torch.Generator("cpu").manual_seed(config.seed + 4)
+
+        def cache(dataset: PreparedDataset, identity: IdentityLoss | None = None) -> list[list[CachedItem]]:
+            return cache_dataset(
+                dataset,
+                self.vae,
+                self.device,
+                self.weight_dtype,
+                identity=identity,
+                variants=config.augmentation_variants,
+                generator=augmentations,
+            )
+
+        self.source_cache = cache(self.source, self.identity)
         faceless = (
-            sum(item.identity is None for item in self.source_cache) if self.identity is not None else 0
+            sum(photo[0].identity is None for photo in self.source_cache) if self.identity is not None else 0
         )
         if faceless:
             self._notice(
                 f"identity loss: no face found in {faceless} of {len(self.source_cache)} source photos; "
                 "their samples train without it"
             )
-        self.style_cache = (
-            cache_dataset(self.style, self.vae, self.device, self.weight_dtype)
-            if self.style is not None
-            else []
-        )
+        self.style_cache = cache(self.style) if self.style is not None else []
+        captions = [item.caption for photo in self.source_cache + self.style_cache for item in photo]
         self.batches = Batches(
             batch_size=config.batch_size,
             source=self.source_cache,
@@ -195,11 +212,9 @@ class Trainer:
             self.resolution,
             frozen=self.text_frozen,
         )
-        self.text.warn_long_prompts([item.caption for item in self.source_cache + self.style_cache])
+        self.text.warn_long_prompts(captions)
         if self.text_frozen:
-            self.text.precompute(
-                [item.caption for item in self.source_cache] + [prompt for _, prompt in self.class_images]
-            )
+            self.text.precompute(captions + [prompt for _, prompt in self.class_images])
         if config.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             if not self.text_frozen:
@@ -237,39 +252,38 @@ class Trainer:
             return torch.optim.AdamW(groups)
 
     def _start_phase(self, name: str) -> _Phase:
-        config = self.config
         rows = [wrapper.rows for wrapper in self.token_rows]
         for parameter in self.unet_lora + self.text_lora + rows:
             parameter.requires_grad_(False)
-        if name == "identity":
-            groups = {"unet_lora": self.unet_lora}
-            specs: list[dict[str, Any]] = [
-                {"params": self.unet_lora, "lr": config.unet_lr, "weight_decay": config.weight_decay}
-            ]
-            kinds: tuple[str, ...] = ("instance",)
-        elif name == "embeddings":
-            groups = {"embeddings": rows}
-            specs = [{"params": rows, "lr": config.embedding_lr, "weight_decay": 0.0}]
-            kinds = ("source", "reference")
-        else:
-            groups = {"unet_lora": self.unet_lora, "text_lora": self.text_lora, "embeddings": rows}
-            specs = [
-                {"params": self.unet_lora, "lr": config.unet_lr, "weight_decay": config.weight_decay},
-                {"params": self.text_lora, "lr": config.text_lr, "weight_decay": config.weight_decay},
-                {"params": rows, "lr": config.text_lr, "weight_decay": 0.0},
-            ]
-            kinds = ("source", "reference", "composed")
+        specs = parameter_groups(name, self.config, self.unet_lora, self.text_lora, rows)
+        groups = {spec["name"]: spec["params"] for spec in specs}
+        kinds: tuple[str, ...] = {
+            "identity": ("instance",),
+            "embeddings": ("source", "reference"),
+            "joint": ("source", "reference", "composed"),
+        }[name]
         for params in groups.values():
             for parameter in params:
                 parameter.requires_grad_(True)
-        for spec, group_name in zip(specs, groups, strict=True):
-            spec["name"] = group_name
         if self.recorder is not None:
             if name == "joint":
                 self.recorder.install(self.unet)
             else:
                 self.recorder.remove()
         return _Phase(name=name, kinds=kinds, optimizer=self._make_optimizer(specs), groups=groups)
+
+    def _update(self, step: int, phase: _Phase) -> None:
+        """One optimizer update at `step` (0-based) on the gradients already computed (schedule.py)."""
+        set_rates(phase.optimizer, rate_factor(self.config, phase.name, step))
+        if clips_gradients(phase.name):
+            parameters = [p for params in phase.groups.values() for p in params]
+            torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        phase.optimizer.step()
+        phase.optimizer.zero_grad(set_to_none=True)
+        if phase.name == "embeddings":
+            rate = phase.optimizer.param_groups[0]["lr"]
+            for wrapper in self.token_rows:
+                pull_embedding_norms(wrapper.rows, rate, self.config.embedding_norm_target)
 
     def validation_losses(self) -> dict[str, float]:
         return self.objective.validation_losses(self.batches.validation(self.config.method))
@@ -343,12 +357,11 @@ class Trainer:
             if wanted != phase.name:
                 phase = self._start_phase(wanted)
             samples = self.batches.draw(step, phase.name, phase.kinds)
-            loss, reported = self.objective.losses(samples, phase.name, self.generator)
+            loss, reported = self.objective.losses(
+                samples, phase.name, self.generator, style_weight=style_weight(self.config, phase.name, step)
+            )
             loss.backward()
-            parameters = [p for params in phase.groups.values() for p in params]
-            torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
-            phase.optimizer.step()
-            phase.optimizer.zero_grad(set_to_none=True)
+            self._update(step, phase)
             step += 1
             session_steps += 1
             self.history = [*self.history[-(LOSS_WINDOW - 1) :], reported]

@@ -55,14 +55,16 @@ def test_recording_and_capture_share_one_processor_and_leave_no_trace(
     # Recording computes the softmax explicitly and capture reads it: the output does not change.
     assert torch.allclose(plain, both.detach(), atol=1e-5)
     # The recorded maps carry the graph back to the text embeddings; the captured ones do not.
-    assert recorded.requires_grad and recorded.shape == (2, 1, 8, 8)
+    # One map per recorded layer and head: refocusing scales each head's map on its own.
+    heads = sum(unet.get_submodule(name).heads for name in layers)
+    assert recorded.requires_grad and recorded.shape == (2, 1, heads, 8, 8)
     (gradient,) = torch.autograd.grad(recorded.sum(), embeds_grad)
     assert gradient.abs().sum() > 0
     assert all(not value.requires_grad for value in captured.values())
     # Every cross-attention layer was captured; on the recorded layers both paths read the same maps.
     assert len(captured) == sum(1 for name in before if name.endswith("attn2"))
     mean_captured = torch.stack([captured[name][0] for name in layers]).mean(dim=0)
-    assert torch.allclose(mean_captured, recorded[1, 0].detach(), atol=1e-6)
+    assert torch.allclose(mean_captured, recorded[1, 0].detach().mean(dim=0), atol=1e-6)
     # Leaving the block puts every original processor back and drops the graph-carrying maps.
     after = _processors(unet)
     assert all(after[name] is before[name] for name in before)

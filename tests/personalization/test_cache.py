@@ -39,6 +39,7 @@ def identity_folder(
         out=out,
         steps=2,
         unet_lr=1e-2,
+        prior_preservation=False,  # any trained folder of this method will do
         checkpoint_every=0,
         validation_repeats=0,
     )

@@ -77,8 +77,10 @@ def _with(trainer: Trainer, **changes: Any) -> Objective:
 
 
 def test_every_source_photo_has_its_target_and_composed_samples_are_paired(trainer: Trainer) -> None:
-    targets = [item.identity for item in trainer.source_cache]
+    targets = [photo[0].identity for photo in trainer.source_cache]
     assert all(target is not None and target.shape == (128,) for target in targets)
+    # Every augmented variant of a photo carries the descriptor of the photo as it is.
+    assert all(item.identity is photo[0].identity for photo in trainer.source_cache for item in photo)
     source, reference, composed = _draw(trainer)
     assert reference.identity_target is None
     for sample in (source, composed):

@@ -43,6 +43,14 @@ def test_standard_is_the_methods_defaults(method: str) -> None:
     assert standard.embedding_steps() == (0 if method == "identity" else 1200)
 
 
+def test_prior_preservation_is_the_identity_methods_default() -> None:
+    """LIPE's class-set regularization is on unless turned off, and never part of multiconcept."""
+    assert _config(method="identity").uses_prior()
+    assert _config(method="identity").hyperparameters()["prior_preservation"] is True
+    assert not _config(method="identity", prior_preservation=False).uses_prior()
+    assert _config(method="multiconcept").hyperparameters()["prior_preservation"] is False
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_quick_is_shorter_and_max_trains_longer_at_a_higher_rank(method: str) -> None:
     resolved = {name: resolve_training(method, name, base_resolution=64).values for name in PRESET_NAMES}

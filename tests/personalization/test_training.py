@@ -17,6 +17,7 @@ from personalization.artifacts import load_token_embeddings, load_trained, read_
 from personalization.dataset import PreparedDataset
 from personalization.models import load_pipeline
 from personalization.training import TrainConfig, Trainer, TrainingError, TrainProgress, TrainResult
+from personalization.training.schedule import style_weight
 from tests.personalization.conftest import identity_train_args, tiny_image
 
 
@@ -145,6 +146,66 @@ def test_multiconcept_phases_sampling_and_losses(multiconcept_run: Run) -> None:
     assert all(event.notices == () and "identity" not in event.losses for event in events)
     manifest = multiconcept_run.result.manifest
     assert manifest is not None and manifest.notices == []
+
+
+def test_multiconcept_rates_decay_linearly_to_zero_within_each_phase(multiconcept_run: Run) -> None:
+    """As the official run (linear scheduler, stepped before each update): update k of a phase of
+    N steps uses the base rate x (N - k - 1) / N, every group of the phase alike."""
+    events = multiconcept_run.events
+    for event in events[:8]:
+        factor = (8 - (event.step - 1) - 1) / 8
+        assert event.learning_rates == pytest.approx({"embeddings": 5e-3 * factor})
+    for event in events[8:]:
+        factor = (16 - (event.step - 9) - 1) / 16
+        rates = {"unet_lora": 2e-3 * factor, "text_lora": 1e-4 * factor, "embeddings": 1e-4 * factor}
+        assert event.learning_rates == pytest.approx(rates)
+    assert events[7].learning_rates["embeddings"] == 0 and events[-1].learning_rates["unet_lora"] == 0
+
+
+def test_every_phase_two_loss_is_drawn_below_0_8_t(multiconcept_run: Run) -> None:
+    """Phase 2 samples every term at t < 0.8T (the official t_mutliplier); phase 1 all of T."""
+    trainer = multiconcept_run.trainer
+    assert trainer.recorder is not None
+    seen: list[int] = []
+    hook = trainer.unet.register_forward_pre_hook(lambda _, args: seen.extend(args[1].tolist()))
+    generator = torch.Generator().manual_seed(11)
+    drawn: dict[str, list[int]] = {}
+    phases = {"embeddings": ("source", "reference"), "joint": ("source", "reference", "composed")}
+    try:
+        with torch.no_grad():
+            for phase, kinds in phases.items():
+                seen.clear()
+                if phase == "joint":
+                    trainer.recorder.install(trainer.unet)
+                for step in range(10):
+                    trainer.objective.losses(trainer.batches.draw(step, phase, kinds), phase, generator)
+                drawn[phase] = list(seen)
+    finally:
+        hook.remove()
+        trainer.recorder.remove()
+    assert len(drawn["joint"]) == 30 and max(drawn["joint"]) < 800
+    assert max(drawn["embeddings"]) >= 800
+
+
+def test_lambda_style_weighs_reference_and_composed_in_each_phases_first_half(
+    multiconcept_run: Run, multiconcept_config: TrainConfig
+) -> None:
+    """lambda_style = 2 on the reconstruction of reference and composed samples while a phase is in
+    its first half (official `cur_t < 0.5`), 1 afterwards; source samples are never weighted."""
+    weights = [style_weight(multiconcept_config, "embeddings", step) for step in range(8)]
+    weights += [style_weight(multiconcept_config, "joint", step) for step in range(8, 24)]
+    assert weights == [2.0] * 4 + [1.0] * 4 + [2.0] * 8 + [1.0] * 8
+    trainer = multiconcept_run.trainer
+    samples = trainer.batches.draw(0, "embeddings", ("source", "reference", "composed"))
+    state = torch.Generator().manual_seed(5).get_state()
+    with torch.no_grad():
+        plain = trainer.objective.losses(samples, "embeddings", torch.Generator().set_state(state))[1]
+        weighted = trainer.objective.losses(
+            samples, "embeddings", torch.Generator().set_state(state), style_weight=2.0
+        )[1]
+    assert weighted["source"] == plain["source"]
+    assert weighted["reference"] == pytest.approx(2 * plain["reference"])
+    assert weighted["composed"] == pytest.approx(2 * plain["composed"])
 
 
 def test_progress_reports_eta_lr_and_previews(identity_run: Run) -> None:
@@ -299,6 +360,7 @@ def test_sdxl_identity_trains(tiny_sdxl: Path, prepared_source: PreparedDataset,
         images=prepared_source.root,
         out=tmp_path / "out",
         steps=2,
+        prior_preservation=False,  # SDXL's plumbing is under test; the class set has its own test
         checkpoint_every=0,
         validation_repeats=0,
     )
@@ -386,6 +448,10 @@ def test_bad_configurations_are_refused(
         Trainer(replace(identity_config, images=tmp_path, out=tmp_path / "e"))
     with pytest.raises(TrainingError, match="must be positive"):
         Trainer(replace(identity_config, steps=0, out=tmp_path / "f"))
+    with pytest.raises(TrainingError, match="augmentation variants must lie between 0 and 16"):
+        Trainer(replace(identity_config, augmentation_variants=17, out=tmp_path / "g"))
+    with pytest.raises(TrainingError, match="timestep limit"):
+        Trainer(replace(identity_config, joint_max_timestep=0.0, out=tmp_path / "h"))
 
 
 def test_train_cli(tiny_sd: Path, prepared_source: PreparedDataset, tmp_path: Path, cli) -> None:
@@ -396,13 +462,16 @@ def test_train_cli(tiny_sd: Path, prepared_source: PreparedDataset, tmp_path: Pa
         "--resume",
         "--identity-loss-weight",
         "--prior-preservation",
+        "--no-prior-preservation",
+        "--augmentation-variants",
         "--compile",
     ):
         assert option in help_text
     out = tmp_path / "out"
     args = identity_train_args(tiny_sd, prepared_source.root, out, "--steps", "2", "--log-every", "1")
-    done = cli(*args)
+    done = cli(*args, "--no-prior-preservation")  # the default (on) generates a class set first
     assert done.returncode == 0, done.stderr
     assert "step 2/2 [identity] instance=" in done.stderr  # progress on stderr, results on stdout
     assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "manifest.json").is_file()
     assert "validation loss after: instance=" in done.stdout
+    assert json.loads((out / "manifest.json").read_text())["hyperparameters"]["prior_preservation"] is False

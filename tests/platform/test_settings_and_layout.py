@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -164,7 +165,8 @@ def test_this_test_process_uses_the_redis_database_its_environment_names():
     named = os.environ["REDIS_URL"]
     assert settings.REDIS_URL == settings.CELERY_BROKER_URL == named
     assert settings.CACHES["default"]["LOCATION"] == named
-    assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] == [named]
+    channel_layers: Any = settings.CHANNEL_LAYERS
+    assert channel_layers["default"]["CONFIG"]["hosts"] == [named]
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,15 @@ def test_a_multiconcept_job_learns_the_style_set_too(photographed, built_set, st
     assert set(model.manifest["tokens"]) == {"identity", "style"}
 
 
+def test_identity_jobs_keep_prior_preservation_on_except_in_the_quick_preset(photographed, built_set, staff):
+    """The studio gets the method's default as the CLI does: the worker hands these settings to
+    TrainConfig. quick, a trial run, leaves the class set out (docs/personalization.md, Presets)."""
+    built_set(photographed)
+    for preset, expected in (("standard", True), ("max", True), ("quick", False)):
+        job = queue_training_job(actor=staff, subject=photographed, method="identity", preset=preset)
+        assert job.resolved_settings["prior_preservation"] is expected, preset
+
+
 def test_queueing_refuses_what_cannot_run_with_the_reason(photographed, built_set, staff, api_client_for):
     built_set(photographed)
     cases: list[tuple[dict[str, Any], str]] = [
