@@ -487,7 +487,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # Keyset (cursor) pages: no COUNT, and page N costs what page 1 costs (tenancy.pagination).
+    "DEFAULT_PAGINATION_CLASS": "tenancy.pagination.KeysetPagination",
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {
