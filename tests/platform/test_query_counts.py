@@ -15,15 +15,17 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models import Count
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from consent.models import Subject
 from tenancy.api import TENANT_HEADER
 from tenancy.context import SESSION_KEY
 from tenancy.models import Role
-from tests.fixtures.scale import ScaledTenants, SeededTenant
+from tests.fixtures.scale import LARGE_TENANT_SUBJECTS, ScaledTenants, SeededTenant
 from tests.isolation import object_attribute
 from tests.platform.test_isolation import ALL_ROUTES, FACTORIES, Route, _model_of
 
@@ -121,8 +123,13 @@ def _role_that_reads(route: Route, seeded: SeededTenant, url: str) -> Role | Non
     return None
 
 
-def test_the_generator_finds_the_pages_that_grew_before() -> None:
-    """Guards the generator: without these, the comparison below would pass vacuously."""
+def test_the_generator_finds_the_pages_that_grew_before(scaled_tenants: ScaledTenants) -> None:
+    """Guards the generator and the seed: without these, the comparison below would pass vacuously."""
+    large = scaled_tenants.large.tenant
+    records_per_subject = set(
+        Subject.objects.for_tenant(large).annotate(n=Count("records")).values_list("n", flat=True)
+    )
+    assert Subject.objects.for_tenant(large).count() == LARGE_TENANT_SUBJECTS and records_per_subject == {1}
     names = {route.name for route in GET_ROUTES}
     assert {
         "consent-subjects",
