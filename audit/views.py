@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
@@ -18,6 +17,7 @@ from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
 from tenancy.models import Membership
+from tenancy.pagination import capped_count, page_without_count
 from tenancy.permissions import has_perm
 
 PAGE_SIZE = 50
@@ -35,7 +35,7 @@ def _filtered(request: TenantRequest) -> tuple[AuditEntryFilter, QuerySet[AuditE
 def audit_log(request: TenantRequest) -> HttpResponse:
     tenant = require_tenant(request)
     filterset, entries = _filtered(request)
-    page = Paginator(entries.order_by("-seq"), PAGE_SIZE).get_page(request.GET.get("page"))
+    page = page_without_count(entries.order_by("-seq"), request.GET.get("page"), PAGE_SIZE)
     query = request.GET.copy()
     query.pop("page", None)
     members = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
@@ -45,6 +45,7 @@ def audit_log(request: TenantRequest) -> HttpResponse:
         {
             "filter": filterset,
             "page": page,
+            "total": capped_count(entries),
             "query": query.urlencode(),
             "actor_choices": ["system", *(membership.user.get_username() for membership in members)],
             "can_export": has_perm(request.user, tenant, "audit.export_auditentry"),

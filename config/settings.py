@@ -487,12 +487,17 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # Keyset (cursor) pages: no COUNT, and page N costs what page 1 costs (tenancy.pagination).
+    "DEFAULT_PAGINATION_CLASS": "tenancy.pagination.KeysetPagination",
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Likeness API",
-    "DESCRIPTION": "Consent-first personalized portrait models: subjects, consent, training, studio, audit.",
+    "DESCRIPTION": (
+        "Consent-first personalized portrait models: subjects, consent, training, studio, audit. "
+        "Lists are paginated by cursor: follow `next` (null on the last page); `limit` sets the rows per "
+        "page (at most 200); there is no `count`, and `offset` is refused (the members list excepted)."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema maps every route and field: for signed-in users only (the docs page too).

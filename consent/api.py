@@ -330,17 +330,15 @@ class SubjectViewSet(TenantScopedViewSet):
         if wanted is not None and wanted not in Purpose.values:
             raise ValidationError({"purpose": f"One of {', '.join(Purpose.values)}."})
         checks = []
-        for purpose in [wanted] if wanted else Purpose.values:
-            try:
-                record = actions.require(subject, purpose)
-            except actions.ConsentRequiredError as error:
+        for purpose, answer in actions.check_each(subject, [wanted] if wanted else list(Purpose.values)):
+            if isinstance(answer, actions.ConsentRequiredError):
                 checks.append(
                     {
                         "purpose": purpose,
                         "allowed": False,
                         "record": None,
-                        "reason": error.reason,
-                        "message": error.message,
+                        "reason": answer.reason,
+                        "message": answer.message,
                     }
                 )
             else:
@@ -348,7 +346,7 @@ class SubjectViewSet(TenantScopedViewSet):
                     {
                         "purpose": purpose,
                         "allowed": True,
-                        "record": record.pk,
+                        "record": answer.pk,
                         "reason": None,
                         "message": None,
                     }

@@ -16,9 +16,16 @@ from consent.models import ConsentLink, InPersonHandover, Subject
 from tenancy.models import Tenant
 
 
-def locked_subject(subject: Subject) -> Subject:
-    """Re-read the subject under a row lock: consent, storage and erasure of one subject run one at a time."""
-    return Subject.objects.for_tenant(subject.tenant).select_for_update().get(pk=subject.pk)
+def locked_subject(subject: Subject, tenant: Tenant | None = None) -> Subject:
+    """Re-read the subject under a row lock: consent, storage and erasure of one subject run one at a time.
+
+    `tenant`: the subject's tenant when the caller holds it already, so that it is not read again.
+    """
+    if tenant is None:
+        tenant = subject.tenant
+    elif tenant.pk != subject.tenant_id:
+        raise ValueError(f"Subject {subject.pk} is not a subject of tenant {tenant.pk}.")
+    return Subject.objects.for_tenant(tenant).select_for_update().get(pk=subject.pk)
 
 
 def lock_tenant_row(tenant: Tenant) -> None:

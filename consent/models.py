@@ -188,6 +188,11 @@ class Subject(TenantOwnedModel):
 
     class Meta:
         ordering = ["tenant_id", "display_name", "id"]
+        # The subject list's order, and the API's (id): a page is an index range, not a sort of the tenant.
+        indexes = [
+            models.Index(fields=["tenant", "display_name", "id"], name="subject_tenant_name_id"),
+            models.Index(fields=["tenant", "id"], name="subject_tenant_id"),
+        ]
         permissions = [
             ("upload_photos_subject", "Can upload enrollment and reference photos of a subject"),
             ("erase_subject", "Can erase a subject's data on request"),
@@ -279,6 +284,7 @@ class ConsentLink(WriteOnceModel):
 
     class Meta:
         ordering = ["tenant_id", "-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="consentlink_tenant_created")]
 
     def __str__(self) -> str:
         return f"consent link {self.public_id}"
@@ -387,6 +393,8 @@ class ConsentRecord(WriteOnceModel):
 
     class Meta:
         ordering = ["tenant_id", "subject_id", "-signed_at", "-id"]
+        # The API's list of the tenant's records, newest first.
+        indexes = [models.Index(fields=["tenant", "-signed_at", "-id"], name="consentrecord_tenant_signed")]
         permissions = [("export_consentrecord", "Can export consent records")]
 
     def __str__(self) -> str:
@@ -451,6 +459,7 @@ class DeletionCertificate(TenantOwnedModel):
 
     class Meta:
         ordering = ["tenant_id", "-started_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-started_at", "-id"], name="certificate_tenant_started")]
         constraints = [
             models.UniqueConstraint(
                 fields=["subject"],
@@ -526,6 +535,9 @@ class ErasureRequest(TenantOwnedModel):
 
     class Meta:
         ordering = ["tenant_id", "-requested_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "-requested_at", "-id"], name="erasurereq_tenant_requested")
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["subject", "trigger"],

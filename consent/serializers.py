@@ -57,14 +57,20 @@ class SubjectSerializer(serializers.ModelSerializer[Subject]):
             "created_at",
         ]
 
+    def to_representation(self, instance: Subject) -> dict[str, Any]:
+        """The status once per subject: its three fields come from one reading at one moment (computing
+        it per field cost three passes over the records, and could straddle a consent's expiry)."""
+        self._status = subject_status(instance)
+        return dict(super().to_representation(instance))
+
     def get_status(self, subject: Subject) -> str:
-        return subject_status(subject).code
+        return self._status.code
 
     def get_status_label(self, subject: Subject) -> str:
-        return subject_status(subject).label
+        return self._status.label
 
     def get_purposes_in_force(self, subject: Subject) -> list[str]:
-        return list(subject_status(subject).purposes)
+        return list(self._status.purposes)
 
 
 class ErasureRequestSerializer(serializers.ModelSerializer[ErasureRequest]):
@@ -182,17 +188,22 @@ class ConsentLinkSerializer(serializers.ModelSerializer[ConsentLink]):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance: ConsentLink) -> dict[str, Any]:
+        """The link's status once per link, for its four fields (as SubjectSerializer does)."""
+        self._status = link_status(instance)
+        return dict(super().to_representation(instance))
+
     def get_signed(self, link: ConsentLink) -> bool:
-        return link_status(link).signed
+        return self._status.signed
 
     def get_delivery(self, link: ConsentLink) -> str:
-        return link_status(link).delivery
+        return self._status.delivery
 
     def get_delivered_at(self, link: ConsentLink) -> datetime | None:
-        return link_status(link).delivered_at
+        return self._status.delivered_at
 
     def get_open(self, link: ConsentLink) -> bool:
-        return link_status(link).open
+        return self._status.open
 
 
 class SendLinkSerializer(serializers.Serializer[Any]):

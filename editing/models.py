@@ -172,7 +172,15 @@ class Output(TenantOwnedModel):
         indexes = [
             models.Index(fields=["tenant", "job"], name="output_tenant_job"),
             models.Index(fields=["tenant", "subject", "status"], name="output_tenant_subject_status"),
-            models.Index(fields=["tenant", "status", "-created_at"], name="output_tenant_status_created"),
+            # The approvals queue (newest first) and its decided lists (latest decision first), then the
+            # API's list of every output: each page an index range in the order the list shows.
+            models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="output_tenant_status_created"
+            ),
+            models.Index(
+                fields=["tenant", "status", "-status_changed_at", "-id"], name="output_tenant_status_decided"
+            ),
+            models.Index(fields=["tenant", "-created_at", "-id"], name="output_tenant_created"),
         ]
 
     def __str__(self) -> str:

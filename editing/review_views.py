@@ -13,7 +13,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,6 +23,7 @@ from editing import review
 from editing.models import Output, OutputStatus
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import tenant_permission_required
+from tenancy.pagination import page_without_count
 from tenancy.permissions import has_perm
 
 PAGE_SIZE = 20
@@ -118,7 +118,7 @@ def approvals(request: TenantRequest) -> HttpResponse:
     subject_id = request.GET.get("subject", "")
     if subject_id.isdigit():
         outputs = outputs.filter(subject_id=int(subject_id))
-    page_obj = Paginator(outputs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page_obj = page_without_count(outputs, request.GET.get("page"), PAGE_SIZE)
     focus = request.GET.get("focus", "")
     subjects = (
         Subject.objects.for_tenant(tenant)

@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 from tenancy.access import scoped_queryset
 from tenancy.context import memberships_of
 from tenancy.models import Membership
-from tenancy.permissions import has_perm, restrict_to_perm
+from tenancy.permissions import has_perm, remember_membership, restrict_to_perm
 
 if TYPE_CHECKING:
     from drf_spectacular.openapi import AutoSchema
@@ -93,6 +93,8 @@ def set_request_tenant(request: Request) -> None:
             raise TenantChoiceRequired(memberships)
         membership = memberships[0] if memberships else None
     tenant = membership.tenant if membership is not None else None
+    if membership is not None:
+        remember_membership(membership)
     for target in (request, request._request):
         target.membership = membership  # type: ignore[attr-defined]
         target.tenant = tenant  # type: ignore[attr-defined]

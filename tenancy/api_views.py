@@ -25,6 +25,7 @@ from tenancy.authentication import ApiTokenAuthentication
 from tenancy.context import memberships_of
 from tenancy.invitations import send_invitation
 from tenancy.models import ApiToken, Invitation, Membership
+from tenancy.pagination import TeamListPagination
 from tenancy.serializers import (
     ApiTokenRequestSerializer,
     ApiTokenSerializer,
@@ -52,6 +53,7 @@ class MembershipViewSet(TenantScopedViewSet):
 
     queryset_model = Membership
     serializer_class = MembershipSerializer
+    pagination_class = TeamListPagination
     http_method_names = ["get", "patch", "delete", "head", "options"]
 
     def refine_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:

@@ -16,6 +16,8 @@ from django.http import Http404, HttpRequest
 
 from tenancy import actions
 from tenancy.models import Membership, Tenant
+from tenancy.permissions import remember_membership
+from tenancy.request_facts import remembered
 
 SESSION_KEY = "likeness_active_tenant_id"
 
@@ -28,9 +30,15 @@ class TenantRequest(HttpRequest):
 
 
 def memberships_of(user: Any) -> list[Membership]:
+    """The user's tenants by name (the switcher, the API's choice); read once per request."""
     if user is None or not user.is_authenticated or not user.is_active:
         return []
-    return list(Membership.objects.filter(user_id=user.pk).select_related("tenant").order_by("tenant__name"))
+    return remembered(
+        ("memberships", user.pk),
+        lambda: list(
+            Membership.objects.filter(user_id=user.pk).select_related("tenant").order_by("tenant__name")
+        ),
+    )
 
 
 def _default_membership(queryset: QuerySet[Membership]) -> Membership | None:
@@ -61,6 +69,8 @@ def resolve_membership(session: Any, user: Any) -> Membership | None:
                 session.pop(SESSION_KEY, None)
             else:
                 session[SESSION_KEY] = membership.tenant_id
+    if membership is not None:
+        remember_membership(membership)
     return membership
 
 
@@ -75,6 +85,7 @@ def activate_tenant(request: HttpRequest, tenant_id: int | str) -> Membership:
     except (Membership.DoesNotExist, ValueError):
         raise Http404("Not found.") from None
     actions.remember_tenant_choice(membership)
+    remember_membership(membership)
     request.session[SESSION_KEY] = membership.tenant_id
     request.tenant = membership.tenant  # type: ignore[attr-defined]
     request.membership = membership  # type: ignore[attr-defined]

@@ -7,10 +7,14 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 
 from tenancy.context import apply_to_request
+from tenancy.request_facts import request_facts
 
 
 class ActiveTenantMiddleware:
     """Sets `request.tenant` / `request.membership` from the session's active tenant.
+
+    It also opens the request's store of facts read once (tenancy.request_facts),
+    closed when the response leaves, so no membership outlives its request.
 
     API requests authenticated by token (after middleware runs) get theirs set
     again by the API base view once DRF has authenticated them.
@@ -20,5 +24,6 @@ class ActiveTenantMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        apply_to_request(request)
-        return self.get_response(request)
+        with request_facts():
+            apply_to_request(request)
+            return self.get_response(request)

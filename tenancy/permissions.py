@@ -19,6 +19,7 @@ from django.db import models
 from guardian.utils import get_group_obj_perms_model, get_user_obj_perms_model
 
 from tenancy.models import Membership, Role, Tenant
+from tenancy.request_facts import remember, remembered
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -152,11 +153,26 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
 }
 
 
+def _membership_key(user_id: Any, tenant_id: Any) -> tuple[str, Any, Any]:
+    return ("membership", user_id, tenant_id)
+
+
 def get_membership(user: UserLike | None, tenant: Tenant | None) -> Membership | None:
-    """The user's membership in `tenant`, or None (anonymous, inactive, or not a member)."""
+    """The user's membership in `tenant`, or None (anonymous, inactive, or not a member).
+
+    Read once per request (tenancy.request_facts): every permission check of a page asks for it.
+    """
     if user is None or tenant is None or not user.is_authenticated or not user.is_active:
         return None
-    return Membership.objects.filter(user_id=user.pk, tenant_id=tenant.pk).first()
+    return remembered(
+        _membership_key(user.pk, tenant.pk),
+        lambda: Membership.objects.filter(user_id=user.pk, tenant_id=tenant.pk).first(),
+    )
+
+
+def remember_membership(membership: Membership) -> None:
+    """The request's own membership, as the middleware or the API resolved it: no second read."""
+    remember(_membership_key(membership.user_id, membership.tenant_id), membership)
 
 
 def role_has_perm(role: str, perm: str) -> bool:
@@ -193,6 +209,18 @@ def _grants(user: UserLike, perm: str, model: type[models.Model]) -> list[tuple[
     return result
 
 
+def _granted_pks(user: UserLike, perm: str, model: type[models.Model]) -> frozenset[str]:
+    """The pks (as strings) of the `model` rows guardian grants `perm` on to the user; once per request."""
+
+    def read() -> frozenset[str]:
+        granted: set[str] = set()
+        for grants, column in _grants(user, perm, model):
+            granted.update(str(pk) for pk in grants.values_list(column, flat=True))
+        return frozenset(granted)
+
+    return remembered(("grants", user.pk, perm, model._meta.label), read)
+
+
 def has_perm(
     user: UserLike | None, tenant: Tenant | None, perm: str, obj: models.Model | None = None
 ) -> bool:
@@ -206,10 +234,7 @@ def has_perm(
         return True
     if obj is None:
         return False
-    return any(
-        grants.filter(**{column: obj.pk if column != "object_pk" else str(obj.pk)}).exists()
-        for grants, column in _grants(user, perm, type(obj))
-    )
+    return str(obj.pk) in _granted_pks(user, perm, type(obj))
 
 
 def restrict_to_perm(
@@ -225,9 +250,7 @@ def restrict_to_perm(
         return queryset.none()
     if role_has_perm(membership.role, perm):
         return queryset
-    granted: set[str] = set()
-    for grants, column in _grants(user, perm, queryset.model):
-        granted.update(str(pk) for pk in grants.values_list(column, flat=True))
+    granted = _granted_pks(user, perm, queryset.model)
     return queryset.filter(pk__in=sorted(granted)) if granted else queryset.none()
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from axes.signals import user_locked_out
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
-from django.db.models.signals import post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from tenancy import actions
+from tenancy.models import Membership
+from tenancy.request_facts import forget_all
 
 _PASSWORD_CHANGED = "_likeness_password_changed"  # noqa: S105 (an attribute name)
 
@@ -60,3 +64,18 @@ def revoke_tokens_on_password_change(sender: Any, instance: Any, **kwargs: Any) 
     if getattr(instance, _PASSWORD_CHANGED, False):
         setattr(instance, _PASSWORD_CHANGED, False)
         actions.record_password_change(instance)
+
+
+def forget_request_facts(sender: Any, **kwargs: Any) -> None:
+    """A membership or an object permission changed: this request's remembered answers are stale."""
+    forget_all()
+
+
+# Guardian's permission models are one pair per protected model, so each is connected by name
+# (a receiver for every sender would also cost every other model its fast bulk delete).
+for _model in apps.get_models():
+    if issubclass(_model, Membership | UserObjectPermissionBase | GroupObjectPermissionBase):
+        for _signal in (post_save, post_delete):
+            _signal.connect(
+                forget_request_facts, sender=_model, dispatch_uid=f"tenancy.forget_facts.{_model._meta.label}"
+            )

@@ -11,7 +11,6 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -29,6 +28,7 @@ from tenancy.decorators import check_perm, tenant_member_required, tenant_permis
 from tenancy.forms import ApiTokenForm, InviteForm, NewAccountForm, RoleForm, TenantSettingsForm
 from tenancy.invitations import send_invitation
 from tenancy.models import ApiToken, Invitation, InvitationStatus, Membership
+from tenancy.pagination import page_without_count
 from tenancy.permissions import has_perm
 from tenancy.tenant_settings import SETTING_KEYS, tenant_setting
 
@@ -114,7 +114,7 @@ def members(request: TenantRequest) -> HttpResponse:
                 _delivery_message(request, issued)
                 return redirect("members")
     listing = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username", "id")
-    page = Paginator(listing, MEMBERS_PER_PAGE).get_page(request.GET.get("page"))
+    page = page_without_count(listing, request.GET.get("page"), MEMBERS_PER_PAGE)
     can_invite = has_perm(request.user, tenant, "tenancy.add_invitation")
     open_invitations = (
         Invitation.objects.for_tenant(tenant).filter(accepted_at__isnull=True, revoked_at__isnull=True)[:100]

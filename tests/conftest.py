@@ -74,6 +74,7 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.workers",
     "tests.fixtures.stack",
+    "tests.fixtures.scale",
 ]
 
 _counter = itertools.count(1)

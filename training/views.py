@@ -5,7 +5,6 @@ reference set's captions and rebuild, and the model registry. Thin: every write 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,6 +16,7 @@ from consent.views.common import failure_text, get_subject
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
+from tenancy.pagination import page_without_count
 from tenancy.permissions import has_perm
 from tenancy.templatetags.ui import tone
 from training import actions
@@ -140,7 +140,7 @@ def job_list(request: TenantRequest) -> HttpResponse:
         jobs = jobs.filter(kind=kind)
     if subject is not None:
         jobs = jobs.filter(subject=subject)
-    page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    page = page_without_count(jobs, request.GET.get("page"), JOBS_PER_PAGE)
     return render(
         request,
         "training/job_list.html",
@@ -282,7 +282,7 @@ def model_list(request: TenantRequest) -> HttpResponse:
     )
     if subject is not None:
         models = models.filter(subject=subject)
-    page = Paginator(models, MODELS_PER_PAGE).get_page(request.GET.get("page"))
+    page = page_without_count(models, request.GET.get("page"), MODELS_PER_PAGE)
     return render(
         request,
         "training/model_list.html",

@@ -67,7 +67,7 @@ from consent.actions.files import (
     store_subject_file,
     upload_reference_photos,
 )
-from consent.actions.gate import PURPOSE_PHRASES, records_in_force, require
+from consent.actions.gate import PURPOSE_PHRASES, check_each, records_in_force, require
 from consent.actions.handover import (
     CODE_VALID_FOR,
     MAX_CODE_ATTEMPTS,
@@ -137,6 +137,7 @@ __all__ = [
     "UploadedPhoto",
     "change_contact_email",
     "check_contact_address",
+    "check_each",
     "complete_erasure",
     "confirm_erasure_request",
     "create_subject",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -14,6 +13,7 @@ from consent.views.common import can, get_subject
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
+from tenancy.pagination import page_without_count
 
 
 @require_GET
@@ -79,8 +79,8 @@ CERTIFICATES_PER_PAGE = 50
 @tenant_permission_required("consent.view_deletioncertificate")
 def certificate_list(request: TenantRequest) -> HttpResponse:
     certificates = DeletionCertificate.objects.for_tenant(require_tenant(request)).select_related("subject")
-    page = Paginator(certificates.order_by("-started_at", "-id"), CERTIFICATES_PER_PAGE).get_page(
-        request.GET.get("page")
+    page = page_without_count(
+        certificates.order_by("-started_at", "-id"), request.GET.get("page"), CERTIFICATES_PER_PAGE
     )
     return render(
         request,

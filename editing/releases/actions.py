@@ -242,7 +242,7 @@ def download_release(*, actor: Actor, release: Release) -> ReleasedFile:
     tenant = release.tenant
     require_perm(actor, tenant, "editing.download_release")
     with transaction.atomic():
-        subject = locked_subject(release.subject)
+        subject = locked_subject(release.subject, tenant)
         release = (
             Release.objects.for_tenant(tenant)
             .select_related("output__subject", "consent_record", "file")

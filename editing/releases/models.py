@@ -58,6 +58,7 @@ class Release(TenantOwnedModel):
         indexes = [
             models.Index(fields=["tenant", "subject", "-created_at"], name="release_tenant_subject"),
             models.Index(fields=["tenant", "output"], name="release_tenant_output"),
+            models.Index(fields=["tenant", "-created_at", "-id"], name="release_tenant_created"),
         ]
 
     def __str__(self) -> str:

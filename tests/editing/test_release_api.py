@@ -80,7 +80,7 @@ def test_post_answers_400_naming_the_field_and_409_with_the_gates_reason(
     assert not_approved.status_code == 409 and not_approved.json()["code"] == "output_pending_review"
     foreign = make_release(tenant_factory(name="Other Brand")).output
     assert client.post("/api/v1/releases/", _body(foreign.pk), format="json").status_code == 400
-    assert client.get("/api/v1/releases/").json()["count"] == 0
+    assert client.get("/api/v1/releases/").json()["results"] == []
 
 
 def test_the_release_list_costs_the_same_queries_for_5_or_50(

@@ -61,7 +61,7 @@ def test_json_export_and_the_api_agree_with_the_dashboard_filter(log):
     by_target = client.get(
         f"/api/v1/audit-entries/?target_type=auth.user&target_id={document['entries'][0]['target_id']}"
     )
-    assert by_target.json()["count"] == 3
+    assert len(by_target.json()["results"]) == 3
 
 
 def test_exports_are_themselves_audited_with_their_filters(log):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from audit.actions import record
 from audit.models import AuditEntry
 from tenancy.models import Role
+from tests.support import tamper_audit
 
 pytestmark = pytest.mark.django_db
 
@@ -72,3 +76,31 @@ def test_the_log_page_costs_the_same_queries_for_5_or_50_entries(
     with django_assert_max_num_queries(15):
         html = client.get(reverse("audit-log") + "?action=test.entry").content.decode()
     assert html.count("<dt>ok</dt><dd>true</dd>") == entries
+
+
+def test_the_date_filter_is_a_range_on_the_timestamp_with_whole_days(reviewer_log) -> None:
+    """A range on `at` (the (tenant, at) index serves it), not a cast of every row to its date."""
+    tenant, client = reviewer_log
+    at = {
+        "before": dt.datetime(2026, 3, 1, 23, 59, 59, tzinfo=dt.UTC),
+        "first": dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC),
+        "last": dt.datetime(2026, 3, 3, 23, 59, 59, 999_999, tzinfo=dt.UTC),
+        "after": dt.datetime(2026, 3, 4, 0, 0, tzinfo=dt.UTC),
+    }
+    entries = {}
+    for label, moment in at.items():
+        entries[label] = record(tenant=tenant, action="test.dated", payload={"label": label})
+        tamper_audit("UPDATE audit_auditentry SET at = %s WHERE id = %s", [moment, entries[label].pk])
+    with CaptureQueriesContext(connection) as queries:
+        html = client.get(reverse("audit-log") + "?date_from=2026-03-02&date_to=2026-03-03").content.decode()
+    shown = {
+        label for label, entry in entries.items() if f'href="/audit/{entry.pk}/">{entry.seq}</a>' in html
+    }
+    assert shown == {"first", "last"}
+    listing = next(
+        q["sql"]
+        for q in queries.captured_queries
+        if 'FROM "audit_auditentry"' in q["sql"] and "LIMIT" in q["sql"]
+    )
+    assert '"audit_auditentry"."at" >= ' in listing and '"audit_auditentry"."at" < ' in listing, listing
+    assert "::date" not in listing and "AT TIME ZONE" not in listing, listing

@@ -187,7 +187,7 @@ def test_role_can_do_exactly_what_its_permissions_say(case, role, world, client_
 
     if case.listing:
         assert response.status_code == 200
-        assert (response.json()["count"] > 0) == allowed, (
+        assert (len(response.json()["results"]) > 0) == allowed, (
             "the list shows rows exactly when the role may view them"
         )
     elif case.visible_with is not None and not role_has_perm(role, case.visible_with):
@@ -236,7 +236,7 @@ def test_api_token_auth_and_tenant_header(tenant_factory, member, client):
     as_reviewer = api.get("/api/v1/audit-entries/", HTTP_X_LIKENESS_TENANT=alpha.slug, **auth).json()
     assert {row["action"] for row in as_reviewer["results"]} >= {"auth.token_issued", "auth.login_failed"}
     as_staff = api.get("/api/v1/audit-entries/", HTTP_X_LIKENESS_TENANT=beta.slug, **auth).json()
-    assert as_staff["count"] == 0
+    assert as_staff["results"] == []
     stranger = tenant_factory("Gamma")
     assert api.get("/api/v1/audit-entries/", HTTP_X_LIKENESS_TENANT=stranger.slug, **auth).status_code == 404
     assert api.get("/api/v1/audit-entries/", HTTP_X_LIKENESS_TENANT="no-such", **auth).status_code == 404

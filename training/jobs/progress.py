@@ -24,9 +24,12 @@ def thin_history(history: list[list[float]], point: list[float]) -> list[list[fl
 
 
 def preview_urls(job: Job) -> list[dict[str, Any]]:
+    """Filtered in Python over `job.previews.all()` (step order, the model's), so a list that
+    prefetches "previews" reads them once for the page rather than once per job."""
     return [
         {"step": preview.step, "url": reverse("consent-asset-file", args=[preview.asset_id])}
-        for preview in job.previews.filter(asset__isnull=False).order_by("step", "id")
+        for preview in job.previews.all()
+        if preview.asset_id is not None
     ]
 
 
