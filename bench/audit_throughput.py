@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.platform_common import DEFAULT_DATABASE_URL, fresh_database, machine, setup_django, table
+from bench.platform_common import bench_database_url, fresh_database, machine, setup_django, table
 
 VERIFY_GOAL, WRITE_GOAL = 100_000, 300
 BULK_BATCH = 5000
@@ -135,7 +135,7 @@ def verify_rate(entries: int, repeats: int, call: Callable[[], object]) -> tuple
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--database-url", default=bench_database_url("likeness_bench_audit"))
     parser.add_argument("--writes", type=int, default=3000, help="entries appended through record()")
     parser.add_argument("--entries", type=int, default=100_000, help="chain length to verify")
     parser.add_argument("--repeats", type=int, default=3, help="verification runs")

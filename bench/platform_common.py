@@ -8,16 +8,22 @@ not cost anyone the product's data.
 
 from __future__ import annotations
 
-import datetime
 import os
 import platform
 import secrets
 import sys
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE_URL = "postgres://likeness:likeness@127.0.0.1:5432/likeness_bench_platform"
+
+
+def bench_database_url(name: str) -> str:
+    """The default URL with another database: each benchmark its own, so two can run at once."""
+    return urlunsplit(urlsplit(DEFAULT_DATABASE_URL)._replace(path=f"/{name}"))
 
 
 def database_name(url: str) -> str:
@@ -48,8 +54,10 @@ def bench_environment(url: str) -> dict[str, str]:
     The secrets are made up per run: nothing the benchmark writes is worth keeping. Mail stays
     in memory (the seeding reads the signing links from it, as the subject would from theirs).
     """
-    run_secret = secrets.token_urlsafe(48)
+    # Made once per run and handed down: the seeding processes and the servers must share them.
+    run_secret = os.environ.get("LIKENESS_BENCH_RUN_SECRET") or secrets.token_urlsafe(48)
     return {
+        "LIKENESS_BENCH_RUN_SECRET": run_secret,
         "DATABASE_URL": url,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DJANGO_DEBUG": "0",
@@ -85,9 +93,77 @@ def machine() -> str:
         (server,) = cursor.fetchone() or ("?",)
     return (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"PostgreSQL {server}, {datetime.date.today().isoformat()}, load average at start "
+        f"PostgreSQL {server}, {datetime.now().date().isoformat()}, load average at start "
         f"{os.getloadavg()[0]:.1f}"
     )
+
+
+def bench_tenant(name: str, slug: str) -> tuple[Any, Any, Any, Any]:
+    """(tenant, admin, staff, consent text): a tenant set up as seed_demo sets one up, through the actions."""
+    from django.contrib.auth import get_user_model
+
+    from consent import actions as consent
+    from tenancy import actions
+    from tenancy.management.commands.seed_demo import DEFAULT_CONSENT_NAME, DEFAULT_CONSENT_TEXT
+    from tenancy.models import Role
+
+    tenant = actions.create_tenant(name=name, slug=slug)
+    users = get_user_model()._default_manager
+    admin = users.create_user(username=f"{slug}-admin", email=f"admin@{slug}.invalid")
+    staff = users.create_user(username=f"{slug}-staff", email=f"staff@{slug}.invalid")
+    actions.add_member(tenant=tenant, user=admin, role=Role.ADMIN)
+    actions.add_member(tenant=tenant, user=staff, role=Role.STAFF)
+    consent.publish_retention_schedule(
+        actor=admin,
+        tenant=tenant,
+        title=consent.BIPA_DEFAULT_TITLE,
+        years_after_last_interaction=consent.MAX_YEARS_AFTER_LAST_INTERACTION,
+        days_after_purpose_satisfied=0,
+    )
+    template = consent.publish_consent_template(
+        actor=admin, tenant=tenant, name=DEFAULT_CONSENT_NAME, body=DEFAULT_CONSENT_TEXT
+    )
+    return tenant, admin, staff, template
+
+
+def signed_subject(
+    tenant: Any, staff: Any, template: Any, n: int, expires_at: datetime | None = None
+) -> tuple[Any, Any, Any]:
+    """(subject, link, record): subject n created by staff, e-mailed a link, and signed by the subject
+    with the token from that e-mail (the locmem backend's mailbox, emptied first)."""
+    from django.core import mail
+
+    from consent import actions as consent
+    from consent.models import Purpose
+    from tests.consent.mailbox import delivered_token
+
+    name = f"Subject {n:06d}"
+    subject = consent.create_subject(
+        actor=staff, tenant=tenant, display_name=name, contact_email=f"s{n}@{tenant.slug}.invalid"
+    )
+    mail.outbox = []
+    purposes = [purpose.value for purpose in Purpose]
+    link = consent.send_consent_link(
+        actor=staff,
+        subject=subject,
+        template=template,
+        purposes=purposes,
+        intended_uses="Portraits for the spring campaign on the brand website.",
+        identity_verification="Passport checked in person",
+        site_url="http://127.0.0.1",
+        channels=["web"],
+        territories=["US"],
+        expires_at=expires_at,
+    )
+    record = consent.sign_consent(
+        token=delivered_token(link),
+        purposes=purposes,
+        full_name=name,
+        representation="none",
+        ip="203.0.113.7",
+        user_agent="bench",
+    )
+    return subject, link, record
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
