@@ -46,7 +46,8 @@ class _UtcText(Func):
 
 
 def _hashed_time() -> Expression | F:
-    """Elsewhere (SQLite in development) the datetime, which canonical_entry formats itself."""
+    """An entry's time as the walk reads it: the hashed text on PostgreSQL; elsewhere (SQLite in
+    development) the datetime, which canonical_entry formats itself."""
     vendor = connections[router.db_for_read(AuditEntry)].vendor
     return _UtcText("at") if vendor == "postgresql" else F("at")
 
