@@ -17,7 +17,8 @@ In a fresh PostgreSQL database of its own (bench/platform_common.py):
    docs/benchmarks.md between the platform_load markers (unless --no-docs).
 
 The retention sweep at 100,000 subjects is bench/retention_sweep.py.
-Not a test: nothing here is asserted; tests/bench runs it tiny so it does not rot.
+Not a test: nothing here is asserted, and even a 10-subject run takes minutes (a fresh database,
+servers started twice), too slow for the suite: run it by hand after changing what it drives.
 """
 
 from __future__ import annotations
