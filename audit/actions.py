@@ -97,22 +97,41 @@ def record(
     return entry
 
 
+_LOCK_HEAD = """
+SELECT head.last_seq, head.last_hash,
+    (SELECT seq FROM audit_auditentry WHERE tenant_id = head.tenant_id ORDER BY seq DESC LIMIT 1)
+FROM audit_auditchainhead head
+WHERE head.tenant_id = %s
+FOR UPDATE OF head
+"""
+
+
 def _locked_head(tenant_id: int, using: str) -> tuple[int, str] | None:
-    """The head's (seq, hash), locked, when it exists and no entry lies beyond it; else None."""
-    last_entry = (
-        AuditEntry.dangerously_unscoped.using(using)
-        .filter(tenant_id=OuterRef("tenant_id"))
-        .order_by("-seq")
-        .values("seq")[:1]
-    )
-    row = (
-        AuditChainHead.objects.using(using)
-        .select_for_update(of=("self",))
-        .filter(tenant_id=tenant_id)
-        .annotate(last_entry=Subquery(last_entry))
-        .values_list("last_seq", "last_hash", "last_entry")
-        .first()
-    )
+    """The head's (seq, hash), locked, when it exists and no entry lies beyond it; else None.
+
+    On PostgreSQL one fixed statement: building this query through the ORM cost more Python
+    time than the round trip, on the path of every audited write.
+    """
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_LOCK_HEAD, [tenant_id])
+            row = cursor.fetchone()
+    else:
+        last_entry = (
+            AuditEntry.dangerously_unscoped.using(using)
+            .filter(tenant_id=OuterRef("tenant_id"))
+            .order_by("-seq")
+            .values("seq")[:1]
+        )
+        row = (
+            AuditChainHead.objects.using(using)
+            .select_for_update(of=("self",))
+            .filter(tenant_id=tenant_id)
+            .annotate(last_entry=Subquery(last_entry))
+            .values_list("last_seq", "last_hash", "last_entry")
+            .first()
+        )
     if row is None or (row[2] is not None and row[2] > row[0]):
         return None
     return row[0], row[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import subprocess
@@ -14,8 +15,10 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
 from audit.actions import record
+from audit.chain import GENESIS_HASH, canonical_entry, chain_hash
 from audit.models import AuditEntry
 from audit.verification import ChainStatus, verify_chain
+from audit.walk import walk_chain
 from tests.support import requires_postgresql, tamper_audit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +97,35 @@ def test_swapped_rows_name_the_first_swapped_seq(chain):
         )
     assert sorted(AuditEntry.objects.for_tenant(tenant).values_list("seq", flat=True)) == [1, 2, 3, 4, 5]
     assert f"tenant {tenant.slug}: BROKEN at seq 2" in _verify_failure()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "at",
+    [
+        dt.datetime(2026, 12, 1, tzinfo=dt.UTC),  # no microseconds: still six digits
+        dt.datetime(2028, 2, 29, 23, 59, 59, 999999, tzinfo=dt.UTC),
+        dt.datetime(2027, 1, 1, 3, 4, 5, 1, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))),
+    ],
+)
+def test_the_walk_hashes_an_entrys_time_as_the_writer_did(tenant_factory, at):
+    """The walk has the database format each entry's time (audit.chain.TIMESTAMP_TO_CHAR); an entry
+    hashed with `at` must hold, and the same entry one microsecond later must not."""
+    tenant = tenant_factory()
+    entry = record(tenant=tenant, action="test.event", payload={"n": 1})
+    fields = {"tenant_id": tenant.pk, "seq": 1, "actor_id": entry.actor_id, "action": entry.action}
+    fields |= {"target_type": entry.target_type, "target_id": entry.target_id, "payload": entry.payload}
+    digest = chain_hash(GENESIS_HASH, canonical_entry(at=at, **fields))
+    for stored_at in (at, at + dt.timedelta(microseconds=1)):
+        tamper_audit(
+            "UPDATE audit_auditentry SET at = %s, hash = %s WHERE tenant_id = %s AND seq = 1",
+            [stored_at, digest, tenant.pk],
+        )
+        tamper_audit(
+            "UPDATE audit_auditchainhead SET last_hash = %s WHERE tenant_id = %s", [digest, tenant.pk]
+        )
+        walk = walk_chain(tenant)
+        assert walk.problem == ("" if stored_at == at else "content does not match its hash (altered)")
 
 
 @pytest.mark.django_db
