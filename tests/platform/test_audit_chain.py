@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
 from audit.actions import record
-from audit.chain import GENESIS_HASH, canonical_entry, chain_hash
+from audit.chain import GENESIS_HASH, canonical_entry, canonical_json, chain_hash
 from audit.models import AuditEntry
 from audit.verification import ChainStatus, verify_chain
 from audit.walk import walk_chain
@@ -231,3 +232,25 @@ def test_verify_audit_exit_status_from_the_command_line(tenant_factory, tmp_path
     broken = manage("verify_audit")
     assert broken.returncode == 1
     assert f"tenant {tenant.slug}: BROKEN at seq 2" in broken.stderr
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": 1, "a": [1, 2.5, None, True], "é": "ünïcode ✓", "nested": {"z": {"y": "x"}, "a": []}},
+        {"subject_id": 12, "purposes": ["training", "generation"], "quote": 'a "b" \\ c\n'},
+        {},
+        [{"k": -0.0}, 1e300, "\u2028"],
+    ],
+)
+def test_the_canonical_encoding_is_sorted_compact_utf8_json(value: object) -> None:
+    """The chain's canonical text is exactly json.dumps with sorted keys, no whitespace and UTF-8
+    (the walk and the offline checker recompute it; a changed byte would break every hash)."""
+    assert canonical_json(value) == json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def test_the_canonical_encoding_refuses_what_json_cannot_say() -> None:
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("nan")})
