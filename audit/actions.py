@@ -1,4 +1,4 @@
-"""The only way into the audit log: `record()`.
+"""The only way into the audit log: `record()`, and `record_each()` for several facts of one write.
 
 Call it inside the caller's transaction, next to the write it describes, so the
 entry commits or rolls back with it. Appends to a tenant's chain are serialized
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -51,6 +53,18 @@ def _target_fields(
     return target_type or "", "" if target_id is None else str(target_id)
 
 
+@dataclass(frozen=True)
+class Fact:
+    """One entry for record_each(): record()'s arguments but the tenant."""
+
+    action: str
+    actor: AbstractBaseUser | AnonymousUser | None = None
+    target: models.Model | None = None
+    target_type: str | None = None
+    target_id: str | int | uuid.UUID | None = None
+    payload: dict[str, Any] | None = None
+
+
 def record(
     *,
     tenant: Tenant,
@@ -62,17 +76,22 @@ def record(
     payload: dict[str, Any] | None = None,
 ) -> AuditEntry:
     """Append one entry to `tenant`'s chain; actor None means the system did it."""
+    fact = Fact(action, actor, target, target_type, target_id, payload)
+    return record_each(tenant, [fact])[0]
+
+
+def record_each(tenant: Tenant, facts: Sequence[Fact]) -> list[AuditEntry]:
+    """Append several entries to `tenant`'s chain, in this order, under one lock of the head.
+
+    Still two statements on PostgreSQL, however many entries: for one write that is several facts
+    (an erasure opens its certificate and destroys the key). Every fact is checked before anything
+    is written, so a bad one writes none of them.
+    """
     if not isinstance(tenant, Tenant) or tenant.pk is None:
         raise ValueError("record() needs a saved Tenant.")
-    if not ACTION_PATTERN.match(action):
-        raise ValueError(
-            f"Audit action must be a dotted lowercase name like 'membership.added', got {action!r}."
-        )
-    if actor is not None and not actor.is_authenticated:
-        actor = None  # an anonymous visitor is not a user we can name
-    kind, ident = _target_fields(target, target_type, target_id)
-    body = normalize_payload(payload)
-
+    rows = [_row(tenant.pk, fact) for fact in facts]
+    if not rows:
+        return []
     using = router.db_for_write(AuditEntry)
     with transaction.atomic(using=using, savepoint=False):
         end = _locked_head(tenant.pk, using)
@@ -84,17 +103,27 @@ def record(
                 "pk", flat=True
             ).get()
             end = _locked_head(tenant.pk, using) or _chain_end(tenant.pk, using)
-        entry = _append(
-            using,
-            *end,
-            tenant_id=tenant.pk,
-            actor_id=actor.pk if actor is not None else None,
-            action=action,
-            target_type=kind,
-            target_id=ident,
-            payload=body,
+        return _append(using, *end, rows)
+
+
+def _row(tenant_id: int, fact: Fact) -> dict[str, Any]:
+    """The entry's fields before it is chained; ValueError or AuditPayloadError says what is wrong."""
+    if not ACTION_PATTERN.match(fact.action):
+        raise ValueError(
+            f"Audit action must be a dotted lowercase name like 'membership.added', got {fact.action!r}."
         )
-    return entry
+    actor = fact.actor
+    if actor is not None and not actor.is_authenticated:
+        actor = None  # an anonymous visitor is not a user we can name
+    kind, ident = _target_fields(fact.target, fact.target_type, fact.target_id)
+    return {
+        "tenant_id": tenant_id,
+        "actor_id": actor.pk if actor is not None else None,
+        "action": fact.action,
+        "target_type": kind,
+        "target_id": ident,
+        "payload": normalize_payload(fact.payload),
+    }
 
 
 _LOCK_HEAD = """
@@ -163,60 +192,76 @@ def _chain_end(tenant_id: int, using: str) -> tuple[int, str]:
         reason, head_seq = "behind", head.last_seq
     if last is None or last[0] <= head.last_seq:
         return head.last_seq, head.last_hash
-    rebuilt = _append(
+    (rebuilt,) = _append(
         using,
         *last,
-        tenant_id=tenant_id,
-        actor_id=None,
-        action="audit.head_rebuilt",
-        target_type="",
-        target_id="",
-        payload={"reason": reason, "head_seq": head_seq, "last_entry_seq": last[0]},
+        [
+            {
+                "tenant_id": tenant_id,
+                "actor_id": None,
+                "action": "audit.head_rebuilt",
+                "target_type": "",
+                "target_id": "",
+                "payload": {"reason": reason, "head_seq": head_seq, "last_entry_seq": last[0]},
+            }
+        ],
     )
     return rebuilt.seq, rebuilt.hash
 
 
+_ENTRY_COLUMNS = (
+    "tenant_id, seq, at, actor_id, action, target_type, target_id, payload, subject_ref, prev_hash, hash"
+)
+_ENTRY_VALUES = "(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)"
 _INSERT_AND_MOVE_HEAD = """
 WITH entry AS (
-    INSERT INTO audit_auditentry
-        (tenant_id, seq, at, actor_id, action, target_type, target_id, payload, subject_ref, prev_hash, hash)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)
-    RETURNING id
+    INSERT INTO audit_auditentry ({columns}) VALUES {values}
+    RETURNING id, seq
 )
 UPDATE audit_auditchainhead SET last_seq = %s, last_hash = %s
 WHERE tenant_id = %s
-RETURNING (SELECT id FROM entry)
+RETURNING (SELECT array_agg(id ORDER BY seq) FROM entry)
 """
 
 
-def _append(using: str, after_seq: int, after_hash: str, **fields: Any) -> AuditEntry:
-    """Insert the entry after (after_seq, after_hash) and move the head to it (the caller holds the lock)."""
-    fields.update(seq=after_seq + 1, at=timezone.now())
-    digest = chain_hash(after_hash, canonical_entry(**fields))
-    subject_ref = subject_reference(fields["target_type"], fields["target_id"], fields["payload"])
-    entry = AuditEntry(**fields, subject_ref=subject_ref, prev_hash=after_hash, hash=digest)
+def _append(using: str, after_seq: int, after_hash: str, rows: list[dict[str, Any]]) -> list[AuditEntry]:
+    """Chain the entries after (after_seq, after_hash), insert them, move the head (its lock is held)."""
+    entries: list[AuditEntry] = []
+    for fields in rows:
+        seq = after_seq + 1 + len(entries)
+        prev_hash = entries[-1].hash if entries else after_hash
+        at = timezone.now()
+        digest = chain_hash(prev_hash, canonical_entry(**fields, seq=seq, at=at))
+        subject_ref = subject_reference(fields["target_type"], fields["target_id"], fields["payload"])
+        entries.append(
+            AuditEntry(**fields, seq=seq, at=at, subject_ref=subject_ref, prev_hash=prev_hash, hash=digest)
+        )
+    tenant_id, last = rows[0]["tenant_id"], entries[-1]
     connection = connections[using]
     if connection.vendor != "postgresql":
-        entry.save(using=using)
-        AuditChainHead.objects.using(using).filter(tenant_id=fields["tenant_id"]).update(
-            last_seq=entry.seq, last_hash=digest
+        for entry in entries:
+            entry.save(using=using)
+        AuditChainHead.objects.using(using).filter(tenant_id=tenant_id).update(
+            last_seq=last.seq, last_hash=last.hash
         )
-        return entry
+        return entries
+    parameters: list[Any] = []
+    for entry in entries:
+        parameters += [tenant_id, entry.seq, entry.at, entry.actor_id, entry.action, entry.target_type]
+        parameters += [entry.target_id, canonical_json(entry.payload), entry.subject_ref, entry.prev_hash]
+        parameters.append(entry.hash)
+    statement = _INSERT_AND_MOVE_HEAD.format(
+        columns=_ENTRY_COLUMNS, values=", ".join([_ENTRY_VALUES] * len(entries))
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            _INSERT_AND_MOVE_HEAD,
-            [
-                *(fields["tenant_id"], entry.seq, entry.at, fields["actor_id"], fields["action"]),
-                *(fields["target_type"], fields["target_id"], canonical_json(fields["payload"])),
-                *(subject_ref, after_hash, digest, entry.seq, digest, fields["tenant_id"]),
-            ],
-        )
+        cursor.execute(statement, [*parameters, last.seq, last.hash, tenant_id])
         row = cursor.fetchone()
     if row is None or row[0] is None:
         raise RuntimeError("the audit chain head vanished while its lock was held")
-    entry.pk = row[0]
-    entry._state.adding, entry._state.db = False, using
-    return entry
+    for entry, pk in zip(entries, row[0], strict=True):
+        entry.pk = pk
+        entry._state.adding, entry._state.db = False, using
+    return entries
 
 
 def record_export(

@@ -377,6 +377,9 @@ DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "likeness@local
 EMAIL_TIMEOUT = int(os.environ.get("DJANGO_EMAIL_TIMEOUT", "10"))
 # How often the retention/expiry sweep runs (Celery beat), in minutes.
 LIKENESS_RETENTION_SWEEP_MINUTES = int(os.environ.get("LIKENESS_RETENTION_SWEEP_MINUTES", "15"))
+# Due subjects the sweep erases at once on PostgreSQL, each on its own pooled connection (keep it under
+# LIKENESS_DB_POOL_SIZE): while one waits for the database another runs (consent.actions.sweep).
+LIKENESS_SWEEP_CONNECTIONS = _env_int("LIKENESS_SWEEP_CONNECTIONS", 2, low=1, high=16)
 # Read lazily by config.celery (namespace CELERY): an expired consent is erased
 # within one sweep interval, without undue delay.
 CELERY_BEAT_SCHEDULE = {

@@ -9,13 +9,15 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
+from audit.actions import Fact, record_each
 from audit.actions import record as audit
 from consent import vault
 from consent.actions.common import Actor, ConsentActionError, acting_user
+from consent.actions.files import delete_file_rows
 from consent.erasure import registered_hooks
 from consent.faults import crash_point
 from consent.locks import locked_subject
-from consent.models import Asset, DeletionCertificate, ErasureRequest, ErasureTrigger, Subject, SubjectKey
+from consent.models import DeletionCertificate, ErasureRequest, ErasureTrigger, Subject, SubjectKey
 from consent.storage import private_storage, subject_prefix, walk
 from tenancy.permissions import require_perm
 
@@ -61,16 +63,15 @@ def holds_data(subject: Subject) -> bool:
     )
 
 
-def close_request(
+def _closed_request(
     request: ErasureRequest, state: ErasureRequest.State, *, actor: Actor, at: datetime, **facts: object
-) -> None:
-    """Under the subject lock: how an erasure request ended, and its audit entry (ids and facts only)."""
+) -> Fact:
+    """Under the subject lock: how an erasure request ended, saved; its audit fact (ids and facts only)."""
     request.state = state
     request.decided_by = acting_user(actor)
     request.decided_at = at
     request.save(update_fields=["state", "decided_by", "decided_at", "decision_reason", "certificate"])
-    audit(
-        tenant=request.tenant,
+    return Fact(
         action=f"erasure.request_{state.value}",
         actor=actor,
         target=request,
@@ -78,18 +79,36 @@ def close_request(
     )
 
 
-def _close_overtaken_requests(subject: Subject, certificate: DeletionCertificate, actor: Actor) -> None:
+def close_request(
+    request: ErasureRequest, state: ErasureRequest.State, *, actor: Actor, at: datetime, **facts: object
+) -> None:
+    """Under the subject lock: how an erasure request ended, and its audit entry."""
+    record_each(request.tenant, [_closed_request(request, state, actor=actor, at=at, **facts)])
+
+
+def pending_requests(subject: Subject) -> list[ErasureRequest]:
+    """The subject's erasure requests that still wait for an admin (read under the subject lock)."""
+    return list(subject.erasure_requests.filter(state=ErasureRequest.State.PENDING))
+
+
+def _close_overtaken_requests(
+    pending: list[ErasureRequest], certificate: DeletionCertificate, actor: Actor
+) -> list[Fact]:
     """Erasure requests still waiting for an admin are moot once the subject is erased for another reason."""
-    for request in subject.erasure_requests.filter(state=ErasureRequest.State.PENDING):
+    closed = []
+    for request in pending:
         request.certificate = certificate
-        close_request(
-            request,
-            ErasureRequest.State.OVERTAKEN,
-            actor=actor,
-            at=certificate.started_at,
-            certificate_id=certificate.pk,
-            erasure_trigger=certificate.trigger,
+        closed.append(
+            _closed_request(
+                request,
+                ErasureRequest.State.OVERTAKEN,
+                actor=actor,
+                at=certificate.started_at,
+                certificate_id=certificate.pk,
+                erasure_trigger=certificate.trigger,
+            )
         )
+    return closed
 
 
 def begin_erasure(
@@ -99,6 +118,7 @@ def begin_erasure(
     actor: Actor,
     reason: str,
     enqueue: bool = True,
+    pending: list[ErasureRequest] | None = None,
 ) -> DeletionCertificate | None:
     """Open a certificate and destroy the key, in the caller's transaction (which holds the subject lock).
 
@@ -106,46 +126,51 @@ def begin_erasure(
     key nor files gets none (there is nothing to destroy). Certificates carry
     wall-clock times, also when a sweep decides with a simulated `--now`.
     Erasure requests still pending are closed as overtaken (a caller erasing
-    because of one closes that one first).
+    because of one closes that one first); `pending`: pending_requests(subject),
+    when the caller read them under the same lock.
     """
     tenant = subject.tenant
     open_certificate = subject.deletion_certificates.filter(completed_at__isnull=True).first()
     if open_certificate is not None:
         return open_certificate
-    if not holds_data(subject):
-        return None
     subject_key = SubjectKey.objects.for_tenant(tenant).filter(subject=subject).first()
+    if subject_key is None and not subject.assets.exists():
+        return None  # neither key nor files: nothing to destroy
+    started_at = timezone.now()
     certificate = DeletionCertificate.objects.for_tenant(tenant).create(
         subject=subject,
         scope=DeletionCertificate.Scope.SUBJECT,
         trigger=trigger,
         reason=reason,
         requested_by=acting_user(actor),
-        started_at=timezone.now(),
+        started_at=started_at,
+        # The key goes below, in this transaction: the certificate never commits without it gone.
+        key_id=subject_key.key_id if subject_key is not None else None,
+        key_destroyed_at=started_at if subject_key is not None else None,
     )
-    audit(
-        tenant=tenant,
-        action="erasure.started",
-        actor=actor,
-        target=certificate,
-        payload={"subject_id": subject.pk, "trigger": trigger.value, "scope": certificate.scope},
-    )
-    _close_overtaken_requests(subject, certificate, actor)
-    if subject_key is not None:
-        key_id = subject_key.key_id
-        subject_key.delete()
-        certificate.key_id = key_id
-        certificate.key_destroyed_at = timezone.now()
-        certificate.save(update_fields=["key_id", "key_destroyed_at"])
-        audit(
-            tenant=tenant,
-            action="subject_key.destroyed",
+    overtaken = pending_requests(subject) if pending is None else pending
+    facts = [
+        Fact(
+            action="erasure.started",
             actor=actor,
-            target_type="consent.subjectkey",
-            target_id=str(key_id),
-            payload={"subject_id": subject.pk, "certificate_id": certificate.pk},
+            target=certificate,
+            payload={"subject_id": subject.pk, "trigger": trigger.value, "scope": certificate.scope},
+        ),
+        *_close_overtaken_requests(overtaken, certificate, actor),
+    ]
+    if subject_key is not None:
+        subject_key.delete()
+        facts.append(
+            Fact(
+                action="subject_key.destroyed",
+                actor=actor,
+                target_type="consent.subjectkey",
+                target_id=str(certificate.key_id),
+                payload={"subject_id": subject.pk, "certificate_id": certificate.pk},
+            )
         )
         transaction.on_commit(checkpoint_sqlite_wal, robust=True)
+    record_each(tenant, facts)  # in this order, under one lock of the chain head
     if enqueue:
         transaction.on_commit(lambda: _enqueue_completion(certificate.pk), robust=True)
     return certificate
@@ -191,7 +216,7 @@ def complete_erasure(certificate_id: int) -> DeletionCertificate | None:
         if certificate is None or certificate.completed_at is not None:
             return certificate
         subject = certificate.subject
-        tenant = certificate.tenant
+        tenant = subject.tenant = certificate.tenant  # the same row: the hooks need not read it again
         storage = private_storage()
         live_key = SubjectKey.objects.for_tenant(tenant).filter(subject=subject).first()
         if certificate.scope == DeletionCertificate.Scope.SUBJECT:
@@ -205,12 +230,12 @@ def complete_erasure(certificate_id: int) -> DeletionCertificate | None:
             doomed = subject.assets.filter(pk__in=certificate.planned_asset_ids)
         counts: Counter[str] = Counter()
         file_ids: list[int] = []
-        for asset in doomed.order_by("id"):
-            storage.delete(asset.storage_name)
-            counts[asset.kind] += 1
-            file_ids.append(asset.pk)
+        for asset_id, kind, storage_name in doomed.order_by("id").values_list("pk", "kind", "storage_name"):
+            storage.delete(storage_name)
+            counts[kind] += 1
+            file_ids.append(asset_id)
             crash_point("erasure.file_deleted")
-        Asset.objects.for_tenant(tenant).filter(pk__in=file_ids).delete()
+        delete_file_rows(tenant, file_ids)
         strays = 0
         if certificate.scope == DeletionCertificate.Scope.SUBJECT:
             keep = vault.key_folder(tenant.pk, subject.pk, live_key.key_id) + "/" if live_key else None

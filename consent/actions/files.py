@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import connections, models, transaction
+from django.db.models import Case, F, Q, When
+from django.db.models.deletion import get_candidate_relations_to_delete
+from django.db.models.fields.reverse_related import ForeignObjectRel
 from django.utils import timezone
 
 from audit.actions import record as audit
@@ -20,6 +27,7 @@ from consent.locks import locked_subject
 from consent.models import Asset, AssetKind, Subject, SubjectKey
 from consent.storage import private_storage
 from consent.tokens import sha256_hex
+from tenancy.models import Tenant
 from tenancy.permissions import require_perm
 
 
@@ -267,7 +275,7 @@ def delete_photo(*, actor: Actor, photo: Asset) -> list[int]:
         doomed = [*current.derived.filter(kind=AssetKind.FACE_EMBEDDING).order_by("id"), current]
         names = [asset.storage_name for asset in doomed]
         deleted = [asset.pk for asset in doomed]
-        Asset.objects.for_tenant(locked.tenant).filter(pk__in=deleted).delete()
+        delete_file_rows(locked.tenant, deleted)
         audit(
             tenant=locked.tenant,
             action="photo.deleted",
@@ -289,3 +297,66 @@ def delete_photo(*, actor: Actor, photo: Asset) -> list[int]:
         transaction.on_commit(remove_files, robust=True)
     subject.enrollment_photo = locked.enrollment_photo
     return deleted
+
+
+@functools.cache
+def _references_to_files() -> dict[type[models.Model], tuple[tuple[str, str], ...]]:
+    """Every foreign key to a file row as (field name, column), by model; each must be SET_NULL (the
+    contract in consent.erasure)."""
+    columns: defaultdict[type[models.Model], list[tuple[str, str]]] = defaultdict(list)
+    # The relations Django's own delete() visits: hidden ones too (related_name="+").
+    for relation in get_candidate_relations_to_delete(Asset._meta):
+        assert isinstance(relation, ForeignObjectRel)
+        if relation.on_delete is not models.SET_NULL:
+            raise ImproperlyConfigured(f"{relation.field} must be on_delete=SET_NULL: see consent.erasure.")
+        columns[relation.field.model].append((relation.field.name, relation.field.column))
+    return {model: tuple(names) for model, names in columns.items()}
+
+
+def delete_file_rows(tenant: Tenant, asset_ids: Sequence[int]) -> None:
+    """Delete these file rows, emptying every reference to them first.
+
+    What Django's delete() does for SET_NULL, without reading the rows again and without one
+    UPDATE per referring column (15 columns in 8 tables today), on an erasure's path: on PostgreSQL
+    one statement, elsewhere one UPDATE per referring table. The caller holds the subject lock and
+    removes the stored bytes itself.
+    """
+    if not asset_ids:
+        return
+    ids = list(asset_ids)
+    rows = Asset.objects.for_tenant(tenant).filter(pk__in=ids)
+    connection = connections[rows.db]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_delete_file_rows_statement(), {"ids": ids, "tenant": tenant.pk})
+        return
+    for model, fields in _references_to_files().items():
+        names = [name for name, _ in fields]
+        pointing = functools.reduce(operator.or_, (Q(**{f"{name}__in": ids}) for name in names))
+        model._base_manager.filter(pointing).update(
+            **{name: Case(When(**{f"{name}__in": ids}, then=None), default=F(name)) for name in names}
+        )
+    rows._raw_delete(rows.db)  # no collector: every reference is empty now
+
+
+@functools.cache
+def _delete_file_rows_statement() -> str:
+    """PostgreSQL: one UPDATE per referring table, each a CTE (one table each), and the DELETE.
+
+    The statement's parts see one snapshot and no row is touched twice (a file row to be deleted is
+    not also emptied); the foreign keys are deferred, so they are checked at commit, when every
+    reference is gone.
+    """
+    quote = connections["default"].ops.quote_name
+    parts = []
+    for n, (model, fields) in enumerate(_references_to_files().items()):
+        columns = [quote(column) for _, column in fields]
+        emptied = ", ".join(f"{c} = CASE WHEN {c} = ANY(%(ids)s) THEN NULL ELSE {c} END" for c in columns)
+        pointing = " OR ".join(f"{c} = ANY(%(ids)s)" for c in columns)
+        if model is Asset:
+            pointing = f"({pointing}) AND NOT ({quote(Asset._meta.pk.column)} = ANY(%(ids)s))"
+        table = quote(model._meta.db_table)
+        parts.append(f"emptied_{n} AS (UPDATE {table} SET {emptied} WHERE {pointing})")  # noqa: S608 (names from models)
+    files, key = quote(Asset._meta.db_table), quote(Asset._meta.pk.column)
+    deleted = f"DELETE FROM {files} WHERE {quote('tenant_id')} = %(tenant)s AND {key} = ANY(%(ids)s)"  # noqa: S608
+    return f"WITH {', '.join(parts)} {deleted}"

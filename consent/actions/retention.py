@@ -11,7 +11,7 @@ from audit.actions import record as audit
 from consent.actions.common import Actor, ConsentActionError, acting_user, next_version
 from consent.actions.gate import revoked_as_of, subject_records
 from consent.locks import locked_subject
-from consent.models import RetentionSchedule, Subject
+from consent.models import ConsentRecord, RetentionSchedule, Subject
 from consent.tokens import consent_text_sha256
 from tenancy.models import Tenant
 from tenancy.permissions import require_perm
@@ -108,8 +108,13 @@ def _add_years(value: datetime, years: int) -> datetime:
         return value.replace(year=value.year + years, day=28)
 
 
-def subject_retain_until(subject: Subject, at: datetime | None = None) -> datetime:
-    """The latest moment the subject's data may be kept, as known at `at`: schedule clocks and consent end."""
+def subject_retain_until(
+    subject: Subject, at: datetime | None = None, records: list[ConsentRecord] | None = None
+) -> datetime:
+    """The latest moment the subject's data may be kept, as known at `at`: schedule clocks and consent end.
+
+    `records`: the subject's records (subject_records) when the caller has read them already.
+    """
     moment = at or timezone.now()
     schedule = subject.retention_schedule
     candidates = [_add_years(subject.last_interaction_at, schedule.years_after_last_interaction)]
@@ -119,7 +124,7 @@ def subject_retain_until(subject: Subject, at: datetime | None = None) -> dateti
         )
     ends = [
         record.expires_at
-        for record in subject_records(subject)
+        for record in (subject_records(subject) if records is None else records)
         if revoked_as_of(record, moment) is None and (record.expires_at is None or record.expires_at > moment)
     ]
     if ends and None not in ends:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEntry
+from audit.verification import verify_chain
 from consent import actions, vault
 from consent.faults import CRASH_ENV
 from consent.models import Asset, AssetKind, DeletionCertificate, SubjectKey
@@ -63,8 +65,14 @@ def _sweep_process(now, storage_root: Path, **extra: str) -> subprocess.Complete
     )
 
 
-def test_a_sweep_killed_halfway_finishes_on_the_next_run(tenant, make_subject, sign, storage_root) -> None:
+@pytest.mark.parametrize("sweep_connections", [1, 2])
+def test_a_sweep_killed_halfway_finishes_on_the_next_run(
+    tenant, make_subject, sign, storage_root, sweep_connections
+) -> None:
+    """One subject at a time, the crash falls in the second subject's erasure; two at a time, in one or
+    two of them: either way the next run finishes them, and nothing is erased twice."""
     now = timezone.now()
+    at_once = {"LIKENESS_SWEEP_CONNECTIONS": str(sweep_connections)}
     due, files_of = [], {}
     for n in range(4):
         subject = make_subject(f"Due {n}")
@@ -92,17 +100,21 @@ def test_a_sweep_killed_halfway_finishes_on_the_next_run(tenant, make_subject, s
     later = now + timedelta(days=11)
 
     # Killed by SIGKILL right after deleting the 5th file: the 2nd subject's erasure is half done.
-    crashed = _sweep_process(later, storage_root, **{CRASH_ENV: "erasure.file_deleted:5"})
+    crashed = _sweep_process(later, storage_root, **at_once, **{CRASH_ENV: "erasure.file_deleted:5"})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     certificates = DeletionCertificate.objects.for_tenant(tenant)
-    assert certificates.filter(completed_at__isnull=False).count() == 1
-    interrupted = certificates.get(completed_at__isnull=True)
-    assert interrupted.subject == due[1] and interrupted.key_destroyed_at is not None
-    # Its rows survived the crash (rolled back) though two of its files are already gone.
-    assert Asset.objects.for_tenant(tenant).filter(subject=due[1]).count() == 3
-    assert len(files_under(storage_root / f"tenants/{tenant.pk}/subjects/{due[1].pk}")) == 1
+    interrupted = list(certificates.filter(completed_at__isnull=True))
+    if sweep_connections == 1:
+        assert certificates.filter(completed_at__isnull=False).count() == 1
+        assert [certificate.subject for certificate in interrupted] == [due[1]]
+        # Its rows survived the crash (rolled back) though two of its files are already gone.
+        assert len(files_under(storage_root / f"tenants/{tenant.pk}/subjects/{due[1].pk}")) == 1
+    assert interrupted and len(interrupted) <= sweep_connections
+    for certificate in interrupted:
+        assert certificate.key_destroyed_at is not None  # the key went in the transaction that committed
+        assert Asset.objects.for_tenant(tenant).filter(subject=certificate.subject).count() == 3
 
-    finished = _sweep_process(later, storage_root)
+    finished = _sweep_process(later, storage_root, **at_once)
     assert finished.returncode == 0, finished.stderr
     assert "finished interrupted erasure" in finished.stdout
 
@@ -119,8 +131,53 @@ def test_a_sweep_killed_halfway_finishes_on_the_next_run(tenant, make_subject, s
     assert vault.read_asset(Asset.objects.for_tenant(tenant).get(pk=kept.pk)) == b"adapter weights"
     assert files_under(storage_root) == [storage_root / kept.storage_name]
     # And a third run has nothing left to do.
-    again = _sweep_process(later, storage_root)
+    again = _sweep_process(later, storage_root, **at_once)
     assert "0 subjects erased, 0 files destroyed, 0 interrupted erasures finished" in again.stdout
+
+
+def test_the_sweep_erases_several_subjects_at_once_each_on_its_own_connection(
+    tenant, make_subject, sign, storage_root, settings
+) -> None:
+    """Issue 14: while one erasure waits for the database another runs; the report keeps the subjects'
+    order, the audit chain stays whole, and every certificate is complete."""
+    from consent.actions import enforce_retention
+    from consent.erasure import ErasureHook, register_erasure_hook, unregister_erasure_hook
+
+    settings.LIKENESS_SWEEP_CONNECTIONS = 2
+    now = timezone.now()
+    due = []
+    for n in range(6):
+        subject = make_subject(f"Due {n}")
+        sign(subject, expires_at=now + timedelta(days=10))
+        actions.store_subject_file(
+            subject=subject,
+            kind=AssetKind.REFERENCE_PHOTO,
+            data=os.urandom(200),
+            content_type="application/octet-stream",
+            extension="bin",
+        )
+        due.append(subject)
+    threads: list[str] = []
+
+    def note_thread(subject) -> list[str]:
+        threads.append(threading.current_thread().name)
+        return []
+
+    register_erasure_hook(ErasureHook(name="test.threads", cancel_jobs=note_thread))
+    try:
+        report = enforce_retention(now=now + timedelta(days=11), echo=lambda line: None)
+    finally:
+        unregister_erasure_hook("test.threads")
+    assert report.erased_subjects == 6 and report.erased_files == 6
+    erased = [line.split()[2] for line in report.lines if line.startswith("erased subject")]
+    assert erased == [str(subject.pk) for subject in due]
+    assert len(threads) == 6 and all(name.startswith("retention-sweep") for name in threads), threads
+    certificates = DeletionCertificate.objects.for_tenant(tenant)
+    assert certificates.filter(completed_at__isnull=False).count() == 6
+    assert not SubjectKey.objects.for_tenant(tenant).exists() and files_under(storage_root) == []
+    assert verify_chain(tenant).first_bad_seq is None
+    entries = AuditEntry.objects.for_tenant(tenant).order_by("seq").values_list("seq", flat=True)
+    assert list(entries) == list(range(1, len(entries) + 1))  # gapless: two writers never forked it
 
 
 @pytest.fixture

@@ -219,3 +219,35 @@ def test_a_dry_run_takes_no_lock(make_subject, sign, staff, storage_root) -> Non
     locking = [query["sql"] for query in queries.captured_queries if "FOR UPDATE" in query["sql"].upper()]
     assert locking == []
     assert _alive(expiring) and _alive(revoked)
+
+
+STATEMENTS_PER_ERASURE = 23
+
+
+def test_each_erasure_of_the_sweep_costs_a_fixed_number_of_statements(
+    make_subject, sign, storage_root
+) -> None:
+    """Issue 14: 1,000 due subjects must be erased in under 30 s, and the erasure's round trips were most
+    of its time (about 30 statements each). The count per erased subject is pinned, measured as the
+    difference between a sweep erasing one subject and one erasing three (each holding a file)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from consent.actions import enforce_retention
+
+    now = timezone.now()
+    counts = []
+    for batch in (1, 3):
+        subjects = []
+        for n in range(batch):
+            subject = make_subject(f"Expires in a month {batch}.{n}")
+            sign(subject, expires_at=now + timedelta(days=30))
+            _store(subject)
+            subjects.append(subject)
+        with CaptureQueriesContext(connection) as queries:
+            report = enforce_retention(now=now + timedelta(days=40), echo=lambda line: None)
+        assert report.erased_subjects == batch, report.lines
+        assert not any(_alive(subject) for subject in subjects)
+        counts.append(len(queries))
+    per_erasure = (counts[1] - counts[0]) / 2
+    assert per_erasure <= STATEMENTS_PER_ERASURE, counts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 
 import pytest
@@ -119,3 +120,39 @@ def test_an_append_inside_the_callers_transaction_costs_two_statements(tenant_fa
         entry.prev_hash,
     )
     assert stored.payload == {"subject_id": 3, "n": 1} and stored.at == entry.at
+
+
+@requires_postgresql
+def test_several_facts_append_in_order_in_two_statements(tenant_factory):
+    """record_each: one lock of the head and one insert for all of them, chained in the order given."""
+    from django.core.management import call_command
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from audit.actions import Fact, record_each
+    from audit.verification import verify_chain
+
+    tenant = tenant_factory()
+    first = record(tenant=tenant, action="test.first")
+    facts = [Fact(action="test.one", payload={"n": 1}), Fact(action="test.two", target_type="x", target_id=7)]
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        one, two = record_each(tenant, facts)
+    assert len(queries.captured_queries) == 2, [query["sql"] for query in queries.captured_queries]
+    stored = list(AuditEntry.objects.for_tenant(tenant).order_by("seq"))
+    assert [(e.pk, e.seq, e.action) for e in stored[1:]] == [
+        (one.pk, first.seq + 1, "test.one"),
+        (two.pk, first.seq + 2, "test.two"),
+    ]
+    assert (one.prev_hash, two.prev_hash) == (first.hash, one.hash)
+    assert [e.hash for e in stored] == [first.hash, one.hash, two.hash]
+    call_command("anchor_audit", stdout=io.StringIO())
+    assert verify_chain(tenant).intact
+
+
+def test_a_bad_fact_among_several_writes_none_of_them(tenant_factory):
+    from audit.actions import Fact, record_each
+
+    tenant = tenant_factory()
+    with pytest.raises(ValueError, match="dotted lowercase"):
+        record_each(tenant, [Fact(action="test.fine"), Fact(action="Not An Action")])
+    assert not AuditEntry.objects.for_tenant(tenant).exists()

@@ -473,15 +473,19 @@ def forget_reference_sets(subject: Subject) -> list[int]:
     Runs inside the erasure's transaction, after the key is destroyed: the sets built under that key are
     cleared, not one built since under a new consent's key. Idempotent. Returns the sets' ids.
     """
-    live_key = SubjectKey.objects.for_tenant(subject.tenant).filter(subject=subject).first()
-    sets = ReferenceSet.objects.for_tenant(subject.tenant).filter(subject=subject)
-    if live_key is not None:
-        sets = sets.exclude(items__crop__key_id=live_key.key_id)
-    ids = sorted(sets.values_list("pk", flat=True).distinct())
-    ReferenceItem.objects.for_tenant(subject.tenant).filter(reference_set_id__in=ids).update(
+    tenant = subject.tenant
+    sets = ReferenceSet.objects.for_tenant(tenant).filter(subject=subject).order_by()
+    found = set(sets.values_list("pk", flat=True))
+    live_key = SubjectKey.objects.for_tenant(tenant).filter(subject=subject).values_list("key_id", flat=True)
+    if found and (key_id := live_key.first()) is not None:
+        items = ReferenceItem.objects.for_tenant(tenant)
+        built_since = items.filter(reference_set_id__in=found, crop__key_id=key_id)
+        found -= set(built_since.order_by().values_list("reference_set_id", flat=True))
+    ids = sorted(found)
+    ReferenceItem.objects.for_tenant(tenant).filter(reference_set_id__in=ids).update(
         caption="", entry={}, quality={}, warnings=[]
     )
-    ReferenceSet.objects.for_tenant(subject.tenant).filter(pk__in=ids).update(
+    ReferenceSet.objects.for_tenant(tenant).filter(pk__in=ids).update(
         status=ReferenceSetStatus.ERASED, rejected=[]
     )
     return ids
