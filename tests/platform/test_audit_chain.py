@@ -254,3 +254,68 @@ def test_the_canonical_encoding_is_sorted_compact_utf8_json(value: object) -> No
 def test_the_canonical_encoding_refuses_what_json_cannot_say() -> None:
     with pytest.raises(ValueError):
         canonical_json({"x": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("actor_id", "action", "target_type", "target_id", "payload"),
+    [
+        (None, "consent.signed", "consent.subject", "12", {"subject_id": 12, "purposes": ["a", "b"]}),
+        (7, "x.y", "", "", {}),
+        (2**40, "q.ü", 'ty"pe\\', "id\n\u2028✓", {"é": {"z": [1, None, 2.5]}, "a": "b"}),
+    ],
+)
+def test_an_entrys_canonical_text_is_canonical_json_of_its_fields(
+    actor_id, action, target_type, target_id, payload
+) -> None:
+    """canonical_entry writes the fixed envelope itself (the walk's speed): byte for byte what
+    canonical_json of the entry's dict gives, so entries hashed before and after verify alike."""
+    fields = {"tenant_id": 3, "seq": 41, "actor_id": actor_id, "action": action}
+    fields |= {"target_type": target_type, "target_id": target_id, "payload": payload}
+    at = dt.datetime(2026, 12, 1, 23, 59, 58, 123456, tzinfo=dt.UTC)
+    expected = canonical_json(
+        {
+            "tenant": 3,
+            "seq": 41,
+            "at": "2026-12-01T23:59:58.123456Z",
+            "actor": actor_id,
+            "action": action,
+            "target_type": target_type,
+            "target_id": target_id,
+            "payload": payload,
+        }
+    )
+    assert canonical_entry(**fields, at=at) == expected
+    assert canonical_entry(**fields, at="2026-12-01T23:59:58.123456Z") == expected
+
+
+@pytest.mark.django_db(transaction=True)
+@requires_postgresql
+def test_the_walk_reads_ahead_on_its_own_connection_and_stops_with_the_walk(tenant_factory, monkeypatch):
+    """Outside a transaction (verify_audit, the anchor run) the next chunk is fetched by a reader
+    thread; a walk that stops at a broken entry stops it, and the verdict is the same."""
+    import audit.walk
+
+    monkeypatch.setattr(audit.walk, "WALK_CHUNK", 3)  # several chunks, and a full queue at the stop
+    tenant = tenant_factory()
+    for i in range(1, 21):
+        record(tenant=tenant, action="test.event", payload={"n": i})
+    assert not connection.in_atomic_block
+    readers_seen: list[str] = []
+    hash_entry = audit.walk.canonical_entry
+
+    def spying(**fields):
+        readers_seen.extend(t.name for t in threading.enumerate() if t.name == "audit-walk-reader")
+        return hash_entry(**fields)
+
+    monkeypatch.setattr(audit.walk, "canonical_entry", spying)
+    before = {thread.ident for thread in threading.enumerate()}
+    walk = walk_chain(tenant)
+    assert (walk.last_seq, walk.problem) == (20, "")
+    assert readers_seen, "the rows were not read ahead"
+    tamper_audit(
+        "UPDATE audit_auditentry SET payload = %s WHERE tenant_id = %s AND seq = 4", ['{"n": 99}', tenant.pk]
+    )
+    broken = walk_chain(tenant)
+    assert (broken.first_bad_seq, broken.last_seq) == (4, 3), broken
+    assert "altered" in broken.problem
+    assert {thread.ident for thread in threading.enumerate()} == before  # no reader left behind
