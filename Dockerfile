@@ -71,8 +71,8 @@ USER likeness
 VOLUME ["/data"]
 EXPOSE 8000
 # The web server (HTTP + WebSocket). Workers and beat override the command (compose.yaml).
-# No proxy headers: uvicorn would take the client address from the left-most X-Forwarded-For
-# entry, which the client writes; the application reads the header itself, trusting only the
+# uvicorn in processes that each listen on their own socket (config/webserver.py). No proxy
+# headers: uvicorn would take the client address from the left-most X-Forwarded-For entry, which
+# the client writes; the application reads the header itself, trusting only the
 # LIKENESS_TRUSTED_PROXIES entries on its right (tenancy/throttling.py).
-CMD ["python", "-m", "uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
-     "--no-proxy-headers", "--lifespan", "off", "--no-server-header", "--workers", "2"]
+CMD ["python", "-m", "config.webserver", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

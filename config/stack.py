@@ -138,9 +138,10 @@ class Supervisor:
 def web_workers() -> int:
     """How many server processes: LIKENESS_WEB_WORKERS, by default one per core.
 
-    One process runs Python on one core at a time; several share the port (uvicorn's
-    supervisor) and everything else through PostgreSQL and Redis (sessions, request rates,
-    the channel layer that carries job progress to whichever process holds the socket).
+    One process runs Python on one core at a time; several share the port (each its own
+    socket: config.webserver) and everything else through PostgreSQL and Redis (sessions,
+    request rates, the channel layer that carries job progress to whichever process holds
+    the socket).
     """
     configured = os.environ.get("LIKENESS_WEB_WORKERS", "").strip()
     if not configured:
@@ -151,15 +152,10 @@ def web_workers() -> int:
 
 
 def web_command(host: str, port: int, workers: int | None = None) -> list[str]:
-    """The ASGI server as `make run` starts it (tests start exactly this).
-
-    No proxy headers: the client address is the TCP peer's; behind a reverse
-    proxy, Django reads X-Forwarded-For itself (LIKENESS_TRUSTED_PROXIES). No
-    lifespan: neither Django nor Channels implements it.
-    """
+    """The ASGI server as `make run` starts it (tests start exactly this): config.webserver,
+    uvicorn in several processes that each listen on their own socket (why: its docstring)."""
     return [
-        *(sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port)),
-        *("--no-proxy-headers", "--lifespan", "off", "--no-server-header"),
+        *(sys.executable, "-m", "config.webserver", "--host", host, "--port", str(port)),
         *("--workers", str(workers or web_workers())),
     ]
 

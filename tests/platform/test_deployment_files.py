@@ -87,7 +87,8 @@ def test_only_the_proxy_is_published_and_the_web_service_trusts_exactly_it():
 
 def test_the_web_service_runs_the_server_make_run_runs():
     """compose.yaml and the Dockerfile's default command start config.stack.web_command's server and flags."""
-    # From `-m uvicorn` on (the interpreter's path differs); the container listens on its own interface.
+    # From `-m config.webserver` on (the interpreter's path differs); the container listens on its own
+    # interface.
     # The process count (`--workers N`, last) is the deployment's own choice.
     expected = " ".join(web_command("0.0.0.0", 8000, workers=2)[1:-2])  # noqa: S104
     compose = " ".join(_compose()["services"]["web"]["command"].split())
