@@ -17,7 +17,7 @@ from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
 from tenancy.models import Membership
-from tenancy.pagination import capped_count, page_without_count
+from tenancy.pagination import capped_count, keyset_page
 from tenancy.permissions import has_perm
 
 PAGE_SIZE = 50
@@ -35,9 +35,9 @@ def _filtered(request: TenantRequest) -> tuple[AuditEntryFilter, QuerySet[AuditE
 def audit_log(request: TenantRequest) -> HttpResponse:
     tenant = require_tenant(request)
     filterset, entries = _filtered(request)
-    page = page_without_count(entries.order_by("-seq"), request.GET.get("page"), PAGE_SIZE)
+    page = keyset_page(request, entries.order_by("-seq"), PAGE_SIZE)
     query = request.GET.copy()
-    query.pop("page", None)
+    query.pop("cursor", None)
     members = Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
     return render(
         request,

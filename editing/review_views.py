@@ -23,10 +23,11 @@ from editing import review
 from editing.models import Output, OutputStatus
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import tenant_permission_required
-from tenancy.pagination import page_without_count
+from tenancy.pagination import keyset_page
 from tenancy.permissions import has_perm
 
 PAGE_SIZE = 20
+MAX_CURSOR_CHARS = 500  # a page's cursor (tenancy.pagination.keyset_page) is under 100
 # The subject filter offers those with outputs in the listed status, by name; beyond, the URL's ?subject=.
 MAX_SUBJECT_CHOICES = 200
 # A bulk decision that fails for many ids names the first few and counts the rest.
@@ -49,15 +50,16 @@ class DecisionForm(forms.Form):
     decision = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject")])
     ids = IdListField(required=False)
     reason = forms.CharField(required=False)
-    # Where the queue was, to come back to it: the filter, the page and the row that had the focus.
+    # Where the queue was, to come back to it: the filter, the page (its cursor) and the row that had
+    # the focus.
     subject = forms.IntegerField(required=False, min_value=1)
-    page = forms.IntegerField(required=False, min_value=1)
+    cursor = forms.CharField(required=False, max_length=MAX_CURSOR_CHARS)
     focus = forms.IntegerField(required=False, min_value=0)
 
 
-def _queue_url(subject: int | None, page: int | None, focus: int | None) -> str:
+def _queue_url(subject: int | None, cursor: str, focus: int | None) -> str:
     query = QueryDict(mutable=True)
-    for name, value in (("subject", subject), ("page", page), ("focus", focus)):
+    for name, value in (("subject", subject), ("cursor", cursor or None), ("focus", focus)):
         if value is not None:  # focus 0, the first row, is a place to come back to
             query[name] = str(value)
     return f"{reverse('approvals')}{'?' + query.urlencode() if query else ''}"
@@ -94,7 +96,7 @@ def _decide(request: TenantRequest) -> HttpResponse:
         messages.error(request, error.message)
     else:
         _report(request, data["decision"], decisions)
-    return redirect(_queue_url(data["subject"], data["page"], data["focus"]))
+    return redirect(_queue_url(data["subject"], data["cursor"], data["focus"]))
 
 
 @require_http_methods(["GET", "POST"])
@@ -118,7 +120,7 @@ def approvals(request: TenantRequest) -> HttpResponse:
     subject_id = request.GET.get("subject", "")
     if subject_id.isdigit():
         outputs = outputs.filter(subject_id=int(subject_id))
-    page_obj = page_without_count(outputs, request.GET.get("page"), PAGE_SIZE)
+    page_obj = keyset_page(request, outputs, PAGE_SIZE)
     focus = request.GET.get("focus", "")
     subjects = (
         Subject.objects.for_tenant(tenant)

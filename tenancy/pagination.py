@@ -1,19 +1,20 @@
 """Pagination whose cost does not grow with the tenant: no COUNT(*) over the whole list.
 
-Dashboard lists (`page_without_count`) show Previous / Next only: a page reads
-one row more than it shows to know whether there is a next one. Where a person
-wants to know how many (the audit log), `capped_count` counts at most
-COUNT_CAP + 1 rows and says "1,000+" above that: a `COUNT` over a LIMITed
-subquery stops after that many index entries, however large the tenant is.
-(PostgreSQL's planner estimate, pg_class.reltuples, was the other candidate: it
-is per table, not per tenant or filter, so it cannot answer "entries of this
-tenant matching these filters".)
+API lists (`KeysetPagination`) and the dashboard's lists of subjects, jobs,
+outputs, releases, certificates and audit entries (`keyset_page`) use keyset
+(cursor) pagination: the `next` link carries the position after the last row,
+so page 200 costs what page 1 costs, and rows added or decided meanwhile never
+shift a page. No page counts the list. Where a person wants to know how many
+(the audit log), `capped_count` counts at most COUNT_CAP + 1 rows and says
+"1,000+" above that: a `COUNT` over a LIMITed subquery stops after that many
+index entries, however large the tenant is. (PostgreSQL's planner estimate,
+pg_class.reltuples, was the other candidate: it is per table, not per tenant or
+filter, so it cannot answer "entries of this tenant matching these filters".)
 
-API lists (`KeysetPagination`) use keyset (cursor) pagination: the `next` link
-carries the position after the last row, so page 200 costs what page 1 costs,
-and rows added meanwhile never shift a page. Residual: a dashboard page far
-down a list (`?page=200`) is still an OFFSET, which reads the rows before it;
-the filters are the way to a distant row, and the page links only ever step by one.
+Lists ordered through a relation, which a cursor cannot follow (members by
+user name, identity models by subject name), are paged by number
+(`page_without_count`: one row more than shown, to know whether there is a next
+page); members grow with the team, models with the subjects who trained one.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.db.models import QuerySet
-from rest_framework.exceptions import ValidationError
+from django.http import HttpRequest
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination, LimitOffsetPagination
 from rest_framework.request import Request
 
@@ -130,6 +133,61 @@ class KeysetPagination(CursorPagination):
                 {"offset": ["This list is paginated by cursor: follow the `next` link of the previous page."]}
             )
         return super().paginate_queryset(queryset, request, view)
+
+
+class KeysetPage(Sequence[Any]):
+    """One page of a dashboard list by cursor: its rows and the links to the pages on either side."""
+
+    def __init__(self, rows: list[Any], previous_url: str, next_url: str) -> None:
+        self.object_list = rows
+        self.previous_url = previous_url
+        self.next_url = next_url
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.object_list)
+
+    def __len__(self) -> int:
+        return len(self.object_list)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.object_list[index]
+
+    def has_other_pages(self) -> bool:
+        return bool(self.previous_url or self.next_url)
+
+
+def _query_of(url: str | None) -> str:
+    """The page link as the dashboard writes it: this page's own path, with its query."""
+    return f"?{urlsplit(url).query}" if url else ""
+
+
+class _DashboardKeyset(KeysetPagination):
+    """The API's keyset pages for a dashboard list: the view sets the page size, and a cursor that
+    does not decode (edited, or from another list) shows the first page rather than an error: it
+    is a link a person followed."""
+
+    def get_page_size(self, request: Request) -> int:
+        return self.page_size
+
+    def decode_cursor(self, request: Request) -> Any:
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            return None
+
+    def paginate_queryset(self, queryset: QuerySet[Any], request: Request, view: Any = None) -> Any:
+        # The API refuses `offset` (KeysetPagination); here it means nothing.
+        return CursorPagination.paginate_queryset(self, queryset, request, view)
+
+
+def keyset_page(request: HttpRequest, queryset: QuerySet[Any], per_page: int) -> KeysetPage:
+    """The page of an ordered list that `?cursor=` points at, as the API pages (KeysetPagination)."""
+    paginator = _DashboardKeyset()
+    paginator.page_size = per_page
+    rows = paginator.paginate_queryset(queryset, Request(request))
+    return KeysetPage(
+        list(rows or []), _query_of(paginator.get_previous_link()), _query_of(paginator.get_next_link())
+    )
 
 
 class TeamListPagination(LimitOffsetPagination):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from html import unescape
 from typing import Any
 
 import pytest
@@ -170,3 +172,10 @@ def log_in(page: Any, base_url: str, username: str) -> None:
     page.fill("input[name=password]", TEST_PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base_url}/")
+
+
+def page_link(html: str, rel: str) -> str:
+    """The href of a dashboard page's `rel="next"` or `rel="prev"` link (the pager's), unescaped."""
+    found = re.search(rf'<a href="([^"]+)" rel="{rel}"', html)
+    assert found, f'the page has no rel="{rel}" link'
+    return unescape(found.group(1))

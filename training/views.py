@@ -16,7 +16,7 @@ from consent.views.common import failure_text, get_subject
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
-from tenancy.pagination import page_without_count
+from tenancy.pagination import keyset_page, page_without_count
 from tenancy.permissions import has_perm
 from tenancy.templatetags.ui import tone
 from training import actions
@@ -140,7 +140,7 @@ def job_list(request: TenantRequest) -> HttpResponse:
         jobs = jobs.filter(kind=kind)
     if subject is not None:
         jobs = jobs.filter(subject=subject)
-    page = page_without_count(jobs, request.GET.get("page"), JOBS_PER_PAGE)
+    page = keyset_page(request, jobs, JOBS_PER_PAGE)
     return render(
         request,
         "training/job_list.html",

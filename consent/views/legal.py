@@ -13,7 +13,7 @@ from consent.views.common import can, get_subject
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
-from tenancy.pagination import page_without_count
+from tenancy.pagination import keyset_page
 
 
 @require_GET
@@ -79,9 +79,7 @@ CERTIFICATES_PER_PAGE = 50
 @tenant_permission_required("consent.view_deletioncertificate")
 def certificate_list(request: TenantRequest) -> HttpResponse:
     certificates = DeletionCertificate.objects.for_tenant(require_tenant(request)).select_related("subject")
-    page = page_without_count(
-        certificates.order_by("-started_at", "-id"), request.GET.get("page"), CERTIFICATES_PER_PAGE
-    )
+    page = keyset_page(request, certificates.order_by("-started_at", "-id"), CERTIFICATES_PER_PAGE)
     return render(
         request,
         "consent/certificate_list.html",

@@ -25,7 +25,7 @@ from personalization import prepare
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required
-from tenancy.pagination import page_without_count
+from tenancy.pagination import keyset_page
 from tenancy.permissions import restrict_to_perm
 from training.subject_page import subject_studio
 
@@ -53,7 +53,7 @@ def subject_list(request: TenantRequest) -> HttpResponse:
         tenant,
         "consent.view_subject",
     )
-    page = page_without_count(subjects, request.GET.get("page"), SUBJECTS_PER_PAGE)
+    page = keyset_page(request, subjects, SUBJECTS_PER_PAGE)
     return render(
         request,
         "consent/subject_list.html",

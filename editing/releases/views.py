@@ -20,7 +20,7 @@ from editing.releases.models import MAX_CAMPAIGN_CHARS, Release
 from tenancy.access import get_for_tenant_or_404, tenant_object_view
 from tenancy.context import TenantRequest, require_tenant
 from tenancy.decorators import check_perm, tenant_member_required, tenant_permission_required
-from tenancy.pagination import page_without_count
+from tenancy.pagination import keyset_page
 from tenancy.permissions import has_perm
 
 PAGE_SIZE = 20
@@ -107,7 +107,7 @@ def release_list(request: TenantRequest) -> HttpResponse:
     subject_id = request.GET.get("subject", "")
     if subject_id.isdigit():
         releases = releases.filter(subject_id=int(subject_id))
-    page_obj = page_without_count(releases, request.GET.get("page"), PAGE_SIZE)
+    page_obj = keyset_page(request, releases, PAGE_SIZE)
     now = timezone.now()
     rows = [(release, _pill(gate.standing(release, now))) for release in page_obj]
     # Where staff start a release: the latest approved outputs (all of them: ?status=approved on /approvals/).

@@ -16,6 +16,8 @@ from typing import Any
 from django import template
 from django.http import QueryDict
 
+from tenancy.pagination import KeysetPage
+
 register = template.Library()
 
 # How a status stands, whatever its app: ok (done, in force), info (under way), warn (needs someone),
@@ -93,6 +95,8 @@ def empty_state(
 @register.inclusion_tag("components/pager.html", takes_context=True)
 def pager(context: dict[str, Any], page_obj: Any) -> dict[str, Any]:
     """Previous / next links for a paginated list, keeping the page's other query parameters."""
+    if isinstance(page_obj, KeysetPage):
+        return {"page_obj": page_obj, "previous_url": page_obj.previous_url, "next_url": page_obj.next_url}
     request = context["request"]
 
     def link(number: int) -> str:
@@ -102,6 +106,7 @@ def pager(context: dict[str, Any], page_obj: Any) -> dict[str, Any]:
 
     return {
         "page_obj": page_obj,
+        "number": page_obj.number,
         "previous_url": link(page_obj.previous_page_number()) if page_obj.has_previous() else "",
         "next_url": link(page_obj.next_page_number()) if page_obj.has_next() else "",
     }

@@ -16,7 +16,7 @@ from tenancy import actions as tenancy_actions
 from tenancy.models import Membership, Role
 from tests.consent.mailbox import issued
 from tests.fixtures.consent import SITE_URL, NamedBytes
-from tests.support import DESKTOP, PHONE, horizontal_overflow, log_in, unlabelled_fields
+from tests.support import DESKTOP, PHONE, horizontal_overflow, log_in, page_link, unlabelled_fields
 
 from . import photos
 
@@ -238,5 +238,5 @@ def test_the_subject_list_is_paginated(tenant, staff, make_subject, client_for) 
     client = client_for(staff, tenant)
     first = client.get(reverse("consent-subjects")).content.decode()
     assert first.count("data-subject=") == subject_views.SUBJECTS_PER_PAGE and 'rel="next"' in first
-    second = client.get(reverse("consent-subjects") + "?page=2").content.decode()
+    second = client.get(reverse("consent-subjects") + page_link(first, "next")).content.decode()
     assert second.count("data-subject=") == 1 and f"Subject {subject_views.SUBJECTS_PER_PAGE:02}" in second

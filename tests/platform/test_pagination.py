@@ -9,6 +9,7 @@ to a cap ("1,000+").
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from consent.models import Subject
 from tenancy import pagination
 from tenancy.models import Role
 from tests.fixtures.scale import seed_tenant
+from tests.support import page_link
 
 pytestmark = pytest.mark.django_db
 
@@ -76,12 +78,33 @@ def test_the_subject_list_page_does_not_count_the_tenant(client_for: Any) -> Non
         first = client.get(reverse("consent-subjects")).content.decode()
     assert "COUNT(" not in _sql(queries), _sql(queries)
     assert first.count("data-subject=") == 50 and 'rel="next"' in first and 'rel="prev"' not in first
-    second = client.get(reverse("consent-subjects") + "?page=2").content.decode()
+    with CaptureQueriesContext(connection) as queries:
+        second = client.get(reverse("consent-subjects") + page_link(first, "next")).content.decode()
+    sql = _sql(queries)
+    assert "COUNT(" not in sql and "OFFSET" not in sql, sql  # page 2 starts where page 1 ended
     assert second.count("data-subject=") == 10 and 'rel="next"' not in second and 'rel="prev"' in second
-    beyond = client.get(
-        reverse("consent-subjects") + "?page=9"
-    ).content.decode()  # a stale link: the last page
-    assert beyond.count("data-subject=") == 10 and "Page 2" in beyond
+    back = client.get(reverse("consent-subjects") + page_link(second, "prev")).content.decode()
+    assert re.findall(r'data-subject="(\d+)"', back) == re.findall(r'data-subject="(\d+)"', first)
+    # An edited or foreign cursor is a link a person followed: the first page, not an error.
+    edited = client.get(reverse("consent-subjects") + "?cursor=bm90IGEgY3Vyc29y&offset=50")
+    assert edited.status_code == 200 and edited.content.decode().count("data-subject=") == 50
+
+
+def test_a_new_row_never_shifts_the_next_page(client_for: Any) -> None:
+    """A cursor holds a position, not a row number: rows added before it (an OFFSET would show five of
+    page one's again) leave the next page as it was."""
+    from consent import actions
+
+    seeded = seed_tenant("growing", 60)
+    staff = seeded.users[Role.STAFF]
+    client = client_for(staff, seeded.tenant)
+    first = client.get(reverse("consent-subjects")).content.decode()
+    for n in range(5):  # "A ..." sorts before every "Subject 000nn" on page one
+        actions.create_subject(actor=staff, tenant=seeded.tenant, display_name=f"A new one {n}")
+    second = client.get(reverse("consent-subjects") + page_link(first, "next")).content.decode()
+    shown_first = set(re.findall(r'data-subject="(\d+)"', first))
+    shown_second = re.findall(r'data-subject="(\d+)"', second)
+    assert len(shown_second) == 10 and not shown_first & set(shown_second)
 
 
 def test_the_audit_log_counts_up_to_a_cap(monkeypatch, tenant_factory, member, client_for) -> None:
